@@ -1,0 +1,45 @@
+# Every dependency comes from a Debian package (scripts/bootstrap.sh installs them) or
+# from the CUDA toolkit when one is present.
+find_package(Threads REQUIRED)
+find_package(nlohmann_json 3.10 CONFIG REQUIRED)
+
+# CAF 0.17 ships no CMake config: wrap its libraries in imported targets.
+find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)
+find_library(CAF_CORE_LIBRARY caf_core REQUIRED)
+find_library(CAF_IO_LIBRARY caf_io REQUIRED)
+find_library(CAF_OPENSSL_LIBRARY caf_openssl REQUIRED)
+add_library(caf::core INTERFACE IMPORTED)
+target_include_directories(caf::core INTERFACE ${CAF_INCLUDE_DIR})
+target_link_libraries(caf::core INTERFACE ${CAF_CORE_LIBRARY} Threads::Threads)
+add_library(caf::io INTERFACE IMPORTED)
+target_link_libraries(caf::io INTERFACE ${CAF_IO_LIBRARY} caf::core)
+add_library(caf::openssl INTERFACE IMPORTED)
+target_link_libraries(caf::openssl INTERFACE ${CAF_OPENSSL_LIBRARY} caf::io)
+
+find_package(CapnProto CONFIG REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(LIBFABRIC REQUIRED IMPORTED_TARGET libfabric>=1.17)
+pkg_check_modules(LUA REQUIRED IMPORTED_TARGET lua5.4)
+find_library(READLINE_LIBRARY readline REQUIRED)
+find_package(doctest CONFIG REQUIRED)
+include(doctest)
+
+# CUDA is optional: found at /usr/local/cuda (or on PATH) it is built, so it cannot rot
+# even where no GPU exists to run it.
+set(JANUS_HAVE_CUDA OFF)
+if(JANUS_CUDA)
+  if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT}/lib)
+    set(JANUS_HAVE_CUDA ON)
+    message(STATUS "janus: CUDA ${CUDAToolkit_VERSION} found, building the CUDA backend")
+  else()
+    message(STATUS "janus: no CUDA toolkit, building CPU only")
+  endif()
+endif()

@@ -1,0 +1,200 @@
+#include "gpu/cpu/kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "runtime/parallel.h"
+
+namespace janus::cpu {
+namespace {
+
+// Sixteen independent partial sums let the compiler vectorise without -ffast-math, and
+// fix the summation order for a given k, whatever the batch.
+inline float dot(const float* a, const float* b, int64_t n) {
+  float acc[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
+  for (int j = 0; i < n; ++i, ++j) acc[j] += a[i] * b[i];
+  for (int w = 8; w >= 1; w /= 2)
+    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+  return acc[0];
+}
+
+// Work below this many multiply-adds runs on the caller: waking the pool costs more.
+constexpr int64_t kParallelMacs = 1 << 16;
+
+}  // namespace
+
+void embedding(const int32_t* ids, int64_t n, const void* table, DType dt, int64_t dim, float* out) {
+  for (int64_t i = 0; i < n; ++i)
+    convert_to_f32(static_cast<const char*>(table) + static_cast<size_t>(ids[i]) * dim * dtype_size(dt), dt, out + i * dim,
+                   static_cast<size_t>(dim));
+}
+
+void rms_norm(const float* x, int64_t rows, int64_t dim, const void* w, DType wt, float eps, float* y) {
+  std::vector<float> wf(static_cast<size_t>(dim));
+  convert_to_f32(w, wt, wf.data(), wf.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float* yr = y + r * dim;
+    float ss = dot(xr, xr, dim) / static_cast<float>(dim);
+    float inv = 1.0f / std::sqrt(ss + eps);
+    for (int64_t i = 0; i < dim; ++i) yr[i] = wf[i] * (xr[i] * inv);
+  }
+}
+
+void matmul(const float* x, int64_t m, int64_t k, const void* w, DType wt, int64_t n, float* y) {
+  const int64_t grain = std::max<int64_t>(1, kParallelMacs / std::max<int64_t>(1, m * k));
+  auto body = [&](int64_t n0, int64_t n1) {
+    std::vector<float> row;
+    if (wt != DType::kF32) row.resize(static_cast<size_t>(k));
+    for (int64_t j = n0; j < n1; ++j) {
+      const float* wr;
+      if (wt == DType::kF32) {
+        wr = static_cast<const float*>(w) + j * k;
+      } else {
+        convert_to_f32(static_cast<const char*>(w) + static_cast<size_t>(j * k) * 2, wt, row.data(), static_cast<size_t>(k));
+        wr = row.data();
+      }
+      for (int64_t i = 0; i < m; ++i) y[i * n + j] = dot(x + i * k, wr, k);
+    }
+  };
+  if (m * k * n < kParallelMacs) body(0, n);
+  else parallel_for(n, grain, body);
+}
+
+void rope_inv_freq(double theta, int head_dim, float* inv_freq) {
+  // transformers: 1.0 / (base ** (torch.arange(0, dim, 2, dtype=float32) / dim)), in fp32.
+  const float base = static_cast<float>(theta);
+  for (int i = 0; i < head_dim / 2; ++i) {
+    float e = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    inv_freq[i] = 1.0f / std::pow(base, e);
+  }
+}
+
+void rope(float* x, int64_t rows, int heads, int head_dim, const int32_t* positions, const float* inv_freq) {
+  const int half = head_dim / 2;
+  std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float p = static_cast<float>(positions[r]);
+    for (int i = 0; i < half; ++i) {
+      float angle = p * inv_freq[i];  // fp32 product, as transformers forms freqs
+      c[i] = std::cos(angle);
+      s[i] = std::sin(angle);
+    }
+    for (int h = 0; h < heads; ++h) {
+      float* v = x + (r * heads + h) * head_dim;
+      for (int i = 0; i < half; ++i) {
+        float a = v[i], b = v[i + half];
+        v[i] = a * c[i] - b * s[i];
+        v[i + half] = b * c[i] + a * s[i];
+      }
+    }
+  }
+}
+
+namespace {
+inline int64_t kv_offset(const PagedKvLayout& L, int32_t seq, int32_t pos) {
+  int32_t block = L.block_tables[static_cast<int64_t>(seq) * L.max_blocks + pos / L.block_size];
+  return (static_cast<int64_t>(block) * L.block_size + pos % L.block_size) * L.kv_heads * L.head_dim;
+}
+}  // namespace
+
+void kv_write(const float* k, const float* v, int64_t rows, const KvRow* row, const PagedKvLayout& L, float* k_cache,
+              float* v_cache) {
+  const int64_t width = static_cast<int64_t>(L.kv_heads) * L.head_dim;
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t off = kv_offset(L, row[r].seq, row[r].pos);
+    std::memcpy(k_cache + off, k + r * width, static_cast<size_t>(width) * 4);
+    std::memcpy(v_cache + off, v + r * width, static_cast<size_t>(width) * 4);
+  }
+}
+
+void paged_attention(const float* q, int64_t rows, const KvRow* row, int heads, const PagedKvLayout& L, const float* k_cache,
+                     const float* v_cache, int window, float scale, float* out) {
+  const int hd = L.head_dim;
+  const int group = heads / L.kv_heads;
+  int64_t work = 0;
+  for (int64_t r = 0; r < rows; ++r) work += static_cast<int64_t>(row[r].pos + 1) * heads * hd * 2;
+  auto body = [&](int64_t r0, int64_t r1) {
+    std::vector<float> scores;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int32_t pos = row[r].pos;
+      const int32_t first = window > 0 ? std::max(0, pos - window + 1) : 0;
+      const int32_t len = pos - first + 1;
+      scores.resize(static_cast<size_t>(len));
+      for (int h = 0; h < heads; ++h) {
+        const int kvh = h / group;
+        const float* qh = q + (r * heads + h) * hd;
+        float mx = -INFINITY;
+        for (int32_t t = 0; t < len; ++t) {
+          const float* kt = k_cache + kv_offset(L, row[r].seq, first + t) + kvh * hd;
+          scores[t] = dot(qh, kt, hd) * scale;
+          mx = std::max(mx, scores[t]);
+        }
+        float sum = 0.f;
+        for (int32_t t = 0; t < len; ++t) {
+          scores[t] = std::exp(scores[t] - mx);
+          sum += scores[t];
+        }
+        const float inv = 1.0f / sum;
+        float* oh = out + (r * heads + h) * hd;
+        std::fill(oh, oh + hd, 0.f);
+        for (int32_t t = 0; t < len; ++t) {
+          const float p = scores[t] * inv;
+          const float* vt = v_cache + kv_offset(L, row[r].seq, first + t) + kvh * hd;
+          for (int d = 0; d < hd; ++d) oh[d] += p * vt[d];
+        }
+      }
+    }
+  };
+  if (work < kParallelMacs) body(0, rows);
+  else parallel_for(rows, 1, body);
+}
+
+void gate_topk(const float* logits, int64_t rows, int experts, int top_k, bool renormalize, int32_t* ids, float* weights) {
+  std::vector<float> p(static_cast<size_t>(experts));
+  std::vector<int32_t> order(static_cast<size_t>(experts));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* l = logits + r * experts;
+    float mx = *std::max_element(l, l + experts);
+    float sum = 0.f;
+    for (int e = 0; e < experts; ++e) {
+      p[e] = std::exp(l[e] - mx);
+      sum += p[e];
+    }
+    for (int e = 0; e < experts; ++e) p[e] /= sum;
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + top_k, order.end(),
+                      [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+    float ksum = 0.f;
+    for (int j = 0; j < top_k; ++j) ksum += p[order[j]];
+    for (int j = 0; j < top_k; ++j) {
+      ids[r * top_k + j] = order[j];
+      weights[r * top_k + j] = renormalize ? p[order[j]] / ksum : p[order[j]];
+    }
+  }
+}
+
+void silu_mul(const float* x, const float* u, int64_t n, float* y) {
+  for (int64_t i = 0; i < n; ++i) {
+    float g = x[i];
+    y[i] = g / (1.0f + std::exp(-g)) * u[i];
+  }
+}
+
+void swiglu_ffn(const float* x, int64_t rows, int64_t hidden, int64_t inter, const void* gate, DType gt, const void* up,
+                DType ut, const void* down, DType dt, float* scratch, float* y) {
+  float* g = scratch;
+  float* u = scratch + rows * inter;
+  matmul(x, rows, hidden, gate, gt, inter, g);
+  matmul(x, rows, hidden, up, ut, inter, u);
+  silu_mul(g, u, rows * inter, g);
+  matmul(g, rows, inter, down, dt, hidden, y);
+}
+
+}  // namespace janus::cpu

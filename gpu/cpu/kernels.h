@@ -1,0 +1,76 @@
+// CPU reference kernels: the exact, readable twin of every CUDA kernel in gpu/cuda.
+//
+// Plain functions over raw pointers and sizes (as DeepEP's api.cuh), activations in
+// fp32, weights in any DType (converted on the fly, accumulated in fp32). Each output
+// row depends only on its own input row, never on how many other rows share the call:
+// that is what lets the actor graph, which batches rows differently, reproduce the
+// reference engine bit for bit. Kernels may split work over the pool in
+// runtime/parallel.h; results do not depend on the thread count.
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/dtype.h"
+
+namespace janus::cpu {
+
+/// out[i, :] = table[ids[i], :] for i < n. table is [vocab, dim].
+void embedding(const int32_t* ids, int64_t n, const void* table, DType table_dtype, int64_t dim, float* out);
+
+/// y[r] = w * x[r] / sqrt(mean(x[r]^2) + eps), computed as transformers does (fp32).
+/// x and y may alias. w is [dim].
+void rms_norm(const float* x, int64_t rows, int64_t dim, const void* w, DType w_dtype, float eps, float* y);
+
+/// y[m, n] = sum_k x[m, k] * w[n, k]: a linear layer with PyTorch's [out, in] weight.
+/// The sum runs in a fixed order per (m, n) whatever m is.
+void matmul(const float* x, int64_t m, int64_t k, const void* w, DType w_dtype, int64_t n, float* y);
+
+/// The inverse frequencies of rotary embeddings: inv_freq[i] = theta^(-2i/head_dim),
+/// i < head_dim/2, in fp32 as transformers computes them.
+void rope_inv_freq(double theta, int head_dim, float* inv_freq);
+
+/// Rotates x [rows, heads, head_dim] in place, the rotate_half (GPT-NeoX) layout:
+/// pairs (i, i + head_dim/2) at angle position * inv_freq[i].
+void rope(float* x, int64_t rows, int heads, int head_dim, const int32_t* positions, const float* inv_freq);
+
+/// Where one row of a ragged batch lives in the paged KV cache.
+struct KvRow {
+  int32_t seq;  // row of block_tables
+  int32_t pos;  // absolute position of the token in its sequence
+};
+
+/// Paged KV cache layout of one layer: k and v are [num_blocks, block_size, kv_heads,
+/// head_dim]; block_tables is [num_seqs, max_blocks] (physical block of each logical one).
+struct PagedKvLayout {
+  int32_t block_size = 16;
+  int32_t kv_heads = 0;
+  int32_t head_dim = 0;
+  const int32_t* block_tables = nullptr;
+  int32_t max_blocks = 0;
+};
+
+/// Stores k, v [rows, kv_heads, head_dim] at each row's (seq, pos) slot.
+void kv_write(const float* k, const float* v, int64_t rows, const KvRow* row, const PagedKvLayout& layout, float* k_cache,
+              float* v_cache);
+
+/// Causal attention for a ragged batch over the paged cache: row r (query heads
+/// [heads, head_dim]) attends to positions [max(0, pos - window + 1), pos] of its
+/// sequence (window 0: all). Grouped-query: query head h reads kv head h / (heads /
+/// kv_heads). out is [rows, heads, head_dim].
+void paged_attention(const float* q, int64_t rows, const KvRow* row, int heads, const PagedKvLayout& layout,
+                     const float* k_cache, const float* v_cache, int sliding_window, float scale, float* out);
+
+/// Softmax over each row of router logits [rows, experts] (fp32), then the top_k largest
+/// (ties: lower expert id first), in descending order; with renormalize, the k weights
+/// are divided by their sum. ids and weights are [rows, top_k].
+void gate_topk(const float* logits, int64_t rows, int experts, int top_k, bool renormalize, int32_t* ids, float* weights);
+
+/// y = silu(x) * u elementwise over n (y may alias x or u).
+void silu_mul(const float* x, const float* u, int64_t n, float* y);
+
+/// One SwiGLU FFN: y[r] = down(silu(gate x[r]) * up x[r]) for rows of x [rows, hidden].
+/// scratch holds 2 * rows * inter floats.
+void swiglu_ffn(const float* x, int64_t rows, int64_t hidden, int64_t inter, const void* gate, DType gate_dtype,
+                const void* up, DType up_dtype, const void* down, DType down_dtype, float* scratch, float* y);
+
+}  // namespace janus::cpu
