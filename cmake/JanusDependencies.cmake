@@ -34,6 +34,14 @@ if(JANUS_CUDA)
   include(CheckLanguage)
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
+    # Hopper machine code (sm_90a: wgmma, setmaxnreg) plus compute_90 PTX that newer
+    # GPUs' drivers can compile; the architecture flags are set by hand because this
+    # CMake does not know the 'a' suffix.
+    set(CMAKE_CUDA_ARCHITECTURES OFF)
+    set(CMAKE_CUDA_STANDARD 17)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+    set(JANUS_CUDA_FLAGS -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=compute_90
+        --expt-relaxed-constexpr -lineinfo -Xcompiler=-Wall)
     enable_language(CUDA)
     find_package(CUDAToolkit REQUIRED)
     find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT}/lib)

@@ -22,7 +22,9 @@ Status validate_request(const ModelConfig& c, const GenerateRequest& r, const st
 }
 
 bool is_stop_token(const ModelConfig& c, const GenerateRequest& r, int32_t token) {
-  return r.stop_at_eos && std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), token) != c.eos_token_ids.end();
+  if (!r.stop_at_eos) return false;
+  if (!r.eos_ids.empty()) return std::find(r.eos_ids.begin(), r.eos_ids.end(), token) != r.eos_ids.end();
+  return std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), token) != c.eos_token_ids.end();
 }
 
 ReferenceEngine::ReferenceEngine(std::shared_ptr<const Model> model, ReferenceEngineOptions options)

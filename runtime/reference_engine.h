@@ -21,7 +21,8 @@ struct GenerateRequest {
   std::vector<int32_t> prompt;
   int max_new_tokens = 16;
   SamplingParams sampling;       // greedy by default
-  bool stop_at_eos = true;       // stop after emitting one of the config's EOS ids
+  bool stop_at_eos = true;       // stop after emitting an EOS id
+  std::vector<int32_t> eos_ids;  // overrides the config's EOS ids when not empty
   bool want_prompt_logits = false;  // keep the logits at the last prompt position
 };
 

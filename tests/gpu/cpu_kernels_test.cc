@@ -1,0 +1,239 @@
+// The CPU reference kernels against straightforward double-precision formulas, on fresh
+// random inputs (never zeros) and several shapes.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "gpu/cpu/kernels.h"
+#include "runtime/parallel.h"
+#include "test_util.h"
+
+using namespace janus;
+using janus::test::random_floats;
+using janus::test::rel_max_err;
+
+namespace {
+
+std::vector<char> to_dtype(const std::vector<float>& v, DType t) {
+  std::vector<char> out(v.size() * dtype_size(t));
+  convert_from_f32(v.data(), t, out.data(), v.size());
+  return out;
+}
+
+std::vector<float> from_dtype(const std::vector<char>& v, DType t, size_t n) {
+  std::vector<float> out(n);
+  convert_to_f32(v.data(), t, out.data(), n);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("matmul matches a double-precision product for every weight dtype and shape") {
+  std::mt19937 rng(1);
+  for (DType t : {DType::kF32, DType::kBF16, DType::kF16})
+    for (auto [m, k, n] : {std::tuple{1, 7, 3}, {5, 64, 33}, {17, 130, 257}, {64, 256, 512}}) {
+      CAPTURE(dtype_name(t));
+      CAPTURE(m);
+      auto x = random_floats(static_cast<size_t>(m * k), rng);
+      auto w = random_floats(static_cast<size_t>(n * k), rng);
+      auto wq = to_dtype(w, t);
+      auto wr = from_dtype(wq, t, w.size());  // the weights as the kernel sees them
+      std::vector<float> y(static_cast<size_t>(m * n), NAN), ref(y.size());
+      cpu::matmul(x.data(), m, k, wq.data(), t, n, y.data());
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < n; ++j) {
+          double s = 0;
+          for (int q = 0; q < k; ++q) s += static_cast<double>(x[i * k + q]) * wr[j * k + q];
+          ref[i * n + j] = static_cast<float>(s);
+        }
+      CHECK(rel_max_err(y.data(), ref.data(), y.size()) < 1e-5);
+    }
+}
+
+TEST_CASE("matmul rows do not depend on the batch they share or the thread count") {
+  std::mt19937 rng(2);
+  const int k = 96, n = 700;
+  auto x = random_floats(static_cast<size_t>(40 * k), rng);
+  auto w = random_floats(static_cast<size_t>(n * k), rng);
+  std::vector<float> all(static_cast<size_t>(40 * n)), one(static_cast<size_t>(n));
+  cpu::matmul(x.data(), 40, k, w.data(), DType::kF32, n, all.data());
+  set_cpu_threads(1);
+  for (int r : {0, 17, 39}) {
+    cpu::matmul(x.data() + r * k, 1, k, w.data(), DType::kF32, n, one.data());
+    CHECK(std::equal(one.begin(), one.end(), all.begin() + r * n));
+  }
+  set_cpu_threads(0);
+}
+
+TEST_CASE("rms_norm matches the formula and may run in place") {
+  std::mt19937 rng(3);
+  for (int dim : {16, 128, 2048}) {
+    auto x = random_floats(static_cast<size_t>(3 * dim), rng, 3.0f);
+    auto w = random_floats(static_cast<size_t>(dim), rng);
+    std::vector<float> y(x.size(), NAN), ref(x.size());
+    cpu::rms_norm(x.data(), 3, dim, w.data(), DType::kF32, 1e-6f, y.data());
+    for (int r = 0; r < 3; ++r) {
+      double ss = 0;
+      for (int i = 0; i < dim; ++i) ss += static_cast<double>(x[r * dim + i]) * x[r * dim + i];
+      double inv = 1.0 / std::sqrt(ss / dim + 1e-6);
+      for (int i = 0; i < dim; ++i) ref[r * dim + i] = static_cast<float>(w[i] * x[r * dim + i] * inv);
+    }
+    CHECK(rel_max_err(y.data(), ref.data(), y.size()) < 1e-5);
+    cpu::rms_norm(x.data(), 3, dim, w.data(), DType::kF32, 1e-6f, x.data());
+    CHECK(std::equal(x.begin(), x.end(), y.begin()));
+  }
+}
+
+TEST_CASE("rope rotates pairs (i, i + d/2) by position * theta^(-2i/d)") {
+  std::mt19937 rng(4);
+  const int heads = 3, hd = 16, rows = 4;
+  auto x = random_floats(static_cast<size_t>(rows * heads * hd), rng);
+  auto orig = x;
+  std::vector<int32_t> pos = {0, 1, 37, 1000};
+  std::vector<float> inv(hd / 2);
+  cpu::rope_inv_freq(10000.0, hd, inv.data());
+  cpu::rope(x.data(), rows, heads, hd, pos.data(), inv.data());
+  std::vector<float> ref(x.size());
+  for (int r = 0; r < rows; ++r)
+    for (int h = 0; h < heads; ++h)
+      for (int i = 0; i < hd / 2; ++i) {
+        const double f = std::pow(10000.0, -2.0 * i / hd);
+        const double a = pos[r] * f;
+        const float* v = orig.data() + (r * heads + h) * hd;
+        ref[(r * heads + h) * hd + i] = static_cast<float>(v[i] * std::cos(a) - v[i + hd / 2] * std::sin(a));
+        ref[(r * heads + h) * hd + i + hd / 2] = static_cast<float>(v[i + hd / 2] * std::cos(a) + v[i] * std::sin(a));
+      }
+  // Position 1000 amplifies fp32 rounding of the angle; 1e-4 is still far below a real bug.
+  CHECK(rel_max_err(x.data(), ref.data(), x.size()) < 1e-4);
+  // Position 0 leaves the vector unchanged.
+  CHECK(std::equal(x.begin(), x.begin() + heads * hd, orig.begin()));
+}
+
+TEST_CASE("paged attention equals dense causal attention, GQA and sliding window included") {
+  std::mt19937 rng(5);
+  const int heads = 4, kvh = 2, hd = 8, bs = 4;
+  for (int window : {0, 5}) {
+    CAPTURE(window);
+    // Two sequences of lengths 11 and 6, stored in scattered physical blocks.
+    const std::vector<int> lens = {11, 6};
+    const int max_blocks = 3, num_blocks = 8;
+    std::vector<int32_t> tables = {5, 0, 7, 2, 6, -1};
+    cpu::PagedKvLayout L{bs, kvh, hd, tables.data(), max_blocks};
+    std::vector<float> kc(static_cast<size_t>(num_blocks * bs * kvh * hd), NAN), vc(kc.size(), NAN);
+    std::vector<std::vector<float>> K(2), Vv(2);
+    std::vector<cpu::KvRow> rows;
+    for (int s = 0; s < 2; ++s) {
+      K[s] = random_floats(static_cast<size_t>(lens[s] * kvh * hd), rng);
+      Vv[s] = random_floats(static_cast<size_t>(lens[s] * kvh * hd), rng);
+      std::vector<cpu::KvRow> sr;
+      for (int p = 0; p < lens[s]; ++p) sr.push_back({s, p});
+      cpu::kv_write(K[s].data(), Vv[s].data(), lens[s], sr.data(), L, kc.data(), vc.data());
+      for (int p = 0; p < lens[s]; ++p) rows.push_back({s, p});
+    }
+    const int n = static_cast<int>(rows.size());
+    auto q = random_floats(static_cast<size_t>(n * heads * hd), rng);
+    std::vector<float> out(q.size(), NAN), ref(q.size());
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    cpu::paged_attention(q.data(), n, rows.data(), heads, L, kc.data(), vc.data(), window, scale, out.data());
+    for (int r = 0; r < n; ++r) {
+      const int s = rows[r].seq, p = rows[r].pos;
+      const int first = window > 0 ? std::max(0, p - window + 1) : 0;
+      for (int h = 0; h < heads; ++h) {
+        const int g = h / (heads / kvh);
+        std::vector<double> sc;
+        double mx = -1e300;
+        for (int t = first; t <= p; ++t) {
+          double d = 0;
+          for (int i = 0; i < hd; ++i) d += static_cast<double>(q[(r * heads + h) * hd + i]) * K[s][(t * kvh + g) * hd + i];
+          sc.push_back(d * scale);
+          mx = std::max(mx, sc.back());
+        }
+        double sum = 0;
+        for (double& v : sc) sum += (v = std::exp(v - mx));
+        for (int i = 0; i < hd; ++i) {
+          double o = 0;
+          for (int t = first; t <= p; ++t) o += sc[t - first] / sum * Vv[s][(t * kvh + g) * hd + i];
+          ref[(r * heads + h) * hd + i] = static_cast<float>(o);
+        }
+      }
+    }
+    CHECK(rel_max_err(out.data(), ref.data(), out.size()) < 1e-5);
+  }
+}
+
+TEST_CASE("gate_topk: softmax, top-k in descending order, optional renormalisation") {
+  std::mt19937 rng(6);
+  const int rows = 9, E = 16, k = 4;
+  auto logits = random_floats(static_cast<size_t>(rows * E), rng, 4.0f);
+  for (bool renorm : {false, true}) {
+    std::vector<int32_t> ids(static_cast<size_t>(rows * k), -1);
+    std::vector<float> w(ids.size(), NAN);
+    cpu::gate_topk(logits.data(), rows, E, k, renorm, ids.data(), w.data());
+    for (int r = 0; r < rows; ++r) {
+      std::vector<double> p(E);
+      double mx = *std::max_element(logits.begin() + r * E, logits.begin() + (r + 1) * E), sum = 0;
+      for (int e = 0; e < E; ++e) sum += (p[e] = std::exp(logits[r * E + e] - mx));
+      for (double& v : p) v /= sum;
+      std::vector<int> order(E);
+      std::iota(order.begin(), order.end(), 0);
+      std::sort(order.begin(), order.end(), [&](int a, int b) { return p[a] > p[b]; });
+      double ks = 0;
+      for (int j = 0; j < k; ++j) ks += p[order[j]];
+      for (int j = 0; j < k; ++j) {
+        CHECK(ids[r * k + j] == order[j]);
+        CHECK(w[r * k + j] == doctest::Approx(renorm ? p[order[j]] / ks : p[order[j]]).epsilon(1e-5));
+      }
+    }
+  }
+  // Ties go to the lower expert id.
+  std::vector<float> tie = {1.f, 3.f, 3.f, 0.f};
+  int32_t ids[2];
+  float w[2];
+  cpu::gate_topk(tie.data(), 1, 4, 2, true, ids, w);
+  CHECK(ids[0] == 1);
+  CHECK(ids[1] == 2);
+}
+
+TEST_CASE("swiglu_ffn is down(silu(gate x) * up x)") {
+  std::mt19937 rng(7);
+  const int rows = 5, H = 24, I = 40;
+  auto x = random_floats(static_cast<size_t>(rows * H), rng);
+  auto g = random_floats(static_cast<size_t>(I * H), rng, 0.3f);
+  auto u = random_floats(static_cast<size_t>(I * H), rng, 0.3f);
+  auto d = random_floats(static_cast<size_t>(H * I), rng, 0.3f);
+  std::vector<float> scratch(static_cast<size_t>(2 * rows * I)), y(static_cast<size_t>(rows * H), NAN), ref(y.size());
+  cpu::swiglu_ffn(x.data(), rows, H, I, g.data(), DType::kF32, u.data(), DType::kF32, d.data(), DType::kF32, scratch.data(),
+                  y.data());
+  for (int r = 0; r < rows; ++r) {
+    std::vector<double> a(I);
+    for (int i = 0; i < I; ++i) {
+      double gs = 0, us = 0;
+      for (int h = 0; h < H; ++h) {
+        gs += static_cast<double>(g[i * H + h]) * x[r * H + h];
+        us += static_cast<double>(u[i * H + h]) * x[r * H + h];
+      }
+      a[i] = gs / (1 + std::exp(-gs)) * us;
+    }
+    for (int h = 0; h < H; ++h) {
+      double s = 0;
+      for (int i = 0; i < I; ++i) s += d[h * I + i] * a[i];
+      ref[r * H + h] = static_cast<float>(s);
+    }
+  }
+  CHECK(rel_max_err(y.data(), ref.data(), y.size()) < 1e-5);
+}
+
+TEST_CASE("embedding gathers rows in any dtype") {
+  std::mt19937 rng(8);
+  auto table = random_floats(10 * 6, rng);
+  auto tb = to_dtype(table, DType::kBF16);
+  auto tr = from_dtype(tb, DType::kBF16, table.size());
+  std::vector<int32_t> ids = {3, 9, 0, 3};
+  std::vector<float> out(4 * 6, NAN);
+  cpu::embedding(ids.data(), 4, tb.data(), DType::kBF16, 6, out.data());
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 6; ++j) CHECK(out[i * 6 + j] == tr[ids[i] * 6 + j]);
+}

@@ -1,0 +1,114 @@
+#include <doctest/doctest.h>
+
+#include "runtime/model_config.h"
+
+using namespace janus;
+
+namespace {
+
+// A Qwen3-MoE config in the transformers-5 spelling (as 5.23 writes it).
+const char* kQwenV5 = R"({
+  "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+  "vocab_size": 256, "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
+  "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 96, "moe_intermediate_size": 32,
+  "num_local_experts": 8, "num_experts_per_tok": 2, "norm_topk_prob": false, "mlp_only_layers": [1],
+  "decoder_sparse_step": 1, "rms_norm_eps": 1e-06, "max_position_embeddings": 512,
+  "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
+  "tie_word_embeddings": false, "use_sliding_window": false, "sliding_window": null,
+  "eos_token_id": null, "hidden_act": "silu", "attention_bias": false})";
+
+// The same model in the transformers-4 spelling.
+const char* kQwenV4 = R"({
+  "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+  "vocab_size": 256, "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
+  "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 96, "moe_intermediate_size": 32,
+  "num_experts": 8, "num_experts_per_tok": 2, "norm_topk_prob": false, "mlp_only_layers": [1],
+  "rms_norm_eps": 1e-06, "max_position_embeddings": 512, "rope_theta": 10000.0, "rope_scaling": null,
+  "tie_word_embeddings": false})";
+
+std::string replaced(std::string s, const std::string& from, const std::string& to) {
+  auto p = s.find(from);
+  REQUIRE(p != std::string::npos);
+  return s.replace(p, from.size(), to);
+}
+
+std::string error_of(const std::string& text) {
+  auto r = parse_model_config(text, "config.json");
+  REQUIRE_FALSE(r.ok());
+  return r.status().to_string();
+}
+
+}  // namespace
+
+TEST_CASE("transformers 4 and 5 spellings of Qwen3-MoE give the same config") {
+  auto v5 = parse_model_config(kQwenV5, "v5");
+  auto v4 = parse_model_config(kQwenV4, "v4");
+  REQUIRE(v5.ok());
+  REQUIRE(v4.ok());
+  for (const ModelConfig* c : {&*v5, &*v4}) {
+    CHECK(c->family == ModelFamily::kQwen3Moe);
+    CHECK(c->num_experts == 8);
+    CHECK(c->top_k == 2);
+    CHECK(c->head_dim == 32);
+    CHECK(c->rope_theta == 10000.0);
+    CHECK(c->qk_norm);
+    CHECK_FALSE(c->norm_topk_prob);
+    CHECK(c->sparse_layer == std::vector<bool>{true, false, true});
+    CHECK(c->eos_token_ids.empty());
+  }
+}
+
+TEST_CASE("defaults: head_dim from hidden/heads, decoder_sparse_step, Mixtral spelling") {
+  std::string no_head_dim = replaced(kQwenV4, R"("head_dim": 32,)", "");
+  auto c = parse_model_config(replaced(no_head_dim, R"("mlp_only_layers": [1],)", R"("decoder_sparse_step": 2,)"), "x");
+  REQUIRE(c.ok());
+  CHECK(c->head_dim == 16);
+  CHECK(c->sparse_layer == std::vector<bool>{false, true, false});
+
+  auto m = parse_model_config(R"({"model_type":"mixtral","vocab_size":32,"hidden_size":16,"num_hidden_layers":2,
+     "num_attention_heads":4,"num_key_value_heads":2,"head_dim":null,"intermediate_size":24,"num_local_experts":4,
+     "num_experts_per_tok":2,"sliding_window":8,"eos_token_id":[2,3],"tie_word_embeddings":true})",
+                              "mixtral");
+  REQUIRE(m.ok());
+  CHECK(m->family == ModelFamily::kMixtral);
+  CHECK(m->head_dim == 4);
+  CHECK(m->moe_intermediate_size == 24);
+  CHECK(m->norm_topk_prob);
+  CHECK_FALSE(m->qk_norm);
+  CHECK(m->rope_theta == 1e6);
+  CHECK(m->rms_norm_eps == doctest::Approx(1e-5));
+  CHECK(m->sliding_window == 8);
+  CHECK(m->eos_token_ids == std::vector<int>{2, 3});
+  CHECK(m->tie_word_embeddings);
+}
+
+TEST_CASE("config errors name the key and what was wrong") {
+  CHECK(error_of("{not json").find("malformed JSON") != std::string::npos);
+  CHECK(error_of(replaced(kQwenV5, R"("qwen3_moe")", R"("llama")")).find("unsupported architecture: model_type 'llama'") !=
+        std::string::npos);
+  CHECK(error_of(replaced(kQwenV5, R"("hidden_size": 64,)", "")).find("required key 'hidden_size' is missing") !=
+        std::string::npos);
+  CHECK(error_of(replaced(kQwenV5, R"("hidden_size": 64)", R"("hidden_size": "64")"))
+            .find("'hidden_size' must be a positive integer, got \"64\"") != std::string::npos);
+  CHECK(error_of(replaced(kQwenV5, R"("num_key_value_heads": 2)", R"("num_key_value_heads": 3)"))
+            .find("not a multiple of num_key_value_heads") != std::string::npos);
+  CHECK(error_of(replaced(kQwenV5, R"("num_experts_per_tok": 2)", R"("num_experts_per_tok": 9)"))
+            .find("num_experts_per_tok (9)") != std::string::npos);
+  CHECK(error_of(replaced(kQwenV5, R"("rope_type": "default")", R"("rope_type": "yarn")")).find("yarn") != std::string::npos);
+  CHECK(error_of(replaced(kQwenV5, R"("mlp_only_layers": [1])", R"("mlp_only_layers": [7])"))
+            .find("'mlp_only_layers' holds 7") != std::string::npos);
+  CHECK(error_of(replaced(kQwenV5, R"("hidden_act": "silu")", R"("hidden_act": "gelu")")).find("gelu") != std::string::npos);
+  CHECK(error_of("[]").find("not a JSON object") != std::string::npos);
+}
+
+TEST_CASE("the config written for a model parses back to the same config") {
+  auto c = parse_model_config(kQwenV5, "x");
+  REQUIRE(c.ok());
+  auto back = parse_model_config(model_config_to_json(*c), "back");
+  REQUIRE(back.ok());
+  CHECK(back->sparse_layer == c->sparse_layer);
+  CHECK(back->head_dim == c->head_dim);
+  CHECK(back->num_experts == c->num_experts);
+  CHECK(back->rms_norm_eps == c->rms_norm_eps);
+  CHECK(back->rope_theta == c->rope_theta);
+}

@@ -1,0 +1,183 @@
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "runtime/model.h"
+#include "runtime/presets.h"
+#include "test_util.h"
+
+using namespace janus;
+using janus::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Makes the tiny Mixtral preset in `dir` (small and quick).
+void make_tiny(const std::string& dir, uint64_t seed = 3) {
+  REQUIRE(make_model(*find_preset("tiny-mixtral"), dir, seed, DType::kF32, false).ok());
+}
+
+// Rewrites model.safetensors of `dir` keeping all tensors but letting `edit` change the list.
+void rewrite(const std::string& dir, const std::function<void(std::vector<TensorSpec>&)>& edit) {
+  std::vector<TensorSpec> specs;
+  std::map<std::string, std::vector<char>> bytes;
+  {
+    auto f = SafetensorsFile::open(dir + "/model.safetensors");
+    REQUIRE(f.ok());
+    for (const auto& [name, t] : f->tensors()) {
+      specs.push_back({name, t.dtype, t.shape});
+      bytes[name].assign(static_cast<const char*>(t.data), static_cast<const char*>(t.data) + t.nbytes);
+    }
+  }
+  edit(specs);
+  REQUIRE(write_safetensors(dir + "/model.safetensors", specs, [&](size_t i, void* dst) {
+            auto it = bytes.find(specs[i].name);
+            size_t n = dtype_size(specs[i].dtype);
+            for (int64_t d : specs[i].shape) n *= static_cast<size_t>(d);
+            if (it != bytes.end() && it->second.size() == n) std::memcpy(dst, it->second.data(), n);
+            else std::memset(dst, 0, n);
+          }).ok());
+}
+
+std::string load_error(const std::string& dir) {
+  auto m = Model::load(dir);
+  REQUIRE_FALSE(m.ok());
+  return m.status().to_string();
+}
+
+}  // namespace
+
+TEST_CASE("make-model writes a checkpoint that loads, deterministically per seed") {
+  TempDir a, b, c;
+  make_tiny(a.path(), 3);
+  make_tiny(b.path(), 3);
+  make_tiny(c.path(), 4);
+  CHECK(janus::test::read_file(a / "model.safetensors") == janus::test::read_file(b / "model.safetensors"));
+  CHECK(janus::test::read_file(a / "model.safetensors") != janus::test::read_file(c / "model.safetensors"));
+  auto m = Model::load(a.path());
+  REQUIRE(m.ok());
+  const ModelConfig& cfg = (*m)->config();
+  CHECK(cfg.family == ModelFamily::kMixtral);
+  CHECK((*m)->weights().layers.size() == static_cast<size_t>(cfg.num_layers));
+  CHECK((*m)->weights().layers[0].experts.size() == static_cast<size_t>(cfg.num_experts));
+  CHECK((*m)->weights().layers[0].experts[3].down.rows == cfg.hidden_size);
+  CHECK((*m)->expert_bytes() > 0);
+  CHECK((*m)->expert_bytes() < (*m)->weight_bytes());
+}
+
+TEST_CASE("every preset has a valid config and bf16 make-model loads as BF16") {
+  for (const ModelPreset& p : model_presets()) {
+    CAPTURE(p.name);
+    CHECK(p.config.validate(p.name).ok());
+  }
+  TempDir d;
+  REQUIRE(make_model(*find_preset("tiny-qwen3-moe"), d.path(), 0, DType::kBF16, false).ok());
+  auto m = Model::load(d.path());
+  REQUIRE(m.ok());
+  CHECK((*m)->weights().layers[1].q.dtype == DType::kBF16);
+  CHECK((*m)->weights().layers[1].q_norm.cols == 32);
+}
+
+TEST_CASE("a missing tensor is named") {
+  TempDir d;
+  make_tiny(d.path());
+  rewrite(d.path(), [](std::vector<TensorSpec>& s) {
+    s.erase(std::remove_if(s.begin(), s.end(), [](const TensorSpec& t) { return t.name == "model.layers.1.self_attn.k_proj.weight"; }),
+            s.end());
+  });
+  std::string e = load_error(d.path());
+  CHECK(e.find("missing tensor 'model.layers.1.self_attn.k_proj.weight'") != std::string::npos);
+}
+
+TEST_CASE("an extra tensor is named") {
+  TempDir d;
+  make_tiny(d.path());
+  rewrite(d.path(), [](std::vector<TensorSpec>& s) { s.push_back({"model.layers.0.rotary_emb.inv_freq", DType::kF32, {16}}); });
+  std::string e = load_error(d.path());
+  CHECK(e.find("unexpected tensor 'model.layers.0.rotary_emb.inv_freq'") != std::string::npos);
+}
+
+TEST_CASE("a wrong shape is named with both shapes") {
+  TempDir d;
+  make_tiny(d.path());
+  rewrite(d.path(), [](std::vector<TensorSpec>& s) {
+    for (TensorSpec& t : s)
+      if (t.name == "model.layers.2.block_sparse_moe.experts.5.w2.weight") t.shape = {128, 191};
+  });
+  std::string e = load_error(d.path());
+  CHECK(e.find("'model.layers.2.block_sparse_moe.experts.5.w2.weight' has shape [128, 191], expected [128, 192]") !=
+        std::string::npos);
+}
+
+TEST_CASE("unsupported architecture and malformed config.json are refused at load") {
+  TempDir d;
+  make_tiny(d.path());
+  std::string cfg = janus::test::read_file(d / "config.json");
+  janus::test::write_file(d / "config.json", cfg.substr(0, cfg.size() / 2));
+  CHECK(load_error(d.path()).find("config.json: malformed JSON") != std::string::npos);
+  auto j = nlohmann::json::parse(cfg);
+  j["model_type"] = "deepseek_v3";
+  janus::test::write_file(d / "config.json", j.dump());
+  CHECK(load_error(d.path()).find("model_type 'deepseek_v3'") != std::string::npos);
+  fs::remove(d / "config.json");
+  CHECK(load_error(d.path()).find("config.json: no such file") != std::string::npos);
+}
+
+TEST_CASE("fused transformers-5 expert tensors load as the same per-expert weights") {
+  TempDir d, fused;
+  make_tiny(d.path());
+  auto orig = Model::load(d.path());
+  REQUIRE(orig.ok());
+  const ModelConfig& c = (*orig)->config();
+  const int64_t E = c.num_experts, I = c.moe_intermediate_size, H = c.hidden_size;
+  // Rebuild the checkpoint with mlp.experts.gate_up_proj / down_proj / mlp.gate per layer.
+  auto src = SafetensorsFile::open(d / "model.safetensors");
+  REQUIRE(src.ok());
+  std::vector<TensorSpec> specs;
+  for (const auto& [name, t] : src->tensors())
+    if (name.find("block_sparse_moe") == std::string::npos) specs.push_back({name, t.dtype, t.shape});
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".mlp.";
+    specs.push_back({p + "gate.weight", DType::kF32, {E, H}});
+    specs.push_back({p + "experts.gate_up_proj", DType::kF32, {E, 2 * I, H}});
+    specs.push_back({p + "experts.down_proj", DType::kF32, {E, H, I}});
+  }
+  janus::test::copy_dir(d.path(), fused.path());
+  REQUIRE(write_safetensors(fused / "model.safetensors", specs, [&](size_t i, void* dst) {
+            const std::string& n = specs[i].name;
+            auto it = src->tensors().find(n);
+            if (it != src->tensors().end()) {
+              std::memcpy(dst, it->second.data, it->second.nbytes);
+              return;
+            }
+            const int l = std::stoi(n.substr(13));
+            const LayerWeights& lw = (*orig)->weights().layers[static_cast<size_t>(l)];
+            char* out = static_cast<char*>(dst);
+            if (n.find("gate.weight") != std::string::npos) {
+              std::memcpy(out, lw.router.data, lw.router.nbytes());
+            } else if (n.find("gate_up_proj") != std::string::npos) {
+              for (int64_t e = 0; e < E; ++e) {
+                std::memcpy(out, lw.experts[e].gate.data, lw.experts[e].gate.nbytes());
+                out += lw.experts[e].gate.nbytes();
+                std::memcpy(out, lw.experts[e].up.data, lw.experts[e].up.nbytes());
+                out += lw.experts[e].up.nbytes();
+              }
+            } else {
+              for (int64_t e = 0; e < E; ++e) {
+                std::memcpy(out, lw.experts[e].down.data, lw.experts[e].down.nbytes());
+                out += lw.experts[e].down.nbytes();
+              }
+            }
+          }).ok());
+  auto m = Model::load(fused.path());
+  REQUIRE(m.ok());
+  for (int l = 0; l < c.num_layers; ++l)
+    for (int64_t e = 0; e < E; ++e) {
+      const ExpertWeights& a = (*orig)->weights().layers[l].experts[e];
+      const ExpertWeights& b = (*m)->weights().layers[l].experts[e];
+      REQUIRE(std::memcmp(a.gate.data, b.gate.data, a.gate.nbytes()) == 0);
+      REQUIRE(std::memcmp(a.up.data, b.up.data, a.up.nbytes()) == 0);
+      REQUIRE(std::memcmp(a.down.data, b.down.data, a.down.nbytes()) == 0);
+    }
+}

@@ -1,0 +1,164 @@
+// The reference engine against Hugging Face transformers' own outputs for the same
+// checkpoints (tests/fixtures, made by tests/fixtures/make_fixtures.py).
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/reference_engine.h"
+#include "test_util.h"
+
+using namespace janus;
+using nlohmann::json;
+
+namespace {
+
+struct Fixture {
+  std::shared_ptr<Model> model;
+  json expected;
+};
+
+Fixture load_fixture(const std::string& name) {
+  auto m = Model::load(janus::test::fixture(name));
+  REQUIRE_MESSAGE(m.ok(), m.status().to_string());
+  return {*m, json::parse(janus::test::read_file(janus::test::fixture(name) + "/expected.json"))};
+}
+
+std::vector<GenerateRequest> requests_for(const json& expected, bool logits) {
+  std::vector<GenerateRequest> reqs;
+  for (const json& p : expected["prompts"]) {
+    GenerateRequest r;
+    r.prompt = p.get<std::vector<int32_t>>();
+    r.max_new_tokens = static_cast<int>(expected["greedy_tokens"][0].size());
+    r.stop_at_eos = false;
+    r.want_prompt_logits = logits;
+    reqs.push_back(r);
+  }
+  return reqs;
+}
+
+// Runs every prompt alone and all together, checking logits and greedy tokens.
+void check_against(const Fixture& f, const std::string& logits_key, double tol) {
+  ReferenceEngine engine(f.model);
+  auto reqs = requests_for(f.expected, true);
+  std::vector<GenerateResult> batched;
+  {
+    auto r = engine.generate(reqs);
+    REQUIRE(r.ok());
+    batched = *r;
+  }
+  double worst = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    CAPTURE(i);
+    auto alone = engine.generate({reqs[i]});
+    REQUIRE(alone.ok());
+    const auto want_logits = f.expected[logits_key][i].get<std::vector<float>>();
+    const auto want_tokens = f.expected["greedy_tokens"][i].get<std::vector<int32_t>>();
+    REQUIRE((*alone)[0].last_logits.size() == want_logits.size());
+    const double err = janus::test::rel_max_err((*alone)[0].last_logits.data(), want_logits.data(), want_logits.size());
+    worst = std::max(worst, err);
+    CHECK(err <= tol);
+    CHECK((*alone)[0].tokens == want_tokens);
+    // Batching changes nothing, bit for bit.
+    CHECK(batched[i].tokens == (*alone)[0].tokens);
+    CHECK(batched[i].last_logits == (*alone)[0].last_logits);
+  }
+  MESSAGE("max relative logit error vs transformers (" << logits_key << "): " << worst);
+}
+
+}  // namespace
+
+TEST_CASE("Qwen3-MoE fp32: logits within 1e-4 of transformers, greedy tokens identical, single and batched") {
+  check_against(load_fixture("qwen3_moe"), "last_logits", 1e-4);
+}
+
+TEST_CASE("Mixtral fp32 (sharded, tied embeddings, sliding window): logits within 1e-4, tokens identical") {
+  check_against(load_fixture("mixtral"), "last_logits", 1e-4);
+}
+
+TEST_CASE("Qwen3-MoE BF16 copy: within 1e-2 of the fp32 model and 1e-4 of transformers on the same bf16 weights") {
+  Fixture f = load_fixture("qwen3_moe_bf16");
+  CHECK(f.model->weights().layers[0].q.dtype == DType::kBF16);
+  check_against(f, "last_logits", 1e-4);
+  check_against(f, "last_logits_original_f32", 1e-2);
+}
+
+TEST_CASE("a transformers-4 spelled config.json gives the same logits") {
+  janus::test::TempDir d;
+  janus::test::copy_dir(janus::test::fixture("qwen3_moe"), d.path());
+  json cfg = json::parse(janus::test::read_file(d / "config.json"));
+  cfg["rope_theta"] = cfg["rope_parameters"]["rope_theta"];
+  cfg.erase("rope_parameters");
+  cfg["num_experts"] = cfg["num_local_experts"];
+  cfg.erase("num_local_experts");
+  janus::test::write_file(d / "config.json", cfg.dump());
+  auto m = Model::load(d.path());
+  REQUIRE(m.ok());
+  Fixture f{*m, json::parse(janus::test::read_file(d / "expected.json"))};
+  check_against(f, "last_logits", 1e-4);
+}
+
+TEST_CASE("generation stops at an EOS id when asked, and not otherwise") {
+  Fixture f = load_fixture("qwen3_moe");
+  auto tokens = f.expected["greedy_tokens"][3].get<std::vector<int32_t>>();
+  // Use the 5th greedy token as EOS (first occurrence decides where it stops).
+  const int32_t eos = tokens[4];
+  const size_t stop = static_cast<size_t>(std::find(tokens.begin(), tokens.end(), eos) - tokens.begin());
+  ReferenceEngine engine(f.model);
+  GenerateRequest r;
+  r.eos_ids = {eos};
+  r.prompt = f.expected["prompts"][3].get<std::vector<int32_t>>();
+  r.max_new_tokens = 16;
+  auto out = engine.generate({r});
+  REQUIRE(out.ok());
+  CHECK((*out)[0].tokens.size() == stop + 1);
+  CHECK((*out)[0].tokens.back() == eos);
+  CHECK((*out)[0].finish_reason == "eos");
+  r.stop_at_eos = false;
+  auto all = engine.generate({r});
+  REQUIRE(all.ok());
+  CHECK((*all)[0].tokens == tokens);
+  CHECK((*all)[0].finish_reason == "length");
+}
+
+TEST_CASE("seeded sampling gives the same tokens alone and in a batch") {
+  Fixture f = load_fixture("mixtral");
+  ReferenceEngine engine(f.model);
+  auto reqs = requests_for(f.expected, false);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    reqs[i].sampling.temperature = 1.5f;
+    reqs[i].sampling.top_p = 0.95f;
+    reqs[i].sampling.seed = 100 + i;
+  }
+  auto batch = engine.generate(reqs);
+  REQUIRE(batch.ok());
+  int differs_from_greedy = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    auto alone = engine.generate({reqs[i]});
+    REQUIRE(alone.ok());
+    CHECK((*alone)[0].tokens == (*batch)[i].tokens);
+    differs_from_greedy += (*alone)[0].tokens != f.expected["greedy_tokens"][i].get<std::vector<int32_t>>();
+  }
+  CHECK(differs_from_greedy > 0);
+}
+
+TEST_CASE("bad requests are refused with a reason, nothing runs") {
+  Fixture f = load_fixture("qwen3_moe");
+  ReferenceEngine engine(f.model);
+  GenerateRequest ok;
+  ok.prompt = {1, 2, 3};
+  GenerateRequest empty;
+  auto r1 = engine.generate({ok, empty});
+  REQUIRE_FALSE(r1.ok());
+  CHECK(r1.status().message().find("request 1: the prompt is empty") != std::string::npos);
+  GenerateRequest oov;
+  oov.prompt = {1, 256};
+  auto r2 = engine.generate({oov});
+  REQUIRE_FALSE(r2.ok());
+  CHECK(r2.status().message().find("token id 256 at position 1 is outside the vocabulary [0, 256)") != std::string::npos);
+  GenerateRequest longr;
+  longr.prompt = {1};
+  longr.max_new_tokens = 600;
+  auto r3 = engine.generate({longr});
+  REQUIRE_FALSE(r3.ok());
+  CHECK(r3.status().message().find("exceeds max_position_embeddings (512)") != std::string::npos);
+}
