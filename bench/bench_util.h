@@ -34,6 +34,24 @@ inline double host_copy_bandwidth() {
   return 2.0 * static_cast<double>(n) / median(t);
 }
 
+/// Single-core fp32 multiply-add peak in flop/s for the instruction set this binary is
+/// built for (16-byte vectors: the x86-64 baseline), times the cores given.
+inline double host_peak_flops(int cores) {
+  typedef float v4 __attribute__((vector_size(16)));
+  v4 acc[8];
+  for (int i = 0; i < 8; ++i) acc[i] = v4{1.f + i, 1.f, 1.f, 1.f};
+  const v4 a = {0.999999f, 0.999999f, 0.999999f, 0.999999f}, b = {1e-7f, 1e-7f, 1e-7f, 1e-7f};
+  const long iters = 20000000;
+  double t0 = now_s();
+  for (long it = 0; it < iters; ++it)
+    for (int i = 0; i < 8; ++i) acc[i] = acc[i] * a + b;
+  double t = now_s() - t0;
+  float sink = 0;
+  for (int i = 0; i < 8; ++i) sink += acc[i][0];
+  if (sink == 12345.f) std::printf(" ");  // keep the loop
+  return cores * (iters * 8.0 * 4 * 2) / t;
+}
+
 /// Runs a command and returns its stdout (empty when it fails).
 inline std::string capture(const std::string& cmd) {
   FILE* p = popen(cmd.c_str(), "r");

@@ -42,11 +42,13 @@ int main(int argc, char** argv) {
   if (!model.ok()) return std::fprintf(stderr, "%s\n", model.status().to_string().c_str()), 1;
   const ModelConfig& c = (*model)->config();
   const double bw = bench::host_copy_bandwidth();
-  std::printf("model %s (%s), %d threads, host copy bandwidth %.1f GB/s\n", preset.c_str(), dir->c_str(), cpu_threads(), bw / 1e9);
+  const double peak = bench::host_peak_flops(cpu_threads());
+  std::printf("model %s (%s), %d threads, host copy bandwidth %.1f GB/s, fp32 peak %.1f GFLOP/s\n", preset.c_str(),
+              dir->c_str(), cpu_threads(), bw / 1e9, peak / 1e9);
 
   ReferenceEngine engine(*model);
-  std::printf("\n%6s %12s %10s %14s %12s %8s %16s %9s\n", "batch", "tokens/s", "TPOT ms", "bytes/step", "floor ms", "floor%",
-              "transformers t/s", "speedup");
+  std::printf("\n%6s %12s %10s %12s %12s %10s %8s %16s %9s\n", "batch", "tokens/s", "TPOT ms", "bytes/step", "GFLOP/step",
+              "floor ms", "floor%", "transformers t/s", "speedup");
   for (int batch : {1, 4, 16}) {
     std::vector<GenerateRequest> reqs(static_cast<size_t>(batch));
     for (int b = 0; b < batch; ++b) {
@@ -54,16 +56,21 @@ int main(int argc, char** argv) {
       reqs[b].max_new_tokens = steps;
       reqs[b].stop_at_eos = false;
     }
-    // Time decode only: run once with 1 new token (prefill), once with `steps`.
-    for (auto& r : reqs) r.max_new_tokens = 1;
-    double t0 = bench::now_s();
-    auto pre = engine.generate(reqs);
-    double t_prefill = bench::now_s() - t0;
-    for (auto& r : reqs) r.max_new_tokens = steps;
-    t0 = bench::now_s();
-    auto res = engine.generate(reqs);
-    double t_all = bench::now_s() - t0;
-    if (!pre.ok() || !res.ok()) return 1;
+    // Decode time = time(steps new tokens) - time(1 new token: the prefill), each the
+    // median of 5 runs after a warm-up.
+    auto timed = [&](int new_tokens) {
+      for (auto& r : reqs) r.max_new_tokens = new_tokens;
+      std::vector<double> t;
+      for (int rep = 0; rep < 6; ++rep) {
+        double t0 = bench::now_s();
+        auto res = engine.generate(reqs);
+        if (!res.ok()) std::exit(1);
+        if (rep > 0) t.push_back(bench::now_s() - t0);
+      }
+      return bench::median(t);
+    };
+    const double t_prefill = timed(1);
+    const double t_all = timed(steps);
     const double decode_s = t_all - t_prefill;
     const double tps = batch * (steps - 1) / decode_s;
     const double tpot_ms = decode_s / (steps - 1) * 1e3;
@@ -73,7 +80,12 @@ int main(int argc, char** argv) {
     double bytes = static_cast<double>((*model)->weight_bytes() - (*model)->expert_bytes());
     const double per_expert = static_cast<double>((*model)->expert_bytes()) / std::max(1, c.num_sparse_layers() * c.num_experts);
     bytes += c.num_sparse_layers() * std::min(c.num_experts, batch * c.top_k) * per_expert;
-    const double floor_ms = bytes / bw * 1e3;
+    // Multiply-adds a step must do: every non-expert matrix but the embedding once per
+    // row, top_k experts per row per sparse layer.
+    const double dense_params = static_cast<double>((*model)->weight_bytes() - (*model)->expert_bytes()) / dtype_size(p->default_dtype) -
+                                static_cast<double>(c.vocab_size) * c.hidden_size * (c.tie_word_embeddings ? 0 : 1);
+    const double flops = 2.0 * batch * (dense_params + c.num_sparse_layers() * c.top_k * per_expert / dtype_size(p->default_dtype));
+    const double floor_ms = std::max(bytes / bw, flops / peak) * 1e3;
     std::string peer_tps = "n/a";
     std::string speedup = "";
     if (peer) {
@@ -91,7 +103,7 @@ int main(int argc, char** argv) {
         peer_tps = "unavailable";
       }
     }
-    std::printf("%6d %12.1f %10.3f %14s %12.4f %7.1f%% %16s %9s\n", batch, tps, tpot_ms, human_bytes(bytes).c_str(), floor_ms,
+    std::printf("%6d %12.1f %10.3f %12s %12.4f %10.4f %7.1f%% %16s %9s\n", batch, tps, tpot_ms, human_bytes(bytes).c_str(), flops / 1e9, floor_ms,
                 100.0 * floor_ms / tpot_ms, peer_tps.c_str(), speedup.c_str());
   }
   return 0;

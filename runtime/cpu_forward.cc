@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "runtime/parallel.h"
+
 namespace janus {
 
 CpuForward::CpuForward(std::shared_ptr<const Model> model) : model_(std::move(model)) {
@@ -76,27 +78,32 @@ void CpuForward::experts(int layer, const float* h, int64_t n, const ExpertWork*
   std::vector<int64_t> order(static_cast<size_t>(n_work));
   for (int64_t i = 0; i < n_work; ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return work[a].expert < work[b].expert; });
-  std::vector<float> xs, ys, scratch;
-  for (int64_t s = 0; s < n_work;) {
-    int64_t e_end = s;
-    const int32_t e = work[order[s]].expert;
-    while (e_end < n_work && work[order[e_end]].expert == e) ++e_end;
-    const int64_t m = e_end - s;
-    xs.resize(static_cast<size_t>(m * H));
-    ys.resize(static_cast<size_t>(m * H));
-    scratch.resize(static_cast<size_t>(2 * m * I));
-    for (int64_t i = 0; i < m; ++i) std::copy_n(h + work[order[s + i]].row * H, H, xs.data() + i * H);
-    const ExpertWeights& ew = lw.experts[static_cast<size_t>(e)];
-    cpu::swiglu_ffn(xs.data(), m, H, I, ew.gate.data, ew.gate.dtype, ew.up.data, ew.up.dtype, ew.down.data, ew.down.dtype,
-                    scratch.data(), ys.data());
-    for (int64_t i = 0; i < m; ++i) {
-      const ExpertWork& wk = work[order[s + i]];
-      double* dst = acc + wk.row * H;
-      const float* src = ys.data() + i * H;
-      const double wgt = wk.weight;
-      for (int64_t d = 0; d < H; ++d) dst[d] += wgt * static_cast<double>(src[d]);
+  std::vector<int64_t> group_begin;  // start of each expert's run in `order`
+  for (int64_t s = 0; s < n_work; ++s)
+    if (s == 0 || work[order[s]].expert != work[order[s - 1]].expert) group_begin.push_back(s);
+  group_begin.push_back(n_work);
+  // Experts run in parallel, each over its gathered rows, into ys (one row per work item
+  // in `order`); the accumulation below then runs in one fixed order.
+  std::vector<float> ys(static_cast<size_t>(n_work * H));
+  const int64_t groups = static_cast<int64_t>(group_begin.size()) - 1;
+  parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
+    std::vector<float> xs, scratch;
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t s = group_begin[g], m = group_begin[g + 1] - s;
+      xs.resize(static_cast<size_t>(m * H));
+      scratch.resize(static_cast<size_t>(2 * m * I));
+      for (int64_t i = 0; i < m; ++i) std::copy_n(h + work[order[s + i]].row * H, H, xs.data() + i * H);
+      const ExpertWeights& ew = lw.experts[static_cast<size_t>(work[order[s]].expert)];
+      cpu::swiglu_ffn(xs.data(), m, H, I, ew.gate.data, ew.gate.dtype, ew.up.data, ew.up.dtype, ew.down.data, ew.down.dtype,
+                      scratch.data(), ys.data() + s * H);
     }
-    s = e_end;
+  });
+  for (int64_t s = 0; s < n_work; ++s) {
+    const ExpertWork& wk = work[order[s]];
+    double* dst = acc + wk.row * H;
+    const float* src = ys.data() + s * H;
+    const double wgt = wk.weight;
+    for (int64_t d = 0; d < H; ++d) dst[d] += wgt * static_cast<double>(src[d]);
   }
 }
 
