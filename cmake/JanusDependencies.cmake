@@ -19,7 +19,9 @@ target_link_libraries(caf::openssl INTERFACE ${CAF_OPENSSL_LIBRARY} caf::io)
 find_package(CapnProto CONFIG REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(LIBFABRIC REQUIRED IMPORTED_TARGET libfabric>=1.17)
-pkg_check_modules(LUA REQUIRED IMPORTED_TARGET lua5.4)
+# The C++ build of Lua: errors unwind as exceptions, so C++ destructors run (the C
+# build longjmps over them).
+pkg_check_modules(LUA REQUIRED IMPORTED_TARGET lua5.4-c++)
 find_library(READLINE_LIBRARY readline REQUIRED)
 find_package(doctest CONFIG REQUIRED)
 include(doctest)

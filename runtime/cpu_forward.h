@@ -16,17 +16,11 @@
 #include <vector>
 
 #include "gpu/cpu/kernels.h"
+#include "gpu/expert_work.h"
 #include "runtime/kv_cache.h"
 #include "runtime/model.h"
 
 namespace janus {
-
-/// One (row, expert) pair routed to an expert instance, with its gate weight.
-struct ExpertWork {
-  int32_t row;
-  int32_t expert;  // logical expert id
-  float weight;
-};
 
 class CpuForward {
  public:

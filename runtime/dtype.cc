@@ -9,6 +9,7 @@ const char* dtype_name(DType t) {
     case DType::kF32: return "F32";
     case DType::kBF16: return "BF16";
     case DType::kF16: return "F16";
+    case DType::kF64: return "F64";
   }
   return "?";
 }
@@ -63,6 +64,11 @@ void convert_to_f32(const void* src, DType t, float* dst, size_t n) {
       for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
       return;
     }
+    case DType::kF64: {
+      const double* s = static_cast<const double*>(src);
+      for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
+      return;
+    }
   }
 }
 
@@ -79,6 +85,11 @@ void convert_from_f32(const float* src, DType t, void* dst, size_t n) {
     case DType::kF16: {
       uint16_t* d = static_cast<uint16_t*>(dst);
       for (size_t i = 0; i < n; ++i) d[i] = f32_to_f16(src[i]);
+      return;
+    }
+    case DType::kF64: {
+      double* d = static_cast<double*>(dst);
+      for (size_t i = 0; i < n; ++i) d[i] = src[i];
       return;
     }
   }

@@ -8,11 +8,12 @@
 
 namespace janus {
 
-enum class DType : uint8_t { kF32 = 0, kBF16 = 1, kF16 = 2 };
+/// kF64 is for accumulators (MoE partial sums on the CPU), never for checkpoints.
+enum class DType : uint8_t { kF32 = 0, kBF16 = 1, kF16 = 2, kF64 = 3 };
 
-inline size_t dtype_size(DType t) { return t == DType::kF32 ? 4 : 2; }
+inline size_t dtype_size(DType t) { return t == DType::kF64 ? 8 : t == DType::kF32 ? 4 : 2; }
 
-/// "F32", "BF16", "F16": the spelling safetensors uses.
+/// "F32", "BF16", "F16", "F64": the spelling safetensors uses.
 const char* dtype_name(DType t);
 
 /// Parses a safetensors dtype name; false for anything Janus cannot compute with.
@@ -81,6 +82,11 @@ inline float load_as_f32(const void* data, DType t, size_t i) {
       uint16_t v;
       std::memcpy(&v, static_cast<const char*>(data) + i * 2, 2);
       return f16_to_f32(v);
+    }
+    case DType::kF64: {
+      double v;
+      std::memcpy(&v, static_cast<const char*>(data) + i * 8, 8);
+      return static_cast<float>(v);
     }
   }
   return 0.f;

@@ -12,9 +12,11 @@ PagedKvCache::PagedKvCache(const KvCacheShape& shape) : shape_(shape) {
   // Stacks popped from the back: hand out low block and row numbers first.
   for (int b = shape.num_blocks - 1; b >= 0; --b) free_.push_back(b);
   for (int s = shape.max_seqs - 1; s >= 0; --s) free_seqs_.push_back(s);
-  const size_t n = layer_stride() * static_cast<size_t>(shape.layers);
-  k_.assign(n, 0.f);
-  v_.assign(n, 0.f);
+  if (shape.allocate_storage) {
+    const size_t n = layer_stride() * static_cast<size_t>(shape.layers);
+    k_.assign(n, 0.f);
+    v_.assign(n, 0.f);
+  }
 }
 
 bool PagedKvCache::can_admit(int tokens) const {

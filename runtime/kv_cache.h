@@ -20,6 +20,7 @@ struct KvCacheShape {
   int num_blocks = 0;   // physical blocks shared by all sequences
   int max_seqs = 0;     // rows of the block table
   int max_seq_len = 0;  // longest sequence a row can hold
+  bool allocate_storage = true;  // false: bookkeeping only (the K/V live elsewhere, e.g. on a GPU)
 };
 
 class PagedKvCache {

@@ -16,8 +16,8 @@ int device_count() {
 std::string device_description(int ordinal) {
   cudaDeviceProp p{};
   if (cudaGetDeviceProperties(&p, ordinal) != cudaSuccess) return "unknown device";
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "%s, %d SMs, %.1f GiB, cc %d.%d", p.name, p.multiProcessorCount,
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "%.256s, %d SMs, %.1f GiB, cc %d.%d", p.name, p.multiProcessorCount,
                 static_cast<double>(p.totalGlobalMem) / (1ull << 30), p.major, p.minor);
   return buf;
 }

@@ -1,0 +1,63 @@
+// What every Janus actor shares: the deployment's context (model, graph, trace), its
+// own counters, the current membership epoch, and a way to time the work it does.
+#pragma once
+
+#include <caf/all.hpp>
+#include <memory>
+#include <string>
+
+#include "actors/messages.h"
+#include "runtime/graph_spec.h"
+#include "runtime/log.h"
+#include "runtime/trace.h"
+
+namespace janus::actors {
+
+/// Read-only facts of one deployment, shared by its actors.
+struct DeploymentContext {
+  std::shared_ptr<const Model> model;
+  GraphSpec spec;
+  bool null_backend = false;
+  Trace* trace = nullptr;  // owned by the Deployment; outlives the actors
+};
+
+class JanusActor : public caf::event_based_actor {
+ public:
+  JanusActor(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, std::string name, std::string kind,
+             std::string device);
+
+  const char* name() const override { return stats_.name.c_str(); }
+
+ protected:
+  /// Runs f, adding its duration to the busy time and, when tracing, as a span.
+  template <class F>
+  auto timed(const char* what, const LayerBatchKey* key, F&& f) -> decltype(f()) {
+    const double t0 = now_seconds();
+    struct Done {
+      JanusActor* self;
+      const char* what;
+      const LayerBatchKey* key;
+      double t0;
+      ~Done() { self->finish_span(what, key, t0); }
+    } done{this, what, key, t0};
+    return f();
+  }
+
+  /// Counts a handled message.
+  void count() { ++stats_.messages; }
+
+  /// True when `epoch` is current; otherwise logs, counts the drop and returns false.
+  bool current_epoch(uint32_t epoch, const char* what);
+
+  /// Answers StatsQuery with ActorStats.
+  caf::behavior with_stats(caf::message_handler handlers);
+
+  std::shared_ptr<const DeploymentContext> ctx_;
+  ActorStats stats_;
+  uint32_t epoch_ = 0;
+
+ private:
+  void finish_span(const char* what, const LayerBatchKey* key, double t0);
+};
+
+}  // namespace janus::actors

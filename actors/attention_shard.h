@@ -1,0 +1,67 @@
+// AttentionShard: one data-parallel attention worker on one device.
+//
+// It owns its requests' KV cache and runs the attention half of every layer for its rows;
+// for each MoE layer it ships the post-attention activations to the MoE side (the Router
+// under EGate; its own Router under AGate) and waits for the combined expert output of
+// those rows before the next layer. Dense layers run here.
+//
+// A step's rows (new requests' whole prompts, one row per decoding request) are split by
+// request into `micro_batches` pieces; micro-batch j of every shard forms layer batch j.
+// With m >= 2 the shard computes micro-batch j+1's attention while the experts work on
+// micro-batch j (MegaScale-Infer's ping-pong); m = 1 is Janus. Shards with no rows still
+// take part in every layer batch (with zero rows) so that the MoE side's barrier closes.
+#pragma once
+
+#include <map>
+
+#include "actors/actor_common.h"
+
+namespace janus::actors {
+
+class AttentionShard : public JanusActor {
+ public:
+  AttentionShard(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, int index,
+                 std::shared_ptr<AttentionBackend> backend);
+  caf::behavior make_behavior() override;
+
+ private:
+  struct Running {
+    uint64_t id = 0;
+    GenerateRequest req;
+    int seq = -1;            // row of the KV block table
+    bool prefilled = false;
+    int32_t next_token = 0;  // fed at the next step
+    int generated = 0;
+  };
+  struct MicroBatch {
+    std::vector<uint64_t> requests;
+    std::vector<int64_t> last_row;  // per request: the row whose logits choose its next token
+    std::vector<int32_t> tokens;
+    std::vector<cpu::KvRow> rows;
+    Tensor x, h;
+    int layer = 0;
+    bool done = false;
+  };
+
+  void begin_step(StepBegin& sb);
+  /// Runs micro-batch j from its current layer until it must wait for the MoE side or ends.
+  void advance(int j);
+  void finish_micro_batch(int j);
+  /// Fails the micro-batch's requests; the micro-batch itself goes on with zero rows, so
+  /// the other shards' layer batches still close.
+  void fail_requests(int j, const std::string& why);
+  void maybe_end_step();
+  void release(uint64_t id);
+  LayerBatchKey key(int j) const { return {step_, mbs_[static_cast<size_t>(j)].layer, j, epoch_}; }
+
+  const int index_;
+  std::shared_ptr<AttentionBackend> backend_;
+  Membership m_;
+  std::map<uint64_t, Running> running_;
+  std::vector<MicroBatch> mbs_;
+  step_t step_ = 0;
+  bool in_step_ = false;
+  StepDone out_;
+};
+
+}  // namespace janus::actors

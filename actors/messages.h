@@ -1,0 +1,215 @@
+// The messages the actors of one deployment exchange (CAF 0.17 types).
+//
+// Inside a process, tensors travel as shared Tensor handles (zero copy), so these types
+// are process-local (CAF_ALLOW_UNSAFE_MESSAGE_TYPE); across nodes the same content goes as
+// schemas/descriptors.capnp descriptors plus transport payloads (actors/descriptor_codec.h).
+// Every data-plane message carries a LayerBatchKey whose epoch fences membership changes:
+// a message from another epoch is dropped, logged and counted, never applied.
+//
+// Include only from actor sources: CAF headers compile slowly.
+#pragma once
+
+#include <caf/all.hpp>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gpu/backend.h"
+#include "runtime/expert_layout.h"
+#include "runtime/reference_engine.h"
+
+namespace janus::actors {
+
+using step_t = uint64_t;
+
+struct LayerBatchKey {
+  step_t step = 0;
+  int32_t layer = 0;
+  int32_t micro_batch = 0;
+  uint32_t epoch = 0;
+
+  bool operator==(const LayerBatchKey& o) const {
+    return step == o.step && layer == o.layer && micro_batch == o.micro_batch && epoch == o.epoch;
+  }
+  bool operator<(const LayerBatchKey& o) const {
+    if (step != o.step) return step < o.step;
+    if (layer != o.layer) return layer < o.layer;
+    return micro_batch < o.micro_batch;
+  }
+  std::string to_string() const;
+};
+
+// -- requests -------------------------------------------------------------------------
+
+/// Where a request's tokens go: called on the Frontend's thread.
+struct RequestSink {
+  std::function<void(int32_t token)> on_token;
+  std::function<void(Result<GenerateResult>)> on_done;
+};
+
+struct SubmitRequest {
+  uint64_t id = 0;
+  GenerateRequest request;
+  std::shared_ptr<RequestSink> sink;
+};
+
+/// A request handed to a shard at a step boundary.
+struct AdmittedRequest {
+  uint64_t id = 0;
+  GenerateRequest request;
+};
+
+// -- the step protocol ------------------------------------------------------------------
+
+/// Frontend -> every shard: run step `step`; `admitted` join this shard now.
+struct StepBegin {
+  step_t step = 0;
+  uint32_t epoch = 0;
+  std::vector<AdmittedRequest> admitted;
+};
+
+struct TokenOut {
+  uint64_t id = 0;
+  int32_t token = 0;
+  bool finished = false;
+  std::string finish_reason;
+  std::vector<float> prompt_logits;  // when the request asked for them (first token only)
+};
+
+struct RequestFailure {
+  uint64_t id = 0;
+  std::string message;
+};
+
+/// Shard -> Frontend: step `step` is done here.
+struct StepDone {
+  step_t step = 0;
+  int32_t shard = 0;
+  std::vector<TokenOut> tokens;
+  std::vector<RequestFailure> failures;
+  int32_t free_blocks = 0;
+  int32_t free_seqs = 0;
+};
+
+// -- the layer exchange -----------------------------------------------------------------
+
+/// Shard -> Router (EGate), or shard -> its Router -> Scheduler (AGate, with routing).
+struct ShardActivations {
+  LayerBatchKey key;
+  int32_t shard = 0;
+  Tensor h;                          // [rows, H]
+  std::vector<int32_t> topk_ids;     // AGate: [rows * k]
+  std::vector<float> topk_weights;
+};
+
+/// Router -> Scheduler: a whole layer batch, rows of shard 0 first.
+struct RoutedBatch {
+  LayerBatchKey key;
+  Tensor h;                          // [total rows, H]
+  std::vector<int32_t> topk_ids;
+  std::vector<float> topk_weights;
+  std::vector<int32_t> shard_rows;   // rows contributed by each shard, in shard order
+};
+
+/// Scheduler -> ExpertInstance.
+struct ExpertTask {
+  LayerBatchKey key;
+  int32_t instance = 0;
+  Tensor h;                          // the whole layer batch (shared)
+  std::vector<ExpertWork> work;
+};
+
+/// ExpertInstance -> Scheduler.
+struct ExpertPartial {
+  LayerBatchKey key;
+  int32_t instance = 0;
+  Tensor partial;                    // [total rows, H]
+  std::string error;                 // non-empty: the instance could not run the task
+};
+
+/// Scheduler -> shard: the combined MoE output for the shard's rows, or why there is none.
+struct MoeResult {
+  LayerBatchKey key;
+  Tensor moe;                        // [shard rows, H]
+  std::string error;
+};
+
+// -- membership -------------------------------------------------------------------------
+
+/// Scaler -> everyone: who takes part, under which epoch.
+struct Membership {
+  uint32_t epoch = 0;
+  caf::actor frontend;
+  std::vector<caf::actor> shards;
+  std::vector<caf::actor> routers;   // EGate: one; AGate: one per shard
+  caf::actor scheduler;
+  std::vector<caf::actor> instances;
+  std::shared_ptr<const ExpertLayout> layout;
+};
+
+// -- queries, control -------------------------------------------------------------------
+
+/// Per-actor counters every actor keeps (for metrics and the console).
+struct ActorStats {
+  std::string name;
+  std::string kind;
+  std::string device;
+  uint64_t messages = 0;
+  double busy_s = 0;
+  uint64_t dropped = 0;  // wrong epoch, unknown key
+};
+
+/// a_max seen by the scheduler, per layer.
+struct LayerAmaxStats {
+  uint64_t batches = 0;
+  double sum = 0;
+  int max = 0;
+  std::vector<uint64_t> histogram;  // histogram[a] = layer batches whose a_max was a
+};
+
+struct RequestTiming {
+  double submit_s = 0, first_token_s = 0, last_token_s = 0;
+  int64_t tokens = 0;
+};
+
+struct FrontendStats {
+  uint64_t completed = 0, failed = 0, queued = 0, running = 0;
+  int64_t tokens = 0;
+  double first_submit_s = 0, last_token_s = 0;
+  std::vector<RequestTiming> finished;
+};
+
+struct SchedulerStats {
+  std::vector<LayerAmaxStats> layers;
+  uint64_t bytes_in = 0;  // activation bytes received from shards
+};
+
+/// A request for an actor's counters (answered with ActorStats).
+struct StatsQuery {};
+
+/// Ask the Frontend to fail everything in flight and stop admitting (clean shutdown).
+struct ShutdownRequest {
+  std::string reason;
+};
+
+/// The tiny wall clock every actor uses for timings (seconds, monotonic).
+double now_seconds();
+
+}  // namespace janus::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::SubmitRequest)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::StepBegin)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::StepDone)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::ShardActivations)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::RoutedBatch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::ExpertTask)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::ExpertPartial)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::MoeResult)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::Membership)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::ActorStats)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::FrontendStats)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::SchedulerStats)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::StatsQuery)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::ShutdownRequest)

@@ -1,0 +1,38 @@
+// Router: the gate of a MoE layer — top-k expert ids and weights for every row.
+//
+// Under EGate (router{side="moe"}, Janus) one Router on the MoE side gathers each layer
+// batch whole from all shards, gates it, and hands it to the Scheduler as one RoutedBatch.
+// Under AGate (router{side="attention"}, MegaScale-Infer) each shard has its own Router:
+// it gates the shard's rows and forwards them with their routing to the Scheduler.
+#pragma once
+
+#include <map>
+
+#include "actors/actor_common.h"
+
+namespace janus::actors {
+
+class Router : public JanusActor {
+ public:
+  /// `shard` is the shard this router serves under AGate, -1 under EGate.
+  Router(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, int shard, std::shared_ptr<RouterBackend> backend);
+  caf::behavior make_behavior() override;
+
+ private:
+  void on_activations(ShardActivations& a);
+  Status gate(int layer, const Tensor& h, std::vector<int32_t>* ids, std::vector<float>* w);
+
+  const int shard_;
+  std::shared_ptr<RouterBackend> backend_;
+  Membership m_;
+  struct Pending {
+    std::vector<ShardActivations> parts;
+    int received = 0;
+  };
+  std::map<LayerBatchKey, Pending> pending_;
+};
+
+/// Concatenates the shards' activations (rows of shard 0 first) into one host tensor.
+Tensor concat_rows(const std::vector<ShardActivations>& parts, int64_t cols);
+
+}  // namespace janus::actors

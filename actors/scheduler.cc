@@ -1,0 +1,194 @@
+#include "actors/scheduler.h"
+
+#include <cstring>
+
+#include "actors/router.h"
+
+namespace janus::actors {
+
+Scheduler::Scheduler(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, std::unique_ptr<SchedulingPolicy> policy)
+    : JanusActor(cfg, ctx, "scheduler", "Scheduler", "cpu"), policy_(std::move(policy)) {
+  sstats_.layers.resize(static_cast<size_t>(ctx_->model->config().num_layers));
+}
+
+caf::behavior Scheduler::make_behavior() {
+  set_down_handler([=, this](caf::down_msg& dm) {
+    for (size_t i = 0; i < m_.instances.size(); ++i) {
+      if (m_.instances[i].address() != dm.source) continue;
+      const int32_t inst = static_cast<int32_t>(i);
+      const std::string why = "expert instance expert-" + std::to_string(i) + " died (" + to_string(dm.reason) + ")";
+      log_error(stats_.name, why);
+      dead_[inst] = why;
+      std::vector<LayerBatchKey> broken;
+      for (auto& [key, p] : pending_)
+        if (p.waiting.count(inst)) broken.push_back(key);
+      for (const LayerBatchKey& key : broken) {
+        auto shard_rows = pending_[key].shard_rows;
+        pending_.erase(key);
+        fail(key, shard_rows, why);
+      }
+    }
+  });
+  return with_stats({
+      [=, this](Membership& m) {
+        count();
+        m_ = m;
+        epoch_ = m.epoch;
+        for (const auto& i : m_.instances) monitor(i);
+      },
+      [=, this](RoutedBatch& b) {  // EGate
+        count();
+        if (!current_epoch(b.key.epoch, "RoutedBatch")) return;
+        schedule(b);
+      },
+      [=, this](ShardActivations& a) {  // AGate: gather the shards' routed rows
+        count();
+        if (!current_epoch(a.key.epoch, "ShardActivations")) return;
+        const size_t n = m_.shards.size();
+        if (a.shard < 0 || static_cast<size_t>(a.shard) >= n) {
+          ++stats_.dropped;
+          log_warn(stats_.name, "dropped activations from unknown shard " + std::to_string(a.shard));
+          return;
+        }
+        const LayerBatchKey key = a.key;
+        auto& parts = agate_parts_[key];
+        if (parts.empty()) parts.resize(n);
+        parts[static_cast<size_t>(a.shard)] = std::move(a);
+        size_t have = 0;
+        for (const auto& p : parts) have += (p.key == key) ? 1 : 0;
+        if (have < n) return;
+        RoutedBatch b;
+        b.key = key;
+        for (auto& p : parts) {
+          b.shard_rows.push_back(static_cast<int32_t>(p.h.rows));
+          b.topk_ids.insert(b.topk_ids.end(), p.topk_ids.begin(), p.topk_ids.end());
+          b.topk_weights.insert(b.topk_weights.end(), p.topk_weights.begin(), p.topk_weights.end());
+        }
+        b.h = concat_rows(parts, ctx_->model->config().hidden_size);
+        agate_parts_.erase(key);
+        schedule(b);
+      },
+      [=, this](ExpertPartial& p) {
+        count();
+        if (!current_epoch(p.key.epoch, "ExpertPartial")) return;
+        on_partial(p);
+      },
+      [=, this](const SchedulerStats&) { return sstats_; },
+  });
+}
+
+void Scheduler::schedule(RoutedBatch& b) {
+  const ModelConfig& c = ctx_->model->config();
+  const int k = c.top_k;
+  const int64_t rows = b.h.rows;
+  sstats_.bytes_in += b.h.bytes();
+  if (rows == 0) {
+    Pending p;
+    p.shard_rows = b.shard_rows;
+    reply(b.key, p);
+    return;
+  }
+  if (static_cast<int64_t>(b.topk_ids.size()) != rows * k || b.topk_weights.size() != b.topk_ids.size())
+    return fail(b.key, b.shard_rows, "routing of " + b.key.to_string() + " is missing (the gate failed)");
+  const ExpertLayout& layout = *m_.layout;
+  std::vector<int32_t> replica(b.topk_ids.size());
+  const uint64_t batch_id = b.key.step * 1000003ull + static_cast<uint64_t>(b.key.layer) * 131ull + static_cast<uint64_t>(b.key.micro_batch);
+  Status s = timed("schedule", &b.key, [&] { return policy_->assign(layout, b.topk_ids.data(), rows, k, batch_id, replica.data()); });
+  if (!s.ok()) return fail(b.key, b.shard_rows, "scheduling " + b.key.to_string() + " failed: " + s.message());
+  // Per instance: its work list; a_i is the number of distinct experts in it.
+  std::vector<std::vector<ExpertWork>> work(static_cast<size_t>(layout.num_instances()));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int j = 0; j < k; ++j) {
+      const size_t i = static_cast<size_t>(r * k + j);
+      const int32_t rep = replica[i];
+      work[static_cast<size_t>(layout.instance_of(rep))].push_back({static_cast<int32_t>(r), layout.expert_of(rep), b.topk_weights[i]});
+    }
+  LayerAmaxStats& ls = sstats_.layers[static_cast<size_t>(b.key.layer)];
+  const int amax = max_activated_experts(layout, replica.data(), static_cast<int64_t>(replica.size()));
+  ++ls.batches;
+  ls.sum += amax;
+  ls.max = std::max(ls.max, amax);
+  if (ls.histogram.size() <= static_cast<size_t>(amax)) ls.histogram.resize(static_cast<size_t>(amax) + 1, 0);
+  ++ls.histogram[static_cast<size_t>(amax)];
+
+  Pending p;
+  p.shard_rows = b.shard_rows;
+  p.rows = rows;
+  for (size_t i = 0; i < work.size(); ++i) {
+    if (work[i].empty()) continue;
+    auto dead = dead_.find(static_cast<int32_t>(i));
+    if (dead != dead_.end()) return fail(b.key, b.shard_rows, dead->second);
+    p.waiting.insert(static_cast<int32_t>(i));
+  }
+  const LayerBatchKey key = b.key;
+  for (int32_t i : p.waiting) send(m_.instances[static_cast<size_t>(i)], ExpertTask{key, i, b.h, std::move(work[static_cast<size_t>(i)])});
+  pending_.emplace(key, std::move(p));
+}
+
+void Scheduler::on_partial(ExpertPartial& part) {
+  auto it = pending_.find(part.key);
+  if (it == pending_.end() || !it->second.waiting.count(part.instance)) {
+    ++stats_.dropped;
+    log_warn(stats_.name, "dropped a partial result for " + part.key.to_string() + " from expert-" + std::to_string(part.instance) +
+                              ": nothing waits for it");
+    return;
+  }
+  Pending& p = it->second;
+  if (!part.error.empty()) {
+    auto shard_rows = p.shard_rows;
+    pending_.erase(it);
+    return fail(part.key, shard_rows, "expert-" + std::to_string(part.instance) + ": " + part.error);
+  }
+  if (part.partial.rows != p.rows) {
+    auto shard_rows = p.shard_rows;
+    pending_.erase(it);
+    return fail(part.key, shard_rows,
+                "expert-" + std::to_string(part.instance) + " returned " + std::to_string(part.partial.rows) + " rows for a batch of " +
+                    std::to_string(p.rows));
+  }
+  timed("reduce", &part.key, [&] {
+    if (p.acc.empty()) p.acc = part.partial;  // the first partial becomes the sum
+    else accumulate_partial(part.partial, p.acc);
+    return 0;
+  });
+  p.waiting.erase(part.instance);
+  if (p.waiting.empty()) {
+    const LayerBatchKey key = it->first;
+    reply(key, p);
+    pending_.erase(key);
+  }
+}
+
+void Scheduler::reply(const LayerBatchKey& key, Pending& p) {
+  const int64_t H = ctx_->model->config().hidden_size;
+  int64_t offset = 0;
+  for (size_t s = 0; s < m_.shards.size(); ++s) {
+    const int64_t n = s < p.shard_rows.size() ? p.shard_rows[s] : 0;
+    MoeResult r;
+    r.key = key;
+    if (n > 0) {
+      if (p.acc.empty()) p.acc = Tensor::host(DType::kF64, p.rows, H);  // no instance had work: zeros
+      // A view of the shard's rows: no copy, the storage is shared.
+      r.moe = p.acc;
+      r.moe.rows = n;
+      r.moe.data = static_cast<char*>(p.acc.data) + static_cast<size_t>(offset * H) * dtype_size(p.acc.dtype);
+    } else {
+      r.moe.cols = H;
+    }
+    offset += n;
+    send(m_.shards[s], std::move(r));
+  }
+}
+
+void Scheduler::fail(const LayerBatchKey& key, const std::vector<int32_t>& shard_rows, const std::string& why) {
+  (void)shard_rows;
+  log_error(stats_.name, "layer batch " + key.to_string() + " failed: " + why);
+  for (const auto& s : m_.shards) {
+    MoeResult r;
+    r.key = key;
+    r.error = why;
+    send(s, std::move(r));
+  }
+}
+
+}  // namespace janus::actors

@@ -1,0 +1,46 @@
+// Scheduler: turns a routed layer batch into work for the expert instances.
+//
+// It runs the configured policy (AEBS by default) over the whole layer batch — every
+// (token, logical expert) to one physical replica — so that the largest number of
+// distinct experts any instance must run (a_max) is small; sends each instance its work
+// list with the shared activations; sums the instances' partial results as they arrive
+// (the reduce inside the MoE node) and returns each shard its rows. It watches the
+// instances: a layer batch that waits on an instance that died fails with a clear error
+// instead of hanging.
+#pragma once
+
+#include <map>
+#include <set>
+
+#include "actors/actor_common.h"
+#include "runtime/scheduling_policy.h"
+
+namespace janus::actors {
+
+class Scheduler : public JanusActor {
+ public:
+  Scheduler(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, std::unique_ptr<SchedulingPolicy> policy);
+  caf::behavior make_behavior() override;
+
+ private:
+  struct Pending {
+    std::vector<int32_t> shard_rows;
+    std::set<int32_t> waiting;  // instances not yet answered
+    Tensor acc;                 // sum of partials, [rows, H]
+    int64_t rows = 0;
+  };
+
+  void schedule(RoutedBatch& b);
+  void on_partial(ExpertPartial& p);
+  void reply(const LayerBatchKey& key, Pending& p);
+  void fail(const LayerBatchKey& key, const std::vector<int32_t>& shard_rows, const std::string& why);
+
+  std::unique_ptr<SchedulingPolicy> policy_;
+  Membership m_;
+  std::map<LayerBatchKey, Pending> pending_;
+  std::map<LayerBatchKey, std::vector<ShardActivations>> agate_parts_;
+  std::map<int32_t, std::string> dead_;  // instance -> why
+  SchedulerStats sstats_;
+};
+
+}  // namespace janus::actors

@@ -1,0 +1,101 @@
+// The compute interface the actors call: the pieces of a decode step, each implemented by
+// a backend per device kind (gpu/cpu: the reference, gpu/cuda: the fast path, and a null
+// backend that does no math, for measuring orchestration alone).
+//
+// An AttentionShard owns one AttentionBackend (its device, its weights' view, its KV
+// cache); each ExpertInstance owns one ExpertBackend; each Router one RouterBackend.
+// Tensors passed in may live on another device: backends copy what they must (the CPU
+// backend only accepts host tensors). No CAF here: plain C++ for every layer.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gpu/cpu/kernels.h"
+#include "gpu/expert_work.h"
+#include "gpu/tensor.h"
+#include "runtime/kv_cache.h"
+#include "runtime/model.h"
+#include "runtime/sampling.h"
+#include "runtime/status.h"
+
+namespace janus {
+
+/// What to produce for one row at the end of a step.
+struct SampleRow {
+  int64_t row;             // row of the step's activations
+  SamplingParams params;
+  uint64_t step;           // index of the token being generated (counter of the draw)
+  bool want_logits;        // also return this row's logits
+};
+
+class AttentionBackend {
+ public:
+  virtual ~AttentionBackend() = default;
+  virtual Device device() const = 0;
+  /// The shard's KV cache: block bookkeeping is host-side, storage where the backend keeps it.
+  virtual PagedKvCache& kv() = 0;
+
+  /// x [n, H] f32 = embeddings of tokens.
+  virtual Status embed(const std::vector<int32_t>& tokens, Tensor* x) = 0;
+  /// The attention half of a layer: x (residual, [n, H]) gains the attention output, h
+  /// receives the post-attention norm of x (the MoE or dense MLP input).
+  virtual Status attention(int layer, Tensor& x, const std::vector<cpu::KvRow>& rows, Tensor* h) = 0;
+  /// Dense layers: x += mlp(h).
+  virtual Status dense_mlp(int layer, const Tensor& h, Tensor& x) = 0;
+  /// Gate on the attention side (AGate): top-k ids and weights [n, k], on the host.
+  virtual Status route(int layer, const Tensor& h, std::vector<int32_t>* ids, std::vector<float>* weights) = 0;
+  /// x[r] += moe[r] for every row (moe: the combined partial sums, [n, H]).
+  virtual Status add_moe_output(const Tensor& moe, Tensor& x) = 0;
+  /// Final norm, LM head and sampling for the given rows of x; tokens on the host, and
+  /// for rows that want them, logits ([vocab] each, in `logits` in row order).
+  virtual Status sample(const Tensor& x, const std::vector<SampleRow>& rows, std::vector<int32_t>* tokens,
+                        std::vector<std::vector<float>>* logits) = 0;
+};
+
+class RouterBackend {
+ public:
+  virtual ~RouterBackend() = default;
+  virtual Device device() const = 0;
+  virtual Status route(int layer, const Tensor& h, std::vector<int32_t>* ids, std::vector<float>* weights) = 0;
+};
+
+class ExpertBackend {
+ public:
+  virtual ~ExpertBackend() = default;
+  virtual Device device() const = 0;
+  /// The accumulator type of partial sums this backend produces (F64 on the CPU).
+  virtual DType partial_dtype() const = 0;
+  /// Runs work items (rows of h) and returns partial sums for `rows` rows of h: row r of
+  /// *partial is sum over items with row r of weight * expert(h[r]) (zero elsewhere).
+  virtual Status run(int layer, const Tensor& h, const std::vector<ExpertWork>& work, Tensor* partial) = 0;
+};
+
+/// How to build backends for a deployment on one model.
+struct BackendOptions {
+  KvCacheShape kv;  // for attention backends: the shard's cache
+};
+
+/// Backends for a device: "cpu" (the reference kernels), "cuda:N" (when built with CUDA
+/// and a GPU exists), or the null backend (`null = true`): no math, deterministic
+/// pseudo-random routing and tokens, for orchestration benchmarks.
+Result<std::unique_ptr<AttentionBackend>> make_attention_backend(std::shared_ptr<const Model> model, const Device& device,
+                                                                 const BackendOptions& options, bool null = false);
+Result<std::unique_ptr<RouterBackend>> make_router_backend(std::shared_ptr<const Model> model, const Device& device,
+                                                           bool null = false);
+Result<std::unique_ptr<ExpertBackend>> make_expert_backend(std::shared_ptr<const Model> model, const Device& device,
+                                                           bool null = false);
+
+/// Adds `partial` (host, F64 or F32, [n, H]) into `acc` (host, same dtype and shape).
+void accumulate_partial(const Tensor& partial, Tensor& acc);
+
+/// Registers the CUDA backend factories (called once by the CUDA library when linked).
+struct CudaBackendFactories {
+  Result<std::unique_ptr<AttentionBackend>> (*attention)(std::shared_ptr<const Model>, const Device&, const BackendOptions&);
+  Result<std::unique_ptr<RouterBackend>> (*router)(std::shared_ptr<const Model>, const Device&);
+  Result<std::unique_ptr<ExpertBackend>> (*expert)(std::shared_ptr<const Model>, const Device&);
+};
+void register_cuda_backend(const CudaBackendFactories& factories);
+
+}  // namespace janus

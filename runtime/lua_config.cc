@@ -1,0 +1,333 @@
+#include "runtime/lua_config.h"
+
+// The C++ build of Lua (liblua5.4-c++): included without extern "C", errors are exceptions.
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <set>
+
+namespace janus {
+namespace {
+
+struct LoadState {
+  GraphSpec spec;
+  std::map<std::string, std::string> declared;  // section -> where it was declared
+};
+
+LoadState* state_of(lua_State* L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "janus.config");
+  auto* s = static_cast<LoadState*>(lua_touserdata(L, -1));
+  lua_pop(L, 1);
+  return s;
+}
+
+// "config.lua:12" for the Lua line that called the running C function.
+std::string caller_where(lua_State* L) {
+  luaL_where(L, 1);
+  std::string w = lua_tostring(L, -1);
+  lua_pop(L, 1);
+  while (!w.empty() && (w.back() == ' ' || w.back() == ':')) w.pop_back();
+  return w.empty() ? "?" : w;
+}
+
+const char* type_name(lua_State* L, int idx) { return luaL_typename(L, idx); }
+
+// Reads the fields of the table argument of one section call, checking names and types.
+class Section {
+ public:
+  Section(lua_State* L, const char* name, std::vector<std::string> keys) : L_(L), name_(name), keys_(std::move(keys)) {
+    where_ = caller_where(L);
+    if (lua_gettop(L) != 1 || !lua_istable(L, 1))
+      fail(std::string("expects one table argument, as in ") + name_ + "{key=value, ...}");
+    LoadState* st = state_of(L);
+    auto [it, fresh] = st->declared.emplace(name_, where_);
+    if (!fresh) fail("given twice (first at " + it->second + ")");
+    // Unknown keys first, so that a typo is reported as such rather than as a default.
+    lua_pushnil(L);
+    while (lua_next(L, 1) != 0) {
+      lua_pop(L, 1);
+      if (lua_type(L, -1) != LUA_TSTRING) fail("keys must be names, as in " + std::string(name_) + "{key=value}");
+      const std::string k = lua_tostring(L, -1);
+      if (std::find(keys_.begin(), keys_.end(), k) == keys_.end()) {
+        std::string all;
+        for (const auto& x : keys_) all += (all.empty() ? "" : ", ") + x;
+        fail("unknown key '" + k + "' (keys: " + all + ")");
+      }
+    }
+  }
+
+  const std::string& where() const { return where_; }
+
+  [[noreturn]] void fail(const std::string& msg) const {
+    lua_pushstring(L_, (where_ + ": " + name_ + "{}: " + msg).c_str());
+    lua_error(L_);
+    throw;  // unreachable: lua_error does not return
+  }
+
+  // Pushes field k; returns false (and pushes nothing) when absent.
+  bool get(const char* k) const {
+    lua_getfield(L_, 1, k);
+    if (lua_isnil(L_, -1)) {
+      lua_pop(L_, 1);
+      return false;
+    }
+    return true;
+  }
+
+  void integer(const char* k, int* out, int min_value = 1) const {
+    if (!get(k)) return;
+    int ok = 0;
+    lua_Integer v = lua_tointegerx(L_, -1, &ok);
+    if (!ok || lua_type(L_, -1) != LUA_TNUMBER || v < min_value || v > (1 << 30))
+      fail("'" + std::string(k) + "' must be an integer >= " + std::to_string(min_value) + ", got " + describe(-1));
+    *out = static_cast<int>(v);
+    lua_pop(L_, 1);
+  }
+
+  void unsigned64(const char* k, uint64_t* out) const {
+    if (!get(k)) return;
+    int ok = 0;
+    lua_Integer v = lua_tointegerx(L_, -1, &ok);
+    if (!ok || lua_type(L_, -1) != LUA_TNUMBER || v < 0) fail("'" + std::string(k) + "' must be a non-negative integer, got " + describe(-1));
+    *out = static_cast<uint64_t>(v);
+    lua_pop(L_, 1);
+  }
+
+  void number(const char* k, float* out, double lo, double hi) const {
+    if (!get(k)) return;
+    if (lua_type(L_, -1) != LUA_TNUMBER) fail("'" + std::string(k) + "' must be a number, got " + describe(-1));
+    double v = lua_tonumber(L_, -1);
+    if (v < lo || v > hi)
+      fail("'" + std::string(k) + "' must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " + describe(-1));
+    *out = static_cast<float>(v);
+    lua_pop(L_, 1);
+  }
+
+  void boolean(const char* k, bool* out) const {
+    if (!get(k)) return;
+    if (lua_type(L_, -1) != LUA_TBOOLEAN) fail("'" + std::string(k) + "' must be true or false, got " + describe(-1));
+    *out = lua_toboolean(L_, -1) != 0;
+    lua_pop(L_, 1);
+  }
+
+  void string(const char* k, std::string* out) const {
+    if (!get(k)) return;
+    if (lua_type(L_, -1) != LUA_TSTRING) fail("'" + std::string(k) + "' must be a string, got " + describe(-1));
+    *out = lua_tostring(L_, -1);
+    lua_pop(L_, 1);
+  }
+
+  // A string (one value for all) or a list of strings.
+  void strings(const char* k, std::vector<std::string>* out) const {
+    if (!get(k)) return;
+    out->clear();
+    if (lua_type(L_, -1) == LUA_TSTRING) {
+      out->push_back(lua_tostring(L_, -1));
+    } else if (lua_istable(L_, -1)) {
+      const lua_Integer n = luaL_len(L_, -1);
+      for (lua_Integer i = 1; i <= n; ++i) {
+        lua_geti(L_, -1, i);
+        if (lua_type(L_, -1) != LUA_TSTRING)
+          fail("'" + std::string(k) + "'[" + std::to_string(i) + "] must be a string, got " + describe(-1));
+        out->push_back(lua_tostring(L_, -1));
+        lua_pop(L_, 1);
+      }
+    } else {
+      fail("'" + std::string(k) + "' must be a string or a list of strings, got " + describe(-1));
+    }
+    lua_pop(L_, 1);
+  }
+
+  // A list of lists of non-negative integers (prompts, placements).
+  std::vector<std::vector<int32_t>> int_lists(const char* what) const {
+    std::vector<std::vector<int32_t>> out;
+    if (!lua_istable(L_, -1)) fail("'" + std::string(what) + "' must be a list of lists of integers, got " + describe(-1));
+    const lua_Integer n = luaL_len(L_, -1);
+    for (lua_Integer i = 1; i <= n; ++i) {
+      lua_geti(L_, -1, i);
+      if (!lua_istable(L_, -1))
+        fail("'" + std::string(what) + "'[" + std::to_string(i) + "] must be a list of integers, got " + describe(-1));
+      std::vector<int32_t> row;
+      const lua_Integer m = luaL_len(L_, -1);
+      for (lua_Integer j = 1; j <= m; ++j) {
+        lua_geti(L_, -1, j);
+        int ok = 0;
+        lua_Integer v = lua_tointegerx(L_, -1, &ok);
+        if (!ok || lua_type(L_, -1) != LUA_TNUMBER || v < 0 || v > INT32_MAX)
+          fail("'" + std::string(what) + "'[" + std::to_string(i) + "][" + std::to_string(j) +
+               "] must be a non-negative integer, got " + describe(-1));
+        row.push_back(static_cast<int32_t>(v));
+        lua_pop(L_, 1);
+      }
+      out.push_back(std::move(row));
+      lua_pop(L_, 1);
+    }
+    return out;
+  }
+
+ private:
+  // The offending value as the user wrote it: "abc" (quoted), 2.5, true, or "a table".
+  std::string describe(int idx) const {
+    const int t = lua_type(L_, idx);
+    if (t == LUA_TSTRING) return "\"" + std::string(lua_tostring(L_, idx)) + "\"";
+    if (t == LUA_TNUMBER || t == LUA_TBOOLEAN) {
+      std::string v = luaL_tolstring(L_, idx, nullptr);
+      lua_pop(L_, 1);
+      return v;
+    }
+    return std::string("a ") + type_name(L_, idx);
+  }
+
+  lua_State* L_;
+  const char* name_;
+  std::vector<std::string> keys_;
+  std::string where_;
+};
+
+int l_model(lua_State* L) {
+  Section s(L, "model", {"path", "preset", "seed", "dtype"});
+  ModelSpec& m = state_of(L)->spec.model;
+  m.where = s.where();
+  s.string("path", &m.path);
+  s.string("preset", &m.preset);
+  s.unsigned64("seed", &m.seed);
+  s.string("dtype", &m.dtype);
+  if (m.path.empty() == m.preset.empty()) s.fail("give exactly one of 'path' and 'preset'");
+  if (!m.dtype.empty() && m.dtype != "f32" && m.dtype != "bf16" && m.dtype != "f16")
+    s.fail("'dtype' must be \"f32\", \"bf16\" or \"f16\", got \"" + m.dtype + "\"");
+  return 0;
+}
+
+int l_attention(lua_State* L) {
+  Section s(L, "attention", {"shards", "devices", "micro_batches", "max_batch", "kv_blocks", "block_size", "max_seq_len"});
+  AttentionSpec& a = state_of(L)->spec.attention;
+  a.where = s.where();
+  s.integer("shards", &a.shards);
+  s.strings("devices", &a.devices);
+  s.integer("micro_batches", &a.micro_batches);
+  s.integer("max_batch", &a.max_batch);
+  s.integer("kv_blocks", &a.kv_blocks);
+  s.integer("block_size", &a.block_size);
+  s.integer("max_seq_len", &a.max_seq_len);
+  return 0;
+}
+
+int l_experts(lua_State* L) {
+  Section s(L, "experts", {"instances", "slots", "devices", "placement"});
+  ExpertsSpec& e = state_of(L)->spec.experts;
+  e.where = s.where();
+  s.integer("instances", &e.instances);
+  s.integer("slots", &e.slots);
+  s.strings("devices", &e.devices);
+  if (s.get("placement")) {
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      if (std::string(lua_tostring(L, -1)) != "auto") s.fail("'placement' must be \"auto\" or a list of expert lists, one per instance");
+      e.auto_placement = true;
+    } else {
+      e.placement = s.int_lists("placement");
+      e.auto_placement = false;
+    }
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+int l_router(lua_State* L) {
+  Section s(L, "router", {"side"});
+  RouterSpec& r = state_of(L)->spec.router;
+  r.where = s.where();
+  s.string("side", &r.side);
+  if (r.side != "moe" && r.side != "attention") s.fail("'side' must be \"moe\" (EGate) or \"attention\" (AGate), got \"" + r.side + "\"");
+  return 0;
+}
+
+int l_scheduler(lua_State* L) {
+  Section s(L, "scheduler", {"policy", "seed"});
+  SchedulerSpec& p = state_of(L)->spec.scheduler;
+  p.where = s.where();
+  s.string("policy", &p.policy);
+  s.unsigned64("seed", &p.seed);
+  return 0;
+}
+
+int l_workload(lua_State* L) {
+  Section s(L, "workload", {"prompts", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "ignore_eos"});
+  WorkloadSpec& w = state_of(L)->spec.workload;
+  w.where = s.where();
+  if (s.get("prompts")) {
+    w.prompts = s.int_lists("prompts");
+    lua_pop(L, 1);
+  }
+  s.integer("max_new_tokens", &w.max_new_tokens, 0);
+  s.number("temperature", &w.temperature, 0.0, 100.0);
+  s.number("top_p", &w.top_p, 0.0, 1.0);
+  s.integer("top_k", &w.top_k, 0);
+  s.unsigned64("seed", &w.seed);
+  s.boolean("ignore_eos", &w.ignore_eos);
+  return 0;
+}
+
+Result<GraphSpec> run_config(const std::function<int(lua_State*)>& load, const std::string& source) {
+  lua_State* L = luaL_newstate();
+  if (L == nullptr) return internal_error("cannot create a Lua state");
+  std::unique_ptr<lua_State, void (*)(lua_State*)> guard(L, lua_close);
+  // A config computes a graph: the base library, strings, tables, math; no io or os.
+  luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
+  luaL_requiref(L, LUA_TABLIBNAME, luaopen_table, 1);
+  luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
+  luaL_requiref(L, LUA_MATHLIBNAME, luaopen_math, 1);
+  luaL_requiref(L, LUA_UTF8LIBNAME, luaopen_utf8, 1);
+  lua_settop(L, 0);
+  for (const char* unsafe : {"dofile", "loadfile", "load", "require"}) {
+    lua_pushnil(L);
+    lua_setglobal(L, unsafe);
+  }
+  LoadState st;
+  st.spec.source = source;
+  lua_pushlightuserdata(L, &st);
+  lua_setfield(L, LUA_REGISTRYINDEX, "janus.config");
+  const std::pair<const char*, lua_CFunction> api[] = {{"model", l_model},         {"attention", l_attention},
+                                                       {"experts", l_experts},     {"router", l_router},
+                                                       {"scheduler", l_scheduler}, {"workload", l_workload}};
+  for (const auto& [name, fn] : api) {
+    lua_pushcfunction(L, fn);
+    lua_setglobal(L, name);
+  }
+  if (load(L) != LUA_OK) {
+    std::string msg = lua_tostring(L, -1) ? lua_tostring(L, -1) : "unknown error";
+    return invalid_argument(msg);
+  }
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+    std::string msg = lua_tostring(L, -1) ? lua_tostring(L, -1) : "unknown error";
+    return invalid_argument(msg);
+  }
+  // Sections never called keep their defaults; name the file for their error messages.
+  GraphSpec& g = st.spec;
+  for (std::string* w : {&g.model.where, &g.attention.where, &g.experts.where, &g.router.where, &g.scheduler.where, &g.workload.where})
+    if (w->empty()) *w = source;
+  if (g.model.path.empty() && g.model.preset.empty()) g.model.preset = "tiny-qwen3-moe";
+  // A relative model path is relative to the config file.
+  if (!g.model.path.empty() && std::filesystem::path(g.model.path).is_relative() && source.find('/') != std::string::npos &&
+      source[0] != '<')
+    g.model.path = (std::filesystem::path(source).parent_path() / g.model.path).lexically_normal().string();
+  return g;
+}
+
+}  // namespace
+
+Result<GraphSpec> load_lua_config(const std::string& path) {
+  if (!std::filesystem::exists(path)) return not_found(path + ": no such config file");
+  return run_config([&](lua_State* L) { return luaL_loadfilex(L, path.c_str(), "t"); }, path);
+}
+
+Result<GraphSpec> load_lua_config_string(const std::string& code, const std::string& chunkname) {
+  return run_config(
+      [&](lua_State* L) { return luaL_loadbufferx(L, code.data(), code.size(), ("=" + chunkname).c_str(), "t"); }, chunkname);
+}
+
+}  // namespace janus

@@ -1,0 +1,31 @@
+// Graph configs are Lua 5.4 files. A config calls a small declarative API —
+//
+//   model{path=DIR} or model{preset="tiny-qwen3-moe", seed=0, dtype="f32"}
+//   attention{shards=N, devices={"cpu", ...} or "cpu", micro_batches=M, max_batch=B,
+//             kv_blocks=K, block_size=16, max_seq_len=L}
+//   experts{instances=N, slots=C, devices=..., placement="auto" or {{0,1,2},{3,4,5},...}}
+//   router{side="moe" | "attention"}
+//   scheduler{policy="aebs" | "random_replica" | "primary" | "token_balanced", seed=S}
+//   workload{prompts={{5,17,99},...}, max_new_tokens=N, temperature=T, top_p=P, top_k=K,
+//            seed=S, ignore_eos=false}
+//
+// — and, being Lua, may compute any of it with loops and functions. Expert ids are the
+// model's (0-based). Every section is optional (defaults as in GraphSpec). Mistakes are
+// reported with the file and line of the call: an unknown key, a value of the wrong type,
+// a section given twice, a Lua syntax or runtime error.
+#pragma once
+
+#include <string>
+
+#include "runtime/graph_spec.h"
+#include "runtime/status.h"
+
+namespace janus {
+
+/// Runs the config file and returns the graph it declares (not yet resolved against a model).
+Result<GraphSpec> load_lua_config(const std::string& path);
+
+/// The same for config text; `chunkname` names it in error messages.
+Result<GraphSpec> load_lua_config_string(const std::string& code, const std::string& chunkname);
+
+}  // namespace janus

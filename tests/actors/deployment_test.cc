@@ -1,0 +1,311 @@
+// The actor graph against the reference engine: token for token, over shapes, gate
+// placements, policies and arrival patterns; and its failure behaviour.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "runtime/deployment.h"
+#include "runtime/reference_engine.h"
+#include "test_util.h"
+
+using namespace janus;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Fixture {
+  std::string dir;
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::vector<int32_t>> reference;  // reference-engine greedy tokens, 16 each
+};
+
+const Fixture& fixture(const std::string& name) {
+  static std::map<std::string, Fixture> cache;
+  auto it = cache.find(name);
+  if (it != cache.end()) return it->second;
+  Fixture f;
+  f.dir = janus::test::fixture(name);
+  auto expected = nlohmann::json::parse(janus::test::read_file(f.dir + "/expected.json"));
+  f.prompts = expected["prompts"].get<std::vector<std::vector<int32_t>>>();
+  auto model = Model::load(f.dir);
+  REQUIRE(model.ok());
+  ReferenceEngine engine(*model);
+  std::vector<GenerateRequest> reqs;
+  for (const auto& p : f.prompts) {
+    GenerateRequest r;
+    r.prompt = p;
+    r.max_new_tokens = 16;
+    r.stop_at_eos = false;
+    reqs.push_back(r);
+  }
+  auto out = engine.generate(reqs);
+  REQUIRE(out.ok());
+  for (size_t i = 0; i < out->size(); ++i) {
+    f.reference.push_back((*out)[i].tokens);
+    // The reference engine itself equals transformers (tests/runtime): the chain holds.
+    CHECK((*out)[i].tokens == expected["greedy_tokens"][i].get<std::vector<int32_t>>());
+  }
+  return cache.emplace(name, std::move(f)).first->second;
+}
+
+struct Shape {
+  int shards, instances;
+  bool spare;
+  int micro_batches;
+  std::string side, policy;
+};
+
+std::string describe(const Shape& s) {
+  return std::to_string(s.shards) + " shards x " + std::to_string(s.instances) + " instances" + (s.spare ? " +spare" : "") +
+         ", m=" + std::to_string(s.micro_batches) + ", " + s.side + ", " + s.policy;
+}
+
+GraphSpec spec_for(const Fixture& f, const Shape& s, int experts) {
+  GraphSpec g;
+  g.source = "<test>";
+  g.model.path = f.dir;
+  g.attention.shards = s.shards;
+  g.attention.micro_batches = s.micro_batches;
+  g.attention.max_batch = 8;
+  g.attention.kv_blocks = 64;
+  g.experts.instances = s.instances;
+  if (s.spare) {
+    g.experts.slots = (experts + s.instances - 1) / s.instances + 1;  // auto placement fills the spare slots with replicas
+  } else {
+    g.experts.auto_placement = false;  // exactly one replica per expert
+    g.experts.slots = (experts + s.instances - 1) / s.instances;
+    g.experts.placement.assign(static_cast<size_t>(s.instances), {});
+    for (int e = 0; e < experts; ++e) g.experts.placement[static_cast<size_t>(e % s.instances)].push_back(e);
+  }
+  g.router.side = s.side;
+  g.scheduler.policy = s.policy;
+  g.scheduler.seed = 11;
+  g.workload.prompts = f.prompts;
+  g.workload.max_new_tokens = 16;
+  g.workload.ignore_eos = true;
+  return g;
+}
+
+void check_matches_reference(const std::string& model, const Shape& s) {
+  const Fixture& f = fixture(model);
+  CAPTURE(model);
+  CAPTURE(describe(s));
+  DeploymentOptions o;
+  o.threads = 2;
+  auto d = Deployment::create(spec_for(f, s, 8), o);
+  REQUIRE_MESSAGE(d.ok(), d.status().to_string());
+  auto results = (*d)->run_workload();
+  REQUIRE(results.size() == f.prompts.size());
+  for (size_t i = 0; i < results.size(); ++i) {
+    REQUIRE_MESSAGE(results[i].ok(), results[i].status().to_string());
+    CHECK(results[i]->tokens == f.reference[i]);
+  }
+  MetricsSnapshot m = (*d)->metrics();
+  CHECK(m.completed == f.prompts.size());
+  CHECK(m.tokens == static_cast<int64_t>(16 * f.prompts.size()));
+  for (const LayerAmax& a : m.amax) {
+    CHECK(a.batches > 0);
+    CHECK(a.max >= 1);
+    CHECK(a.max <= 8);
+  }
+}
+
+// A covering set of shapes: every value of every dimension appears, with varied partners.
+std::vector<Shape> shapes() {
+  const std::vector<std::string> policies = {"aebs", "random_replica", "primary", "token_balanced"};
+  std::vector<Shape> out;
+  for (int i = 0; i < 16; ++i)
+    out.push_back({1 + i % 3, 1 + (i * 5) % 6, (i / 2) % 2 == 1, 1 + (i / 4) % 2, (i % 2) ? "attention" : "moe",
+                   policies[static_cast<size_t>((i + i / 4) % 4)]});
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Qwen3-MoE fixture: the actor graph's tokens equal the reference engine's over a matrix of shapes") {
+  for (const Shape& s : shapes()) check_matches_reference("qwen3_moe", s);
+}
+
+TEST_CASE("Mixtral fixture: the actor graph's tokens equal the reference engine's over a matrix of shapes") {
+  for (const Shape& s : shapes()) check_matches_reference("mixtral", s);
+}
+
+TEST_CASE("requests of mixed lengths arriving while others decode, some waiting for KV blocks") {
+  const Fixture& f = fixture("qwen3_moe");
+  GraphSpec g = spec_for(f, {2, 3, true, 2, "moe", "aebs"}, 8);
+  // 3 blocks of 16 tokens per shard: room for at most two of these requests at a time
+  // (each needs 1-3 blocks), so the rest must wait at the Frontend, and none is dropped.
+  g.attention.kv_blocks = 3;
+  g.workload.prompts.clear();
+  DeploymentOptions o;
+  o.threads = 2;
+  auto d = Deployment::create(g, o);
+  REQUIRE_MESSAGE(d.ok(), d.status().to_string());
+  std::mutex mu;
+  std::condition_variable cv;
+  int first_tokens = 0;
+  auto make = [&](size_t i) {
+    GenerateRequest r;
+    r.prompt = f.prompts[i];
+    r.max_new_tokens = 16;
+    r.stop_at_eos = false;
+    return r;
+  };
+  std::vector<std::pair<size_t, RequestHandle>> handles;
+  for (size_t i : {5u, 0u, 3u})
+    handles.emplace_back(i, (*d)->submit(make(i), [&](int32_t) {
+      std::lock_guard<std::mutex> lk(mu);
+      ++first_tokens;
+      cv.notify_all();
+    }));
+  {
+    std::unique_lock<std::mutex> lk(mu);
+    REQUIRE(cv.wait_for(lk, 30s, [&] { return first_tokens >= 4; }));
+  }
+  // Three more join while the first ones decode.
+  for (size_t i : {1u, 4u, 2u}) handles.emplace_back(i, (*d)->submit(make(i)));
+  for (auto& [i, h] : handles) {
+    CAPTURE(i);
+    REQUIRE(h.result.wait_for(60s) == std::future_status::ready);
+    auto r = h.result.get();
+    REQUIRE_MESSAGE(r.ok(), r.status().to_string());
+    CHECK(r->tokens == f.reference[i]);
+  }
+}
+
+TEST_CASE("a request that can never fit a shard's cache is refused at once") {
+  const Fixture& f = fixture("qwen3_moe");
+  GraphSpec g = spec_for(f, {1, 2, false, 1, "moe", "aebs"}, 8);
+  g.attention.kv_blocks = 2;
+  auto d = Deployment::create(g);
+  REQUIRE(d.ok());
+  GenerateRequest r;
+  r.prompt = f.prompts[5];  // 20 tokens + 16 new = 36 positions: 3 blocks
+  r.max_new_tokens = 16;
+  auto h = (*d)->submit(r);
+  REQUIRE(h.result.wait_for(10s) == std::future_status::ready);
+  auto out = h.result.get();
+  REQUIRE_FALSE(out.ok());
+  CHECK(out.status().message().find("needs 3 KV blocks, more than a shard's whole cache (2)") != std::string::npos);
+}
+
+TEST_CASE("an expert instance that dies mid-run fails the affected requests with a clear error, no hang") {
+  const Fixture& f = fixture("mixtral");
+  GraphSpec g = spec_for(f, {2, 3, false, 1, "moe", "aebs"}, 8);
+  g.workload.prompts.clear();
+  DeploymentOptions o;
+  o.threads = 2;
+  auto d = Deployment::create(g, o);
+  REQUIRE(d.ok());
+  std::atomic<int> tokens{0};
+  std::vector<RequestHandle> hs;
+  for (size_t i = 0; i < f.prompts.size(); ++i) {
+    GenerateRequest r;
+    r.prompt = f.prompts[i];
+    r.max_new_tokens = 400;
+    r.stop_at_eos = false;
+    hs.push_back((*d)->submit(r, [&](int32_t) { ++tokens; }));
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  while (tokens < 12 && std::chrono::steady_clock::now() - t0 < 30s) std::this_thread::sleep_for(1ms);
+  REQUIRE((*d)->kill("expert-1").ok());
+  int failed = 0;
+  for (auto& h : hs) {
+    REQUIRE(h.result.wait_for(30s) == std::future_status::ready);
+    auto r = h.result.get();
+    if (!r.ok()) {
+      ++failed;
+      CHECK(r.status().message().find("expert instance expert-1 died") != std::string::npos);
+    }
+  }
+  CHECK(failed > 0);
+  // Later requests that need the dead instance fail fast too, naming it.
+  GenerateRequest again;
+  again.prompt = f.prompts[4];
+  again.max_new_tokens = 8;
+  auto h = (*d)->submit(again);
+  REQUIRE(h.result.wait_for(30s) == std::future_status::ready);
+  auto r = h.result.get();
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().message().find("expert-1 died") != std::string::npos);
+  CHECK((*d)->kill("expert-9").code() == ErrorCode::kNotFound);
+}
+
+TEST_CASE("shutdown with requests in flight resolves every request and returns") {
+  const Fixture& f = fixture("qwen3_moe");
+  GraphSpec g = spec_for(f, {2, 2, true, 2, "attention", "random_replica"}, 8);
+  auto d = Deployment::create(g);
+  REQUIRE(d.ok());
+  std::atomic<int> tokens{0};
+  std::vector<RequestHandle> hs;
+  for (size_t i = 0; i < f.prompts.size(); ++i) {
+    GenerateRequest r;
+    r.prompt = f.prompts[i];
+    r.max_new_tokens = 400;
+    r.stop_at_eos = false;
+    hs.push_back((*d)->submit(r, [&](int32_t) { ++tokens; }));
+  }
+  while (tokens < 6) std::this_thread::sleep_for(1ms);
+  const auto t0 = std::chrono::steady_clock::now();
+  (*d)->shutdown();
+  CHECK(std::chrono::steady_clock::now() - t0 < 10s);
+  for (auto& h : hs) {
+    REQUIRE(h.result.wait_for(1s) == std::future_status::ready);
+    auto r = h.result.get();
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().message().find("shut down") != std::string::npos);
+  }
+  auto late = (*d)->submit(GenerateRequest{});
+  REQUIRE(late.result.wait_for(1s) == std::future_status::ready);
+  CHECK_FALSE(late.result.get().ok());
+  (*d)->shutdown();  // idempotent
+}
+
+TEST_CASE("with two micro-batches attention and expert work overlap but with one they never do") {
+  for (int m : {1, 2}) {
+    CAPTURE(m);
+    GraphSpec g = default_graph_spec();
+    g.attention.micro_batches = m;
+    g.workload.prompts.clear();
+    for (int i = 0; i < 12; ++i) g.workload.prompts.push_back({i + 1, 2 * i + 3, 5});
+    g.workload.max_new_tokens = 24;
+    DeploymentOptions o;
+    o.trace = true;
+    o.threads = 2;
+    auto d = Deployment::create(g, o);
+    REQUIRE(d.ok());
+    for (auto& r : (*d)->run_workload()) REQUIRE(r.ok());
+    const double overlap = (*d)->trace().overlap_seconds("attention", "experts");
+    MESSAGE("m=" << m << ": attention busy " << (*d)->trace().busy_seconds("attention") * 1e3 << " ms, experts busy "
+                 << (*d)->trace().busy_seconds("experts") * 1e3 << " ms, overlapping " << overlap * 1e3 << " ms");
+    if (m == 1) CHECK(overlap == 0.0);
+    else CHECK(overlap > 0.0);
+  }
+}
+
+TEST_CASE("metrics report timings, per-layer a_max and every actor") {
+  GraphSpec g = default_graph_spec();
+  auto d = Deployment::create(g);
+  REQUIRE(d.ok());
+  for (auto& r : (*d)->run_workload()) REQUIRE(r.ok());
+  MetricsSnapshot m = (*d)->metrics();
+  CHECK(m.completed == 4);
+  CHECK(m.tokens == 96);
+  CHECK(m.tokens_per_s > 0);
+  CHECK(m.ttft_s.p50 > 0);
+  CHECK(m.tpot_s.p50 > 0);
+  CHECK(m.amax.size() == 4);
+  CHECK(m.policy == "aebs");
+  std::set<std::string> names;
+  for (const ActorSnapshot& a : m.actors) {
+    names.insert(a.name);
+    CHECK(a.dropped == 0);
+  }
+  for (const char* n : {"frontend", "attention-0", "attention-1", "router", "scheduler", "expert-0", "expert-3", "scaler"})
+    CHECK(names.count(n) == 1);
+}

@@ -1,0 +1,124 @@
+#include <doctest/doctest.h>
+
+#include "runtime/lua_config.h"
+#include "runtime/model.h"
+#include "test_util.h"
+
+using namespace janus;
+
+namespace {
+
+// Writes `code` to cfg.lua in a temp dir, loads and resolves it against the Qwen3-MoE
+// fixture (8 experts); returns the error text, or "" when it resolved.
+std::string error_of(const std::string& code, GraphSpec* out = nullptr, int cuda_devices = 0) {
+  janus::test::TempDir d;
+  janus::test::write_file(d / "cfg.lua", code);
+  auto spec = load_lua_config(d / "cfg.lua");
+  if (!spec.ok()) return spec.status().message();
+  auto model = Model::load(janus::test::fixture("qwen3_moe"));
+  REQUIRE(model.ok());
+  Status s = resolve_graph(*spec, (*model)->config(), cuda_devices);
+  if (!s.ok()) return s.message();
+  if (out) *out = *spec;
+  return "";
+}
+
+bool has(const std::string& text, const std::string& part) {
+  if (text.find(part) != std::string::npos) return true;
+  MESSAGE("\"" << text << "\" does not contain \"" << part << "\"");
+  return false;
+}
+
+const std::string kModel = "model{path = \"" + janus::test::fixture("qwen3_moe") + "\"}\n";
+
+}  // namespace
+
+TEST_CASE("a config resolves: sections, defaults, Lua loops and functions") {
+  GraphSpec g;
+  const std::string code = kModel + R"(
+local function spread(n, experts)
+  local p = {}
+  for i = 1, n do p[i] = {} end
+  for e = 0, experts - 1 do table.insert(p[e % n + 1], e) end
+  return p
+end
+attention{shards = 2, devices = {"cpu", "cpu"}, micro_batches = 2, max_batch = 8, kv_blocks = 64}
+experts{instances = 3, slots = 4, placement = spread(3, 8)}
+router{side = "attention"}
+scheduler{policy = "random_replica", seed = 9}
+workload{prompts = {{1, 2, 3}, {4}}, max_new_tokens = 5, temperature = 0.5}
+)";
+  REQUIRE(error_of(code, &g) == "");
+  CHECK(g.attention.shards == 2);
+  CHECK(g.attention.micro_batches == 2);
+  CHECK(g.attention.kv_blocks == 64);
+  CHECK(g.experts.instances == 3);
+  CHECK(g.resolved_placement == std::vector<std::vector<int32_t>>{{0, 3, 6}, {1, 4, 7}, {2, 5}});
+  CHECK_FALSE(g.egate());
+  CHECK(g.scheduler.policy == "random_replica");
+  CHECK(g.scheduler.seed == 9);
+  CHECK(g.workload.prompts.size() == 2);
+  CHECK(g.workload.temperature == doctest::Approx(0.5));
+  CHECK(g.attention.max_seq_len == 512);  // the fixture's max_position_embeddings
+}
+
+TEST_CASE("auto placement: every expert at least once, spare slots become replicas on other instances") {
+  GraphSpec g;
+  REQUIRE(error_of(kModel + "experts{instances = 3, slots = 4}\n", &g) == "");
+  std::vector<int> count(8, 0);
+  for (const auto& inst : g.resolved_placement) {
+    CHECK(inst.size() <= 4u);
+    for (size_t i = 0; i < inst.size(); ++i) {
+      ++count[static_cast<size_t>(inst[i])];
+      for (size_t j = 0; j < i; ++j) CHECK(inst[i] != inst[j]);
+    }
+  }
+  int total = 0;
+  for (int c : count) {
+    CHECK(c >= 1);
+    total += c;
+  }
+  CHECK(total == 12);  // all 12 slots used: 4 spare replicas
+}
+
+TEST_CASE("config errors name the file and line and say what is wrong") {
+  CHECK(has(error_of(kModel + "attention{shard = 2}\n"), "cfg.lua:2: attention{}: unknown key 'shard'"));
+  CHECK(has(error_of(kModel + "\nattention{shards = \"two\"}\n"), "cfg.lua:3: attention{}: 'shards' must be an integer >= 1, got \"two\""));
+  CHECK(has(error_of(kModel + "experts{instances = 2, slots = 3}\n"),
+            "cfg.lua:2: experts{}: 2 instances x 3 slots = 6 slots, fewer than the model's 8 experts"));
+  CHECK(has(error_of(kModel + "experts{instances = 2, devices = {\"cpu\", \"cuda:3\"}}\n"),
+            "cfg.lua:2: experts{}: device 'cuda:3' does not exist (0 CUDA devices visible)"));
+  CHECK(has(error_of(kModel + "attention{devices = \"gpu0\"}\n"), "device 'gpu0' is not \"cpu\" or \"cuda:N\""));
+  CHECK(has(error_of(kModel + "experts{instances = 2, slots = 5, placement = {{0,1,2,3,3}, {4,5,6,7}}}\n"),
+            "cfg.lua:2: experts{}: expert layout: instance 0 holds expert 3 twice"));
+  CHECK(has(error_of(kModel + "experts{instances = 2, slots = 4, placement = {{0,1,2,3}, {4,5,6}}}\n"),
+            "expert 7 has no replica on any instance"));
+  CHECK(has(error_of(kModel + "experts{instances = 2, slots = 4, placement = {{0,1,2,3}, {4,5,6,9}}}\n"), "names expert 9"));
+  CHECK(has(error_of(kModel + "attention{shards = 2\n"), "cfg.lua:3:"));  // Lua syntax error, reported by Lua
+  CHECK(has(error_of(kModel + "local x = nil + 1\n"), "cfg.lua:2: attempt to perform arithmetic on a nil value"));
+  CHECK(has(error_of(kModel + "router{side = \"egate\"}\n"), "cfg.lua:2: router{}: 'side' must be \"moe\" (EGate) or \"attention\" (AGate)"));
+  CHECK(has(error_of(kModel + "scheduler{policy = \"fastest\"}\n"), "cfg.lua:2: scheduler{}: unknown policy 'fastest'"));
+  CHECK(has(error_of(kModel + "attention{}\nattention{}\n"), "cfg.lua:3: attention{}: given twice (first at "));
+  CHECK(has(error_of(kModel + "workload{prompts = {{1, 999}}}\n"), "cfg.lua:2: workload{}: prompt 1 holds token id 999"));
+  CHECK(has(error_of(kModel + "workload{prompts = {{1, -2}}}\n"), "must be a non-negative integer, got -2"));
+  CHECK(has(error_of(kModel + "attention(5)\n"), "cfg.lua:2: attention{}: expects one table argument"));
+  CHECK(has(error_of("model{path = \"/nonexistent\", preset = \"x\"}\n"), "cfg.lua:1: model{}: give exactly one of 'path' and 'preset'"));
+  CHECK(has(error_of(kModel + "os.exit(1)\n"), "attempt to index a nil value (global 'os')"));  // no os in configs
+  auto missing = load_lua_config("/nonexistent/config.lua");
+  CHECK(has(missing.status().message(), "/nonexistent/config.lua: no such config file"));
+}
+
+TEST_CASE("the default config file is the built-in default graph") {
+  auto file = load_lua_config(std::string(JANUS_SOURCE_DIR) + "/examples/configs/default.lua");
+  REQUIRE(file.ok());
+  GraphSpec d = default_graph_spec();
+  CHECK(file->model.preset == d.model.preset);
+  CHECK(file->attention.shards == d.attention.shards);
+  CHECK(file->attention.micro_batches == d.attention.micro_batches);
+  CHECK(file->experts.instances == d.experts.instances);
+  CHECK(file->experts.slots == d.experts.slots);
+  CHECK(file->router.side == d.router.side);
+  CHECK(file->scheduler.policy == d.scheduler.policy);
+  CHECK(file->workload.prompts == d.workload.prompts);
+  CHECK(file->workload.max_new_tokens == d.workload.max_new_tokens);
+}
