@@ -1,0 +1,79 @@
+// Single actors driven by hand: what each does with good and bad messages.
+#include <doctest/doctest.h>
+
+#include "actors/expert_instance.h"
+#include "actors/scheduler.h"
+#include "test_util.h"
+
+using namespace janus;
+using namespace janus::actors;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct World {
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  std::shared_ptr<DeploymentContext> ctx;
+  World() {
+    cfg.set("scheduler.max-threads", 2);
+    sys = std::make_unique<caf::actor_system>(cfg);
+    ctx = std::make_shared<DeploymentContext>();
+    auto m = Model::load(janus::test::fixture("qwen3_moe"));
+    REQUIRE(m.ok());
+    ctx->model = *m;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("an expert instance drops another epoch's work, refuses experts it does not hold, and runs its own") {
+  World w;
+  caf::scoped_actor self{*w.sys};
+  auto backend = make_expert_backend(w.ctx->model, Device{}, false);
+  REQUIRE(backend.ok());
+  auto inst = w.sys->spawn<ExpertInstance>(w.ctx, 0, std::shared_ptr<ExpertBackend>(std::move(*backend)));
+  Membership m;
+  m.epoch = 2;
+  m.scheduler = caf::actor_cast<caf::actor>(self);
+  auto layout = ExpertLayout::create(8, 4, {{0, 1, 2, 3}, {4, 5, 6, 7}});
+  REQUIRE(layout.ok());
+  m.layout = std::make_shared<ExpertLayout>(*layout);
+  self->request(inst, 5s, m).receive([] {}, [](caf::error&) { FAIL("membership not acknowledged"); });
+
+  const int H = w.ctx->model->config().hidden_size;
+  Tensor h = Tensor::host(DType::kF32, 2, H);
+  for (int i = 0; i < 2 * H; ++i) h.as<float>()[i] = 0.01f * static_cast<float>(i % 17) - 0.05f;
+
+  self->send(inst, ExpertTask{{5, 0, 0, 1}, 0, h, {{0, 1, 0.5f}}});  // epoch 1: stale
+  self->send(inst, ExpertTask{{5, 0, 0, 2}, 0, h, {{1, 6, 0.5f}}});  // expert 6 lives on instance 1
+  self->send(inst, ExpertTask{{5, 0, 0, 2}, 0, h, {{0, 1, 0.5f}, {1, 3, 0.25f}}});
+  int got = 0;
+  for (int i = 0; i < 2; ++i)
+    self->receive([&](ExpertPartial& p) {
+      ++got;
+      CHECK(p.key.epoch == 2);
+      if (got == 1) {
+        CHECK(p.error.find("expert 6, which it does not hold") != std::string::npos);
+      } else {
+        CHECK(p.error.empty());
+        REQUIRE(p.partial.rows == 2);
+        CHECK(p.partial.dtype == DType::kF64);
+        double norm0 = 0, norm1 = 0;
+        for (int d = 0; d < H; ++d) {
+          norm0 += std::abs(p.partial.as<double>()[d]);
+          norm1 += std::abs(p.partial.as<double>()[H + d]);
+        }
+        CHECK(norm0 > 0);
+        CHECK(norm1 > 0);
+      }
+    },
+                  caf::after(5s) >> [] { FAIL("no partial result"); });
+  self->request(inst, 5s, StatsQuery{}).receive([](ActorStats& s) {
+    CHECK(s.dropped == 1);
+    CHECK(s.messages == 4);  // membership and three tasks (queries are not counted)
+    CHECK(s.name == "expert-0");
+  },
+                                                 [](caf::error&) { FAIL("no stats"); });
+  self->send_exit(inst, caf::exit_reason::user_shutdown);
+}
