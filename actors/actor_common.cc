@@ -1,6 +1,7 @@
 #include "actors/actor_common.h"
 
 #include <chrono>
+#include <thread>
 
 namespace janus::actors {
 
@@ -19,6 +20,13 @@ JanusActor::JanusActor(caf::actor_config& cfg, std::shared_ptr<const DeploymentC
   stats_.name = std::move(name);
   stats_.kind = std::move(kind);
   stats_.device = std::move(device);
+  started_s_ = now_seconds();
+}
+
+void JanusActor::count() {
+  ++stats_.messages;
+  // A slowed actor really holds its thread, as a straggling device would hold its stream.
+  if (stats_.slow_ms > 0) std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(stats_.slow_ms));
 }
 
 bool JanusActor::current_epoch(uint32_t epoch, const char* what) {
@@ -30,7 +38,17 @@ bool JanusActor::current_epoch(uint32_t epoch, const char* what) {
 }
 
 caf::behavior JanusActor::with_stats(caf::message_handler handlers) {
-  return handlers.or_else([=, this](StatsQuery) { return stats_; });
+  return handlers.or_else(
+      [=, this](StatsQuery) {
+        ActorStats s = stats_;
+        s.mailbox = mailbox().size();
+        s.alive_s = now_seconds() - started_s_;
+        return s;
+      },
+      [=, this](SlowDown d) {
+        stats_.slow_ms = d.ms;
+        log_info(stats_.name, "slowed down by " + std::to_string(d.ms) + " ms per message");
+      });
 }
 
 void JanusActor::finish_span(const char* what, const LayerBatchKey* key, double t0) {

@@ -18,6 +18,7 @@ struct DeploymentContext {
   std::shared_ptr<const Model> model;
   GraphSpec spec;
   bool null_backend = false;
+  bool compare_policies = false;  // the Scheduler also records what other policies would do
   Trace* trace = nullptr;  // owned by the Deployment; outlives the actors
 };
 
@@ -43,18 +44,20 @@ class JanusActor : public caf::event_based_actor {
     return f();
   }
 
-  /// Counts a handled message.
-  void count() { ++stats_.messages; }
+  /// Counts a handled message, and waits first when the actor was slowed down.
+  void count();
 
   /// True when `epoch` is current; otherwise logs, counts the drop and returns false.
   bool current_epoch(uint32_t epoch, const char* what);
 
-  /// Answers StatsQuery with ActorStats.
+  /// The actor's handlers plus those every actor has: StatsQuery (answered with
+  /// ActorStats) and SlowDown.
   caf::behavior with_stats(caf::message_handler handlers);
 
   std::shared_ptr<const DeploymentContext> ctx_;
   ActorStats stats_;
   uint32_t epoch_ = 0;
+  double started_s_ = 0;
 
  private:
   void finish_span(const char* what, const LayerBatchKey* key, double t0);

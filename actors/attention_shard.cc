@@ -176,6 +176,7 @@ void AttentionShard::finish_micro_batch(int j) {
     TokenOut t;
     t.id = r.id;
     t.token = tokens[i];
+    t.micro_batch = j;
     if (rows[i].want_logits) t.prompt_logits = std::move(logits[next_logits++]);
     r.prefilled = true;
     r.next_token = t.token;

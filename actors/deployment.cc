@@ -52,6 +52,11 @@ struct Deployment::Impl {
   caf::actor frontend, scheduler, scaler;
   std::vector<caf::actor> shards, routers, instances;
   std::map<std::string, caf::actor> by_name;
+  struct RosterEntry {
+    std::string name, kind, device;
+    caf::actor actor;
+  };
+  std::vector<RosterEntry> roster;  // every actor ever spawned, in spawn order
   std::atomic<uint64_t> next_id{1};
   std::mutex mu;
   bool stopped = false;
@@ -122,6 +127,7 @@ Result<std::unique_ptr<Deployment>> Deployment::create(GraphSpec spec, const Dep
   ctx->model = impl->model;
   ctx->spec = spec;
   ctx->null_backend = options.null_backend;
+  ctx->compare_policies = options.compare_policies;
   ctx->trace = &impl->trace;
 
   // Backends first: a device that cannot be used is a clear error before anything runs.
@@ -163,25 +169,26 @@ Result<std::unique_ptr<Deployment>> Deployment::create(GraphSpec spec, const Dep
   impl->sys = std::make_unique<caf::actor_system>(*impl->cfg);
   caf::actor_system& sys = *impl->sys;
 
-  impl->frontend = sys.spawn<Frontend>(ctx);
-  impl->by_name["frontend"] = impl->frontend;
-  for (int i = 0; i < spec.attention.shards; ++i) {
-    impl->shards.push_back(sys.spawn<AttentionShard>(ctx, i, attn[static_cast<size_t>(i)]));
-    impl->by_name["attention-" + std::to_string(i)] = impl->shards.back();
-  }
+  Impl* ip = impl.get();
+  auto enlist = [ip](const std::string& name, const std::string& kind, const std::string& device, const caf::actor& a) {
+    ip->by_name[name] = a;
+    ip->roster.push_back({name, kind, device, a});
+    return a;
+  };
+  impl->frontend = enlist("frontend", "Frontend", "cpu", sys.spawn<Frontend>(ctx));
+  for (int i = 0; i < spec.attention.shards; ++i)
+    impl->shards.push_back(enlist("attention-" + std::to_string(i), "AttentionShard", attn[static_cast<size_t>(i)]->device().name(),
+                                  sys.spawn<AttentionShard>(ctx, i, attn[static_cast<size_t>(i)])));
   for (size_t i = 0; i < route.size(); ++i) {
     const int shard = spec.egate() ? -1 : static_cast<int>(i);
-    impl->routers.push_back(sys.spawn<Router>(ctx, shard, route[i]));
-    impl->by_name[shard < 0 ? "router" : "router-" + std::to_string(shard)] = impl->routers.back();
+    impl->routers.push_back(enlist(shard < 0 ? "router" : "router-" + std::to_string(shard), "Router", route[i]->device().name(),
+                                   sys.spawn<Router>(ctx, shard, route[i])));
   }
-  impl->scheduler = sys.spawn<Scheduler>(ctx, std::move(policy));
-  impl->by_name["scheduler"] = impl->scheduler;
-  for (int i = 0; i < spec.experts.instances; ++i) {
-    impl->instances.push_back(sys.spawn<ExpertInstance>(ctx, i, experts[static_cast<size_t>(i)]));
-    impl->by_name["expert-" + std::to_string(i)] = impl->instances.back();
-  }
-  impl->scaler = sys.spawn<Scaler>(ctx);
-  impl->by_name["scaler"] = impl->scaler;
+  impl->scheduler = enlist("scheduler", "Scheduler", "cpu", sys.spawn<Scheduler>(ctx, std::move(policy)));
+  for (int i = 0; i < spec.experts.instances; ++i)
+    impl->instances.push_back(enlist("expert-" + std::to_string(i), "ExpertInstance", experts[static_cast<size_t>(i)]->device().name(),
+                                     sys.spawn<ExpertInstance>(ctx, i, experts[static_cast<size_t>(i)])));
+  impl->scaler = enlist("scaler", "Scaler", "cpu", sys.spawn<Scaler>(ctx));
 
   Membership m;
   m.epoch = 1;
@@ -281,11 +288,182 @@ MetricsSnapshot Deployment::metrics() {
             }
           },
           [&](caf::error&) {});
-  for (const caf::actor& a : impl_->all_actors())
-    self->request(a, timeout, StatsQuery{})
-        .receive([&](ActorStats& st) { s.actors.push_back({st.name, st.kind, st.device, st.messages, st.busy_s, st.dropped}); },
-                 [&](caf::error&) {});
+  s.actors = actors_locked(&self);
   return s;
+}
+
+std::vector<ActorSnapshot> Deployment::actors_locked(void* scoped) {
+  auto& self = *static_cast<caf::scoped_actor*>(scoped);
+  std::vector<ActorSnapshot> out;
+  for (const Impl::RosterEntry& e : impl_->roster) {
+    ActorSnapshot x;
+    x.name = e.name;
+    x.kind = e.kind;
+    x.device = e.device;
+    x.alive = false;  // unless it answers
+    self->request(e.actor, std::chrono::seconds(5), StatsQuery{})
+        .receive(
+            [&](ActorStats& st) {
+              x.alive = true;
+              x.messages = st.messages;
+              x.busy_s = st.busy_s;
+              x.busy_fraction = st.alive_s > 0 ? st.busy_s / st.alive_s : 0;
+              x.mailbox = st.mailbox;
+              x.dropped = st.dropped;
+              x.slow_ms = st.slow_ms;
+            },
+            [&](caf::error&) {});
+    out.push_back(x);
+  }
+  return out;
+}
+
+std::vector<ActorSnapshot> Deployment::actors() {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  if (impl_->stopped) return {};
+  caf::scoped_actor self{*impl_->sys};
+  return actors_locked(&self);
+}
+
+std::vector<RequestSnapshot> Deployment::requests() {
+  std::vector<RequestSnapshot> out;
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  if (impl_->stopped) return out;
+  caf::scoped_actor self{*impl_->sys};
+  self->request(impl_->frontend, std::chrono::seconds(5), RequestsQuery{0})
+      .receive(
+          [&](std::vector<RequestInfo>& v) {
+            for (const RequestInfo& i : v)
+              out.push_back({i.id, i.state, i.shard, i.prompt_tokens, i.generated, i.max_new_tokens, i.age_s, i.ttft_s});
+          },
+          [&](caf::error&) {});
+  return out;
+}
+
+Result<RequestTrace> Deployment::trace(uint64_t id) {
+  if (!impl_->trace.enabled()) return unavailable("tracing is off (start the deployment with tracing on, e.g. janus run --console)");
+  std::vector<RequestStepPlace> places;
+  {
+    std::lock_guard<std::mutex> lk(impl_->mu);
+    if (impl_->stopped) return unavailable("the deployment is shut down");
+    caf::scoped_actor self{*impl_->sys};
+    bool found = false;
+    self->request(impl_->frontend, std::chrono::seconds(5), RequestsQuery{id})
+        .receive(
+            [&](std::vector<RequestInfo>& v) {
+              if (!v.empty()) {
+                found = true;
+                places = v[0].history;
+              }
+            },
+            [&](caf::error&) {});
+    if (!found) return not_found("no request " + std::to_string(id) + " (live or among the last 256 finished)");
+  }
+  RequestTrace t;
+  t.id = id;
+  for (const TraceSpan& s : impl_->trace.spans())
+    for (const RequestStepPlace& p : places) {
+      if (s.step != p.step || s.micro_batch != p.micro_batch) continue;
+      const bool own_shard = s.actor == "attention-" + std::to_string(p.shard) || s.actor == "router-" + std::to_string(p.shard);
+      const bool moe_side = s.actor == "router" || s.actor == "scheduler" || s.actor.rfind("expert-", 0) == 0;
+      if (own_shard || moe_side) t.spans.push_back(s);
+    }
+  std::sort(t.spans.begin(), t.spans.end(), [](const TraceSpan& a, const TraceSpan& b) { return a.start_s < b.start_s; });
+  return t;
+}
+
+Result<ExpertHeatmap> Deployment::experts(int layer) {
+  const ModelConfig& c = impl_->model->config();
+  if (layer < 0 || layer >= c.num_layers)
+    return invalid_argument("layer " + std::to_string(layer) + " does not exist (the model has layers 0.." + std::to_string(c.num_layers - 1) + ")");
+  if (!c.is_sparse(layer)) return invalid_argument("layer " + std::to_string(layer) + " is a dense layer: it has no experts");
+  ExpertHeatmap h;
+  h.layer = layer;
+  h.num_experts = c.num_experts;
+  h.num_instances = impl_->spec.experts.instances;
+  h.placement = impl_->spec.resolved_placement;
+  h.per_expert.assign(static_cast<size_t>(c.num_experts), 0);
+  h.per_instance_expert.assign(static_cast<size_t>(h.num_instances * c.num_experts), 0);
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  if (impl_->stopped) return unavailable("the deployment is shut down");
+  caf::scoped_actor self{*impl_->sys};
+  self->request(impl_->scheduler, std::chrono::seconds(5), SchedulerStats{})
+      .receive(
+          [&](SchedulerStats& st) {
+            if (static_cast<size_t>(layer) < st.expert_counts.size()) h.per_expert = st.expert_counts[static_cast<size_t>(layer)];
+            if (static_cast<size_t>(layer) < st.replica_counts.size()) h.per_instance_expert = st.replica_counts[static_cast<size_t>(layer)];
+          },
+          [&](caf::error&) {});
+  return h;
+}
+
+std::vector<std::vector<int32_t>> Deployment::placement() const { return impl_->spec.resolved_placement; }
+
+std::vector<PolicyAmax> Deployment::amax_by_policy() {
+  std::vector<PolicyAmax> out;
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  if (impl_->stopped) return out;
+  caf::scoped_actor self{*impl_->sys};
+  const ModelConfig& c = impl_->model->config();
+  auto convert = [&](const std::string& name, bool active, const std::vector<LayerAmaxStats>& layers) {
+    PolicyAmax p;
+    p.policy = name;
+    p.active = active;
+    for (size_t l = 0; l < layers.size(); ++l) {
+      if (!c.is_sparse(static_cast<int>(l))) continue;
+      const LayerAmaxStats& a = layers[l];
+      p.layers.push_back({static_cast<int>(l), a.batches, a.batches ? a.sum / static_cast<double>(a.batches) : 0.0, a.max});
+    }
+    return p;
+  };
+  self->request(impl_->scheduler, std::chrono::seconds(5), SchedulerStats{})
+      .receive(
+          [&](SchedulerStats& st) {
+            out.push_back(convert(impl_->spec.scheduler.policy, true, st.layers));
+            for (const auto& [name, layers] : st.counterfactual) out.push_back(convert(name, false, layers));
+          },
+          [&](caf::error&) {});
+  return out;
+}
+
+Result<StepClock> Deployment::step_control(int op, int steps) {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  if (impl_->stopped) return unavailable("the deployment is shut down");
+  caf::scoped_actor self{*impl_->sys};
+  Result<StepClock> out = unavailable("the frontend did not answer");
+  self->request(impl_->frontend, std::chrono::seconds(5), StepControl{static_cast<StepControl::Op>(op), steps})
+      .receive([&](StepState& st) { out = StepClock{st.paused, st.budget, st.step, st.in_step}; }, [&](caf::error&) {});
+  return out;
+}
+
+Result<StepClock> Deployment::pause() { return step_control(static_cast<int>(StepControl::Op::kPause), 0); }
+Result<StepClock> Deployment::resume() { return step_control(static_cast<int>(StepControl::Op::kResume), 0); }
+Result<StepClock> Deployment::step_clock() { return step_control(static_cast<int>(StepControl::Op::kState), 0); }
+Result<StepClock> Deployment::step(int n) {
+  if (n < 1) return invalid_argument("step(n): n must be at least 1, got " + std::to_string(n));
+  return step_control(static_cast<int>(StepControl::Op::kStep), n);
+}
+
+Status Deployment::slow(const std::string& name, double ms) {
+  if (!(ms >= 0) || ms > 60000) return invalid_argument("slow: the delay must be between 0 and 60000 ms, got " + std::to_string(ms));
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  auto it = impl_->by_name.find(name);
+  if (it == impl_->by_name.end()) return not_found("no actor named '" + name + "'");
+  if (impl_->stopped) return unavailable("the deployment is shut down");
+  caf::anon_send(it->second, SlowDown{ms});
+  return Status::Ok();
+}
+
+Status Deployment::scale(int attention, int moe) {
+  if (attention < 1 || moe < 1) return invalid_argument("scale: attention and moe must be at least 1");
+  return unsupported("scale{attention=" + std::to_string(attention) + ", moe=" + std::to_string(moe) +
+                     "}: live rescaling is not implemented yet (it comes with SLO-aware scaling and elasticity)");
+}
+
+std::vector<std::string> Deployment::actor_names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, a] : impl_->by_name) out.push_back(name);
+  return out;
 }
 
 Status Deployment::kill(const std::string& name) {
@@ -313,6 +491,7 @@ void Deployment::shutdown() {
   impl_->routers.clear();
   impl_->instances.clear();
   impl_->by_name.clear();
+  impl_->roster.clear();
   impl_->sys.reset();
 }
 

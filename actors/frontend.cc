@@ -51,6 +51,28 @@ caf::behavior Frontend::make_behavior() {
         out.running = live_.size() - queue_.size();
         return out;
       },
+      [=, this](const RequestsQuery& q) -> std::vector<RequestInfo> {
+        std::vector<RequestInfo> out;
+        for (const auto& [id, r] : live_)
+          if (q.id == 0 || q.id == id) out.push_back(info(r, r.shard < 0));
+        if (q.id != 0 && out.empty()) {
+          auto it = recent_.find(q.id);
+          if (it != recent_.end()) out.push_back(info(it->second, false));
+        }
+        return out;
+      },
+      [=, this](const StepControl& c) -> StepState {
+        // The answer is the clock as the command left it, before any step it allows starts.
+        switch (c.op) {
+          case StepControl::Op::kPause: paused_ = true; budget_ = 0; break;
+          case StepControl::Op::kResume: paused_ = false; budget_ = 0; break;
+          case StepControl::Op::kStep: paused_ = true; budget_ += std::max(0, c.steps); break;
+          case StepControl::Op::kState: break;
+        }
+        StepState state = step_state();
+        maybe_start_step();
+        return state;
+      },
   });
 }
 
@@ -90,8 +112,23 @@ void Frontend::submit(SubmitRequest& s) {
   maybe_start_step();
 }
 
+RequestInfo Frontend::info(const Request& r, bool queued) const {
+  RequestInfo i;
+  i.id = r.id;
+  i.state = queued ? "queued" : (r.sink ? "running" : "finished");
+  i.shard = r.shard;
+  i.prompt_tokens = static_cast<int32_t>(r.req.prompt.size());
+  i.generated = static_cast<int32_t>(r.tokens.size());
+  i.max_new_tokens = r.req.max_new_tokens;
+  i.age_s = now_seconds() - r.submit_s;
+  i.ttft_s = r.tokens.empty() ? -1 : r.first_s - r.submit_s;
+  i.history = r.history;
+  return i;
+}
+
 void Frontend::maybe_start_step() {
   if (in_step_ || m_.shards.empty() || !broken_.empty()) return;
+  if (paused_ && budget_ == 0) return;
   std::vector<std::vector<AdmittedRequest>> admit(m_.shards.size());
   // First come, first served: stop at the first request that fits nowhere now (it waits
   // for blocks to come back; nothing behind it overtakes it).
@@ -114,6 +151,7 @@ void Frontend::maybe_start_step() {
   const bool running = live_.size() > queue_.size();
   if (!running) return;  // idle: nothing admitted, nothing decoding
   in_step_ = true;
+  if (paused_) --budget_;
   ++step_;
   pending_done_ = static_cast<int>(m_.shards.size());
   for (size_t i = 0; i < m_.shards.size(); ++i) send(m_.shards[i], StepBegin{step_, epoch_, std::move(admit[i])});
@@ -132,6 +170,7 @@ void Frontend::on_step_done(StepDone& d) {
     Request& r = it->second;
     if (r.tokens.empty()) r.first_s = now;
     r.last_s = now;
+    r.history.push_back({d.step, d.shard, t.micro_batch});
     r.tokens.push_back(t.token);
     ++fstats_.tokens;
     fstats_.last_token_s = now;
@@ -144,6 +183,7 @@ void Frontend::on_step_done(StepDone& d) {
       g.last_logits = std::move(r.prompt_logits);
       g.finish_reason = t.finish_reason;
       finish(r, std::move(g));
+      remember(std::move(r));
       live_.erase(it);
     }
   }
@@ -172,6 +212,12 @@ void Frontend::finish(Request& r, Result<GenerateResult> result) {
   }
   if (r.sink && r.sink->on_done) r.sink->on_done(std::move(result));
   r.sink.reset();
+}
+
+void Frontend::remember(Request r) {
+  r.sink.reset();
+  recent_.emplace(r.id, std::move(r));
+  while (recent_.size() > 256) recent_.erase(recent_.begin());
 }
 
 void Frontend::fail_all(const std::string& why) {

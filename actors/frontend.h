@@ -5,7 +5,8 @@
 // that can hold the whole request (prompt + max_new_tokens), so a running request never
 // runs out of cache and nothing is dropped. It starts a step on every shard at once
 // (shards run in lockstep), collects their tokens, streams them to each request's sink,
-// and keeps the per-request timings behind TTFT and TPOT.
+// and keeps the per-request timings behind TTFT and TPOT. The console can pause the
+// clock at a step boundary, run a given number of steps, and resume.
 #pragma once
 
 #include <deque>
@@ -29,6 +30,7 @@ class Frontend : public JanusActor {
     std::vector<int32_t> tokens;
     std::vector<float> prompt_logits;
     double submit_s = 0, first_s = 0, last_s = 0;
+    std::vector<RequestStepPlace> history;
   };
   struct ShardLoad {
     int free_blocks = 0;
@@ -42,6 +44,9 @@ class Frontend : public JanusActor {
   void finish(Request& r, Result<GenerateResult> result);
   void fail_all(const std::string& why);
   int blocks_needed(const GenerateRequest& r) const;
+  RequestInfo info(const Request& r, bool queued) const;
+  void remember(Request r);
+  StepState step_state() const { return {paused_, budget_, step_, in_step_}; }
 
   Membership m_;
   std::map<uint64_t, Request> live_;  // queued and running
@@ -51,6 +56,9 @@ class Frontend : public JanusActor {
   bool in_step_ = false;
   int pending_done_ = 0;
   bool shut_down_ = false;
+  bool paused_ = false;  // the console's pause(): no new step starts...
+  int budget_ = 0;       // ...except this many (step(n))
+  std::map<uint64_t, Request> recent_;  // finished requests kept for trace(), the last 256
   std::string broken_;  // why the deployment cannot serve any more (a shard died)
   FrontendStats fstats_;
 };

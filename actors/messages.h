@@ -12,6 +12,7 @@
 #include <caf/all.hpp>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -73,6 +74,7 @@ struct StepBegin {
 struct TokenOut {
   uint64_t id = 0;
   int32_t token = 0;
+  int32_t micro_batch = 0;  // where the request ran in this step
   bool finished = false;
   std::string finish_reason;
   std::vector<float> prompt_logits;  // when the request asked for them (first token only)
@@ -159,6 +161,9 @@ struct ActorStats {
   uint64_t messages = 0;
   double busy_s = 0;
   uint64_t dropped = 0;  // wrong epoch, unknown key
+  uint64_t mailbox = 0;  // messages waiting when asked
+  double slow_ms = 0;    // injected delay per message (fault injection)
+  double alive_s = 0;    // since the actor started
 };
 
 /// a_max seen by the scheduler, per layer.
@@ -184,6 +189,56 @@ struct FrontendStats {
 struct SchedulerStats {
   std::vector<LayerAmaxStats> layers;
   uint64_t bytes_in = 0;  // activation bytes received from shards
+  // Per layer: activations (token choices) per logical expert [E], and per (instance,
+  // expert) replica [instances * E].
+  std::vector<std::vector<uint64_t>> expert_counts;
+  std::vector<std::vector<uint64_t>> replica_counts;
+  // Per policy name: what a_max that policy would have given on the same layer batches
+  // (only when the deployment compares policies).
+  std::map<std::string, std::vector<LayerAmaxStats>> counterfactual;
+};
+
+/// Where a request ran in one step.
+struct RequestStepPlace {
+  step_t step = 0;
+  int32_t shard = 0;
+  int32_t micro_batch = 0;
+};
+
+struct RequestInfo {
+  uint64_t id = 0;
+  std::string state;  // "queued", "running"
+  int32_t shard = -1;
+  int32_t prompt_tokens = 0;
+  int32_t generated = 0;
+  int32_t max_new_tokens = 0;
+  double age_s = 0;
+  double ttft_s = -1;  // -1 before the first token
+  std::vector<RequestStepPlace> history;  // the most recent steps
+};
+
+/// Queries the Frontend's live requests (answered with std::vector<RequestInfo>); also
+/// finished ones still remembered when `id` names one.
+struct RequestsQuery {
+  uint64_t id = 0;  // 0: all live requests
+};
+
+/// Steps the Frontend's clock by hand (the console's pause/step/resume).
+struct StepControl {
+  enum class Op { kPause, kResume, kStep, kState } op = Op::kState;
+  int steps = 0;
+};
+
+struct StepState {
+  bool paused = false;
+  int budget = 0;  // steps still allowed while paused
+  step_t step = 0;
+  bool in_step = false;
+};
+
+/// Makes an actor wait this long before handling each message (fault injection).
+struct SlowDown {
+  double ms = 0;
 };
 
 /// A request for an actor's counters (answered with ActorStats).
@@ -213,3 +268,8 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::FrontendStats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::SchedulerStats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::StatsQuery)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::ShutdownRequest)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::RequestsQuery)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<janus::actors::RequestInfo>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::StepControl)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::StepState)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::SlowDown)

@@ -8,7 +8,47 @@ namespace janus::actors {
 
 Scheduler::Scheduler(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, std::unique_ptr<SchedulingPolicy> policy)
     : JanusActor(cfg, ctx, "scheduler", "Scheduler", "cpu"), policy_(std::move(policy)) {
-  sstats_.layers.resize(static_cast<size_t>(ctx_->model->config().num_layers));
+  const ModelConfig& c = ctx_->model->config();
+  sstats_.layers.resize(static_cast<size_t>(c.num_layers));
+  sstats_.expert_counts.assign(static_cast<size_t>(c.num_layers), std::vector<uint64_t>(static_cast<size_t>(c.num_experts), 0));
+  if (ctx_->compare_policies)
+    for (const std::string& name : scheduling_policy_names()) {
+      if (name == policy_->name()) continue;
+      auto p = make_scheduling_policy(name, ctx_->spec.scheduler.seed);
+      if (p.ok()) others_.push_back(std::move(*p));
+    }
+}
+
+namespace {
+void add_amax(LayerAmaxStats& ls, int amax) {
+  ++ls.batches;
+  ls.sum += amax;
+  ls.max = std::max(ls.max, amax);
+  if (ls.histogram.size() <= static_cast<size_t>(amax)) ls.histogram.resize(static_cast<size_t>(amax) + 1, 0);
+  ++ls.histogram[static_cast<size_t>(amax)];
+}
+}  // namespace
+
+void Scheduler::record(const RoutedBatch& b, const std::vector<int32_t>& replica, uint64_t batch_id) {
+  const ExpertLayout& layout = *m_.layout;
+  const size_t l = static_cast<size_t>(b.key.layer);
+  const size_t E = static_cast<size_t>(layout.num_experts());
+  add_amax(sstats_.layers[l], max_activated_experts(layout, replica.data(), static_cast<int64_t>(replica.size())));
+  if (sstats_.replica_counts.empty())
+    sstats_.replica_counts.assign(sstats_.layers.size(), std::vector<uint64_t>(static_cast<size_t>(layout.num_instances()) * E, 0));
+  for (size_t i = 0; i < replica.size(); ++i) {
+    const int32_t e = b.topk_ids[i];
+    ++sstats_.expert_counts[l][static_cast<size_t>(e)];
+    ++sstats_.replica_counts[l][static_cast<size_t>(layout.instance_of(replica[i])) * E + static_cast<size_t>(e)];
+  }
+  const int k = ctx_->model->config().top_k;
+  std::vector<int32_t> alt(replica.size());
+  for (auto& p : others_) {
+    if (!p->assign(layout, b.topk_ids.data(), b.h.rows, k, batch_id, alt.data()).ok()) continue;
+    auto& v = sstats_.counterfactual[p->name()];
+    if (v.empty()) v.resize(sstats_.layers.size());
+    add_amax(v[l], max_activated_experts(layout, alt.data(), static_cast<int64_t>(alt.size())));
+  }
 }
 
 caf::behavior Scheduler::make_behavior() {
@@ -103,13 +143,7 @@ void Scheduler::schedule(RoutedBatch& b) {
       const int32_t rep = replica[i];
       work[static_cast<size_t>(layout.instance_of(rep))].push_back({static_cast<int32_t>(r), layout.expert_of(rep), b.topk_weights[i]});
     }
-  LayerAmaxStats& ls = sstats_.layers[static_cast<size_t>(b.key.layer)];
-  const int amax = max_activated_experts(layout, replica.data(), static_cast<int64_t>(replica.size()));
-  ++ls.batches;
-  ls.sum += amax;
-  ls.max = std::max(ls.max, amax);
-  if (ls.histogram.size() <= static_cast<size_t>(amax)) ls.histogram.resize(static_cast<size_t>(amax) + 1, 0);
-  ++ls.histogram[static_cast<size_t>(amax)];
+  record(b, replica, batch_id);
 
   Pending p;
   p.shard_rows = b.shard_rows;

@@ -35,7 +35,10 @@ class Scheduler : public JanusActor {
   void reply(const LayerBatchKey& key, Pending& p);
   void fail(const LayerBatchKey& key, const std::vector<int32_t>& shard_rows, const std::string& why);
 
+  void record(const RoutedBatch& b, const std::vector<int32_t>& replica, uint64_t batch_id);
+
   std::unique_ptr<SchedulingPolicy> policy_;
+  std::vector<std::unique_ptr<SchedulingPolicy>> others_;  // for counterfactual a_max
   Membership m_;
   std::map<LayerBatchKey, Pending> pending_;
   std::map<LayerBatchKey, std::vector<ShardActivations>> agate_parts_;

@@ -42,6 +42,8 @@ struct DeploymentOptions {
   bool trace = false;
   /// Show a progress bar while making a preset model on first use.
   bool progress = false;
+  /// The Scheduler also records the a_max other policies would give (console's amax()).
+  bool compare_policies = false;
 };
 
 /// A submitted request: its id and the future of its result.
@@ -64,9 +66,53 @@ struct LayerAmax {
 
 struct ActorSnapshot {
   std::string name, kind, device;
-  uint64_t messages = 0;
-  double busy_s = 0;
-  uint64_t dropped = 0;
+  std::string node = "local";  // the process it runs in
+  bool alive = true;           // answered just now
+  uint64_t messages = 0;       // handled so far
+  double busy_s = 0;           // time spent working
+  double busy_fraction = 0;    // busy_s over its lifetime
+  uint64_t mailbox = 0;        // messages waiting now
+  uint64_t dropped = 0;        // refused (wrong epoch, unknown key)
+  double slow_ms = 0;          // injected delay per message
+};
+
+struct RequestSnapshot {
+  uint64_t id = 0;
+  std::string state;  // queued, running, finished
+  int shard = -1;
+  int prompt_tokens = 0, generated = 0, max_new_tokens = 0;
+  double age_s = 0;
+  double ttft_s = -1;  // -1: no token yet
+};
+
+/// Where one request's micro-batches were, layer by layer, and how long each stage took.
+struct RequestTrace {
+  uint64_t id = 0;
+  std::vector<TraceSpan> spans;  // in time order: attention, route, schedule, experts, combine, sample
+};
+
+/// Activations (token choices) of one layer: per expert, and per (instance, expert).
+struct ExpertHeatmap {
+  int layer = 0;
+  int num_experts = 0, num_instances = 0;
+  std::vector<uint64_t> per_expert;            // [E]
+  std::vector<uint64_t> per_instance_expert;   // [instances * E]
+  std::vector<std::vector<int32_t>> placement; // experts held per instance
+};
+
+/// a_max per MoE layer under one policy: the active one, or what another would have done
+/// on the same layer batches.
+struct PolicyAmax {
+  std::string policy;
+  bool active = false;
+  std::vector<LayerAmax> layers;
+};
+
+struct StepClock {
+  bool paused = false;
+  int budget = 0;  // steps still allowed while paused
+  uint64_t step = 0;
+  bool in_step = false;
 };
 
 struct MetricsSnapshot {
@@ -111,8 +157,33 @@ class Deployment {
   /// The trace recorded so far (empty unless DeploymentOptions::trace).
   const Trace& trace() const;
 
+  // -- introspection and control (the console's commands, as C++ calls) --------------
+
+  std::vector<ActorSnapshot> actors();
+  std::vector<RequestSnapshot> requests();
+  /// The spans of one request's micro-batches (needs DeploymentOptions::trace).
+  Result<RequestTrace> trace(uint64_t request_id);
+  /// The heat map of a MoE layer's expert activations so far.
+  Result<ExpertHeatmap> experts(int layer);
+  /// Experts held by each instance.
+  std::vector<std::vector<int32_t>> placement() const;
+  /// a_max per layer for the active policy and (with DeploymentOptions::compare_policies)
+  /// for the others on the same layer batches.
+  std::vector<PolicyAmax> amax_by_policy();
+  /// Stop starting steps at the next step boundary; run n more steps then stop; go on.
+  Result<StepClock> pause();
+  Result<StepClock> step(int n);
+  Result<StepClock> resume();
+  Result<StepClock> step_clock();
+
   /// Kills one actor by name ("expert-2", "attention-0", ...): fault injection.
   Status kill(const std::string& actor_name);
+  /// Makes an actor wait `ms` before each message it handles (0 undoes it).
+  Status slow(const std::string& actor_name, double ms);
+  /// Rescales the deployment to `attention` shards and `moe` expert instances.
+  Status scale(int attention, int moe);
+  /// Actor names, for completion.
+  std::vector<std::string> actor_names() const;
 
   /// Fails whatever is queued or running with "shut down", stops every actor. Idempotent.
   void shutdown();
@@ -120,6 +191,8 @@ class Deployment {
  private:
   struct Impl;
   explicit Deployment(std::unique_ptr<Impl> impl);
+  std::vector<ActorSnapshot> actors_locked(void* scoped_actor);
+  Result<StepClock> step_control(int op, int steps);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,16 +1,23 @@
+#include <signal.h>
+
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "runtime/cli/args.h"
 #include "runtime/cli/commands.h"
+#include "runtime/console/console_remote.h"
+#include "runtime/console/repl.h"
 #include "runtime/deployment.h"
 #include "runtime/lua_config.h"
 
 namespace janus::cli {
 
 static const char* kHelp = R"(usage: janus run [CONFIG] [--json] [--trace FILE] [--threads N]
+                 [--console [--eval CODE | --console-script FILE]]
+                 [--listen [HOST:]PORT [--secret S] [--port-file FILE]]
 
 Builds the deployment a Lua graph config describes and runs its workload; without CONFIG,
 the default deployment (examples/configs/default.lua: the tiny Qwen3-MoE on the CPU, 2
@@ -19,6 +26,12 @@ Prints each request's tokens (as JSON lines with --json), then a summary: tokens
 TTFT and TPOT percentiles, and per MoE layer the mean and max of a_max (the most
 distinct experts any instance ran in a layer batch). --trace writes a Chrome trace
 (open in Perfetto) and reports how long attention and expert work overlapped.
+
+--console opens the Lua console on the running deployment (help() lists its commands);
+--eval / --console-script run console code without a terminal. --listen publishes the
+console for `janus console --connect HOST:PORT` (loopback unless HOST says otherwise),
+authenticated by --secret (or $JANUS_SECRET; else a random one, printed on stderr); the
+deployment then keeps serving after its workload until SIGINT or SIGTERM.
 )";
 
 namespace {
@@ -29,37 +42,29 @@ std::string ids_text(const std::vector<int32_t>& v) {
   return s;
 }
 
-}  // namespace
-
-int cmd_run(const Argv& argv) {
-  auto parsed = Args::parse(argv, {"help", "json"}, {"trace", "threads"});
-  if (!parsed.ok()) return fail("run", parsed.status().message() + "\n" + kHelp, 2);
-  const Args& a = *parsed;
-  if (a.flag("help")) {
-    std::fputs(kHelp, stdout);
-    return 0;
+Status parse_listen(const std::string& text, std::string* host, uint16_t* port) {
+  std::string p = text;
+  *host = "127.0.0.1";
+  if (auto colon = text.rfind(':'); colon != std::string::npos) {
+    *host = text.substr(0, colon);
+    p = text.substr(colon + 1);
   }
-  if (a.positional().size() > 1) return fail("run", std::string("at most one CONFIG file\n") + kHelp, 2);
-  auto threads = a.get_int("threads", 0);
-  if (!threads.ok()) return fail("run", threads.status().message(), 2);
-  Result<GraphSpec> spec = a.positional().empty() ? Result<GraphSpec>(default_graph_spec()) : load_lua_config(a.positional()[0]);
-  if (!spec.ok()) return fail("run", spec.status().message());
-  DeploymentOptions opts;
-  opts.trace = a.has("trace");
-  opts.progress = true;
-  opts.threads = static_cast<int>(*threads);
-  auto d = Deployment::create(*spec, opts);
-  if (!d.ok()) return fail("run", d.status().message());
-  auto results = (*d)->run_workload();
-  int failures = 0;
+  char* end = nullptr;
+  long v = std::strtol(p.c_str(), &end, 10);
+  if (p.empty() || *end != '\0' || v < 0 || v > 65535) return invalid_argument("--listen: '" + text + "' is not [HOST:]PORT");
+  *port = static_cast<uint16_t>(v);
+  return Status::Ok();
+}
+
+void print_results(const std::vector<Result<GenerateResult>>& results, bool json, int* failures) {
   for (size_t i = 0; i < results.size(); ++i) {
     const auto& r = results[i];
     if (!r.ok()) {
-      ++failures;
+      ++*failures;
       std::fprintf(stderr, "request %zu failed: %s\n", i, r.status().message().c_str());
       continue;
     }
-    if (a.flag("json")) {
+    if (json) {
       nlohmann::json j = {{"id", i}, {"prompt", r->prompt}, {"tokens", r->tokens}, {"finish_reason", r->finish_reason}};
       std::printf("%s\n", j.dump().c_str());
     } else {
@@ -67,7 +72,10 @@ int cmd_run(const Argv& argv) {
                   r->finish_reason.c_str());
     }
   }
-  MetricsSnapshot m = (*d)->metrics();
+}
+
+void print_summary(Deployment& d, const std::string& trace_file) {
+  MetricsSnapshot m = d.metrics();
   std::printf("\n%llu requests, %lld tokens in %.3f s: %.1f tokens/s\n", static_cast<unsigned long long>(m.completed),
               static_cast<long long>(m.tokens), m.elapsed_s, m.tokens_per_s);
   std::printf("TTFT  p50 %8.2f ms  p90 %8.2f ms  p99 %8.2f ms\n", m.ttft_s.p50 * 1e3, m.ttft_s.p90 * 1e3, m.ttft_s.p99 * 1e3);
@@ -76,16 +84,116 @@ int cmd_run(const Argv& argv) {
   for (const LayerAmax& l : m.amax)
     std::printf("  layer %2d  mean %5.2f  max %3d  over %llu layer batches\n", l.layer, l.mean, l.max,
                 static_cast<unsigned long long>(l.batches));
-  if (a.has("trace")) {
-    const Trace& t = (*d)->trace();
-    std::ofstream out(a.get("trace"));
+  if (!trace_file.empty()) {
+    const Trace& t = d.trace();
+    std::ofstream out(trace_file);
     out << t.to_chrome_json();
-    std::printf("trace: %s (%zu spans); attention busy %.2f ms, experts busy %.2f ms, overlapping %.2f ms\n",
-                a.get("trace").c_str(), t.spans().size(), t.busy_seconds("attention") * 1e3, t.busy_seconds("experts") * 1e3,
+    std::printf("trace: %s (%zu spans); attention busy %.2f ms, experts busy %.2f ms, overlapping %.2f ms\n", trace_file.c_str(),
+                t.spans().size(), t.busy_seconds("attention") * 1e3, t.busy_seconds("experts") * 1e3,
                 t.overlap_seconds("attention", "experts") * 1e3);
   }
-  (*d)->shutdown();
-  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int cmd_run(const Argv& argv) {
+  auto parsed = Args::parse(argv, {"help", "json", "console"},
+                            {"trace", "threads", "eval", "console-script", "listen", "secret", "port-file"});
+  if (!parsed.ok()) return fail("run", parsed.status().message() + "\n" + kHelp, 2);
+  const Args& a = *parsed;
+  if (a.flag("help")) {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  if (a.positional().size() > 1) return fail("run", std::string("at most one CONFIG file\n") + kHelp, 2);
+  if ((a.has("eval") || a.has("console-script")) && !a.flag("console"))
+    return fail("run", "--eval and --console-script need --console", 2);
+  auto threads = a.get_int("threads", 0);
+  if (!threads.ok()) return fail("run", threads.status().message(), 2);
+  std::string listen_host;
+  uint16_t listen_port = 0;
+  if (a.has("listen")) {
+    Status s = parse_listen(a.get("listen"), &listen_host, &listen_port);
+    if (!s.ok()) return fail("run", s.message(), 2);
+  }
+  const bool interactive = a.flag("console") || a.has("listen");
+
+  // Signals go to the main thread only (sigwait below), never to runtime threads.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  if (a.has("listen")) pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  Result<GraphSpec> spec = a.positional().empty() ? Result<GraphSpec>(default_graph_spec()) : load_lua_config(a.positional()[0]);
+  if (!spec.ok()) return fail("run", spec.status().message());
+  DeploymentOptions opts;
+  opts.trace = a.has("trace") || interactive;
+  opts.compare_policies = interactive;
+  opts.progress = true;
+  opts.threads = static_cast<int>(*threads);
+  auto d = Deployment::create(*spec, opts);
+  if (!d.ok()) return fail("run", d.status().message());
+  Deployment& dep = **d;
+
+  std::vector<RequestHandle> handles;
+  for (GenerateRequest& r : workload_requests(dep.spec())) handles.push_back(dep.submit(std::move(r)));
+  auto collect = [&] {
+    std::vector<Result<GenerateResult>> out;
+    for (RequestHandle& h : handles) out.push_back(h.result.get());
+    return out;
+  };
+
+  int failures = 0;
+  if (!interactive) {
+    print_results(collect(), a.flag("json"), &failures);
+    print_summary(dep, a.get("trace"));
+    dep.shutdown();
+    return failures == 0 ? 0 : 1;
+  }
+
+  ConsoleEngine engine(dep);
+  std::unique_ptr<ConsoleServer> server;
+  if (a.has("listen")) {
+    std::string secret = a.get("secret");
+    if (secret.empty() && std::getenv("JANUS_SECRET")) secret = std::getenv("JANUS_SECRET");
+    if (secret.empty()) {
+      secret = random_secret();
+      std::fprintf(stderr, "console secret: %s\n", secret.c_str());
+    }
+    auto s = ConsoleServer::start(engine, listen_host, listen_port, secret);
+    if (!s.ok()) return fail("run", s.status().message());
+    server = std::move(*s);
+    std::fprintf(stderr, "console listening on %s:%u\n", listen_host.c_str(), server->port());
+    if (a.has("port-file")) std::ofstream(a.get("port-file")) << server->port() << "\n";
+  }
+  ConsoleHooks hooks;
+  hooks.eval = [&](const std::string& code, bool json) { return engine.eval(code, json); };
+  hooks.watch_frame = [&] { return engine.watch_frame(); };
+  hooks.complete = [&](const std::string& p) { return engine.complete(p); };
+  int rc = 0;
+  if (a.flag("console")) {
+    if (a.has("eval")) {
+      rc = run_console_code(hooks, a.get("eval"), a.flag("json"));
+    } else if (a.has("console-script")) {
+      std::ifstream in(a.get("console-script"));
+      if (!in) return fail("run", a.get("console-script") + ": cannot read");
+      std::string code((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      rc = run_console_code(hooks, code, a.flag("json"));
+    } else {
+      rc = run_repl(hooks, "janus console on " + dep.spec().source + " — help() lists the commands, Ctrl-D leaves");
+    }
+  }
+  if (server) {
+    print_results(collect(), a.flag("json"), &failures);
+    std::fflush(stdout);
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    std::fprintf(stderr, "janus run: signal %d, shutting down\n", sig);
+    server.reset();
+  }
+  dep.shutdown();
+  return rc;
 }
 
 }  // namespace janus::cli

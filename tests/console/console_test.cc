@@ -1,0 +1,226 @@
+// The console driven as a user drives it: a real terminal (tmux send-keys and
+// capture-pane) on `janus run --console`, a remote `janus console --connect`, and the
+// non-interactive forms.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <regex>
+#include <thread>
+
+#include "test_util.h"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kJanus = std::string(JANUS_BINARY_DIR) + "/janus";
+const std::string kLong = std::string(JANUS_SOURCE_DIR) + "/tests/console/long.lua";
+
+std::string sh(const std::string& cmd, int* code = nullptr) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int status = pclose(p);
+  if (code) *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return out;
+}
+
+bool have_tmux() { return std::system("command -v tmux > /dev/null 2>&1") == 0; }
+
+// One tmux server per test (its own socket), one window running a command.
+class Tmux {
+ public:
+  explicit Tmux(const std::string& command) : socket_("janus-test-" + std::to_string(getpid())) {
+    sh("tmux -L " + socket_ + " kill-server");
+    sh("tmux -L " + socket_ + " new-session -d -s t -x 220 -y 60 'env JANUS_MODEL_CACHE=" + std::string(JANUS_BINARY_DIR) +
+       "/model-cache " + command + "; sleep 30'");
+  }
+  ~Tmux() { sh("tmux -L " + socket_ + " kill-server"); }
+  void keys(const std::string& k) { sh("tmux -L " + socket_ + " send-keys -t t " + k); }
+  // Types text literally (shell-quoted for the tmux command line).
+  void type(const std::string& text) {
+    std::string quoted = "'";
+    for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    sh("tmux -L " + socket_ + " send-keys -t t -l " + quoted + "'");
+  }
+  void line(const std::string& text) {
+    type(text);
+    keys("Enter");
+  }
+  std::string screen() { return sh("tmux -L " + socket_ + " capture-pane -p -t t -S -200"); }
+  // Waits until the screen matches; returns it (REQUIREs on timeout with the screen shown).
+  std::string wait_for(const std::string& pattern, std::chrono::seconds limit = 60s) {
+    const std::regex re(pattern);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::string s;
+    while (std::chrono::steady_clock::now() - t0 < limit) {
+      s = screen();
+      if (std::regex_search(s, re)) return s;
+      std::this_thread::sleep_for(100ms);
+    }
+    FAIL_CHECK("timed out waiting for /" << pattern << "/ on:\n" << s);
+    return s;
+  }
+
+ private:
+  std::string socket_;
+};
+
+// A `janus run --listen` in the background; stopped with SIGTERM at the end.
+class Server {
+ public:
+  explicit Server(const std::string& secret) : port_file_(dir_ / "port") {
+    pid_ = fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      setenv("JANUS_MODEL_CACHE", (std::string(JANUS_BINARY_DIR) + "/model-cache").c_str(), 1);
+      const std::string log = dir_ / "log";
+      freopen(log.c_str(), "w", stdout);
+      freopen(log.c_str(), "a", stderr);
+      execl(kJanus.c_str(), "janus", "run", kLong.c_str(), "--listen", "127.0.0.1:0", "--secret", secret.c_str(), "--port-file",
+            port_file_.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    while (port_ == 0 && std::chrono::steady_clock::now() - t0 < 60s) {
+      std::ifstream in(port_file_);
+      in >> port_;
+      if (port_ == 0) std::this_thread::sleep_for(50ms);
+    }
+    REQUIRE_MESSAGE(port_ != 0, janus::test::read_file(dir_ / "log"));
+  }
+  ~Server() {
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+  }
+  int port() const { return port_; }
+
+ private:
+  janus::test::TempDir dir_;
+  std::string port_file_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+}  // namespace
+
+TEST_CASE("interactive console in a terminal: inspect, pause, step, resume, complete, errors, watch, kill") {
+  if (!have_tmux()) {
+    std::printf("SKIPPED: tmux is not installed\n");
+    return;
+  }
+  Tmux t(kJanus + " run " + kLong + " --console");
+  t.wait_for("janus>");
+  t.line("pause()");
+  std::string s = t.wait_for("paused at step [0-9]+");
+  t.line("actors()");
+  s = t.wait_for("expert-2 +ExpertInstance +cpu");
+  CHECK(s.find("attention-1") != std::string::npos);
+  CHECK(s.find("busy") != std::string::npos);
+
+  // step(2) from a paused clock runs exactly two steps.
+  t.line("c = pause(); print('AT', c.step)");
+  s = t.wait_for("AT\\s+[0-9]+");
+  const std::regex at_re("AT\\s+([0-9]+)");
+  std::string last_at;
+  for (std::sregex_iterator it(s.begin(), s.end(), at_re), end; it != end; ++it) last_at = (*it)[1];
+  const long before = std::stol(last_at);
+  t.line("step(2)");
+  t.wait_for("paused at step " + std::to_string(before) + ", 2 more step");
+  std::this_thread::sleep_for(500ms);
+  t.line("print('NOW', pause().step)");
+  t.wait_for("NOW\\s+" + std::to_string(before + 2) + "\\b");
+
+  t.line("requests()");
+  t.wait_for("running +attention-[01]");
+  t.line("amax()");
+  t.wait_for("aebs \\(active\\)");
+  t.wait_for("random_replica");
+  t.line("experts(1)");
+  t.wait_for("layer 1: activations");
+
+  // A bad command and a Lua error print errors; the deployment keeps serving.
+  t.line("kill(\"expert-9\")");
+  t.wait_for("error: kill\\(\"expert-9\"\\): no actor named 'expert-9'");
+  t.line("nosuchthing()");
+  t.wait_for("error: attempt to call a nil value \\(global 'nosuchthing'\\)");
+  t.line("resume()");
+  t.wait_for("running at step");
+  t.line("generate({1, 2, 3}, {max_new_tokens = 4})");
+  t.wait_for("request [0-9]+: 4 tokens \\(length\\)");
+
+  // Tab completion of commands and of actor names.
+  t.keys("C-u");
+  t.type("plac");
+  t.keys("Tab");
+  t.wait_for("janus> placement\\(");
+  t.keys("C-u");
+  t.type("slow(\"expert-");
+  t.keys("Tab");
+  t.keys("Tab");
+  t.wait_for("expert-0\\S* +\\S*expert-1\\S* +\\S*expert-2");
+  t.keys("C-u");
+
+  t.line("watch()");
+  t.wait_for("press any key to leave watch");
+  t.keys("q");
+  t.wait_for("janus>\\s*$");
+
+  t.line("kill(\"expert-1\")");
+  t.wait_for("killed expert-1");
+  t.line("generate({5, 6}, {max_new_tokens = 50})");
+  t.wait_for("error: generate: request failed: expert instance expert-1 died");
+  t.line("print('STILL', #actors())");
+  t.line("actors()");
+  t.wait_for("expert-1 +ExpertInstance +cpu +local +down");  // the dead one is shown as such
+  t.line("print('STILL', #actors())");
+  t.wait_for("STILL\\s+9");  // the console and the rest of the deployment are still there
+  t.keys("C-d");
+}
+
+TEST_CASE("remote console: the right secret attaches, the wrong one is refused, forms agree") {
+  Server srv("s3cret");
+  const std::string base = kJanus + " console --connect 127.0.0.1:" + std::to_string(srv.port());
+  int code = 0;
+  std::string bad = sh(base + " --secret wrong --eval 'actors()'", &code);
+  CHECK(code != 0);
+  CHECK(bad.find("authentication failed: wrong secret") != std::string::npos);
+
+  std::string remote = sh(base + " --secret s3cret --eval 'placement()'", &code);
+  CHECK(code == 0);
+  CHECK(remote.find("expert-2") != std::string::npos);
+  // The same question asked of a local console on the same config gets the same answer.
+  std::string local = sh(kJanus + " run " + kLong + " --console --eval 'placement()'", &code);
+  CHECK(code == 0);
+  CHECK(local == remote);
+
+  // JSON for scripts; a script file; errors reach the client, the deployment keeps serving.
+  std::string json = sh(base + " --secret s3cret --json --eval 'actors()'", &code);
+  CHECK(code == 0);
+  CHECK(json.find("\"kind\":\"ExpertInstance\"") != std::string::npos);
+  janus::test::TempDir d;
+  janus::test::write_file(d / "s.lua", "local n = 0\nfor _, a in ipairs(actors()) do n = n + 1 end\nprint('ACTORS', n)\n");
+  std::string script = sh(base + " --secret s3cret " + (d / "s.lua"), &code);
+  CHECK(code == 0);
+  CHECK(script.find("ACTORS\t9") != std::string::npos);
+  std::string err = sh(base + " --secret s3cret --eval 'step(0)'", &code);
+  CHECK(code == 1);
+  CHECK(err.find("step(n): n must be between 1") != std::string::npos);
+  std::string gen = sh(base + " --secret s3cret --eval 'generate({1,2,3}, {max_new_tokens=3})'", &code);
+  CHECK(code == 0);
+  CHECK(gen.find("3 tokens") != std::string::npos);
+
+  std::string refused = sh(kJanus + " console --connect 127.0.0.1:1 --secret x --eval 'actors()'", &code);
+  CHECK(code != 0);
+  CHECK(refused.find("cannot connect to 127.0.0.1:1") != std::string::npos);
+}
