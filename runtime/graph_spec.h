@@ -11,6 +11,7 @@
 
 #include "runtime/model_config.h"
 #include "runtime/status.h"
+#include "runtime/workload.h"
 
 namespace janus {
 
@@ -61,6 +62,19 @@ struct WorkloadSpec {
   int top_k = 0;
   uint64_t seed = 0;
   bool ignore_eos = false;
+  // Generated arrivals (janus bench-serve): arrivals.kind other than "all", or a trace.
+  ArrivalSpec arrivals;
+  double slo_ttft_ms = 2000, slo_tpot_ms = 200;
+  std::string where;
+};
+
+/// A scripted event: at `at_s` seconds into a run, do `op` ("kill", "slow", "scale").
+struct ScenarioEvent {
+  double at_s = 0;
+  std::string op;
+  std::string actor;     // kill, slow
+  double ms = 0;         // slow
+  int attention = 0, moe = 0;  // scale
   std::string where;
 };
 
@@ -72,6 +86,7 @@ struct GraphSpec {
   RouterSpec router;
   SchedulerSpec scheduler;
   WorkloadSpec workload;
+  std::vector<ScenarioEvent> scenario;
 
   // Filled by resolve_graph():
   std::string model_dir;                                  // the checkpoint actually loaded

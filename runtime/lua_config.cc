@@ -143,6 +143,22 @@ class Section {
     lua_pop(L_, 1);
   }
 
+  // A list of {number, number} pairs (a rate ramp).
+  std::vector<std::pair<double, double>> number_pairs(const char* what) const {
+    std::vector<std::pair<double, double>> out;
+    const lua_Integer n = luaL_len(L_, -1);
+    for (lua_Integer i = 1; i <= n; ++i) {
+      lua_geti(L_, -1, i);
+      lua_geti(L_, -1, 1);
+      lua_geti(L_, -2, 2);
+      if (lua_type(L_, -2) != LUA_TNUMBER || lua_type(L_, -1) != LUA_TNUMBER)
+        fail("'" + std::string(what) + "'[" + std::to_string(i) + "] must be a pair {time_s, value}");
+      out.emplace_back(lua_tonumber(L_, -2), lua_tonumber(L_, -1));
+      lua_pop(L_, 3);
+    }
+    return out;
+  }
+
   // A list of lists of non-negative integers (prompts, placements).
   std::vector<std::vector<int32_t>> int_lists(const char* what) const {
     std::vector<std::vector<int32_t>> out;
@@ -255,8 +271,40 @@ int l_scheduler(lua_State* L) {
   return 0;
 }
 
+// A length distribution: a number (fixed) or {dist=..., mean=, sigma=, min=, max=}.
+void length_dist(const Section& s, lua_State* L, const char* key, LengthDist* d) {
+  if (!s.get(key)) return;
+  if (lua_type(L, -1) == LUA_TNUMBER) {
+    d->kind = "fixed";
+    d->mean = lua_tonumber(L, -1);
+    if (d->mean < 1) s.fail(std::string("'") + key + "' must be at least 1");
+  } else if (lua_istable(L, -1)) {
+    for (const char* f : {"dist", "mean", "sigma", "min", "max"}) {
+      lua_getfield(L, -1, f);
+      if (!lua_isnil(L, -1)) {
+        if (std::string(f) == "dist") {
+          if (lua_type(L, -1) != LUA_TSTRING) s.fail(std::string("'") + key + ".dist' must be a string");
+          d->kind = lua_tostring(L, -1);
+        } else {
+          if (lua_type(L, -1) != LUA_TNUMBER) s.fail(std::string("'") + key + "." + f + "' must be a number");
+          const double v = lua_tonumber(L, -1);
+          if (std::string(f) == "mean") d->mean = v;
+          else if (std::string(f) == "sigma") d->sigma = v;
+          else if (std::string(f) == "min") d->min = v;
+          else d->max = v;
+        }
+      }
+      lua_pop(L, 1);
+    }
+  } else {
+    s.fail(std::string("'") + key + "' must be a number or a table such as {dist=\"lognormal\", mean=200, sigma=1}");
+  }
+  lua_pop(L, 1);
+}
+
 int l_workload(lua_State* L) {
-  Section s(L, "workload", {"prompts", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "ignore_eos"});
+  Section s(L, "workload", {"prompts", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "ignore_eos", "arrivals",
+                            "rate", "shape", "requests", "trace", "time_scale", "prompt_len", "output_len", "slo"});
   WorkloadSpec& w = state_of(L)->spec.workload;
   w.where = s.where();
   if (s.get("prompts")) {
@@ -269,6 +317,111 @@ int l_workload(lua_State* L) {
   s.integer("top_k", &w.top_k, 0);
   s.unsigned64("seed", &w.seed);
   s.boolean("ignore_eos", &w.ignore_eos);
+  ArrivalSpec& a = w.arrivals;
+  s.string("arrivals", &a.kind);
+  if (a.kind != "all" && a.kind != "poisson" && a.kind != "gamma" && a.kind != "trace")
+    s.fail("'arrivals' must be \"all\", \"poisson\", \"gamma\" or \"trace\", got \"" + a.kind + "\"");
+  if (s.get("rate")) {
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+      a.rate = lua_tonumber(L, -1);
+    } else if (lua_istable(L, -1)) {
+      for (const auto& pt : s.number_pairs("rate")) a.rate_points.push_back(pt);
+    } else {
+      s.fail("'rate' must be requests per second, or a ramp {{t, rate}, ...}");
+    }
+    lua_pop(L, 1);
+  }
+  float shape = static_cast<float>(a.shape), scale = 1;
+  s.number("shape", &shape, 1e-3, 1e3);
+  a.shape = shape;
+  s.integer("requests", &a.requests, 0);
+  s.string("trace", &a.trace);
+  if (!a.trace.empty()) a.kind = "trace";
+  s.number("time_scale", &scale, 1e-6, 1e6);
+  a.time_scale = scale;
+  length_dist(s, L, "prompt_len", &a.prompt);
+  length_dist(s, L, "output_len", &a.output);
+  if (s.get("slo")) {
+    if (!lua_istable(L, -1)) s.fail("'slo' must be a table such as {ttft_ms=1000, tpot_ms=100}");
+    for (const char* f : {"ttft_ms", "tpot_ms"}) {
+      lua_getfield(L, -1, f);
+      if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) <= 0) s.fail(std::string("'slo.") + f + "' must be a positive number");
+        (std::string(f) == "ttft_ms" ? w.slo_ttft_ms : w.slo_tpot_ms) = lua_tonumber(L, -1);
+      }
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  a.seed = w.seed + 1;
+  return 0;
+}
+
+// Scenario actions: kill "expert-2", slow("expert-1", 50), scale{attention=2, moe=6}
+// build action tables; at(t, action) schedules one.
+int l_kill_action(lua_State* L) {
+  luaL_checkstring(L, 1);
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, "kill");
+  lua_setfield(L, -2, "op");
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "actor");
+  return 1;
+}
+
+int l_slow_action(lua_State* L) {
+  luaL_checkstring(L, 1);
+  luaL_checknumber(L, 2);
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, "slow");
+  lua_setfield(L, -2, "op");
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "actor");
+  lua_pushvalue(L, 2);
+  lua_setfield(L, -2, "ms");
+  return 1;
+}
+
+int l_scale_action(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_pushvalue(L, 1);
+  lua_pushstring(L, "scale");
+  lua_setfield(L, -2, "op");
+  return 1;
+}
+
+int l_at(lua_State* L) {
+  const std::string where = caller_where(L);
+  auto fail = [&](const std::string& m) {
+    lua_pushstring(L, (where + ": at(): " + m).c_str());
+    lua_error(L);
+  };
+  if (lua_type(L, 1) != LUA_TNUMBER || lua_tonumber(L, 1) < 0) fail("the first argument is a time in seconds (>= 0)");
+  if (!lua_istable(L, 2)) fail("the second argument is an action: kill \"name\", slow(\"name\", ms) or scale{attention=N, moe=N}");
+  ScenarioEvent e;
+  e.at_s = lua_tonumber(L, 1);
+  e.where = where;
+  lua_getfield(L, 2, "op");
+  e.op = lua_isstring(L, -1) ? lua_tostring(L, -1) : "";
+  lua_pop(L, 1);
+  if (e.op == "kill" || e.op == "slow") {
+    lua_getfield(L, 2, "actor");
+    e.actor = lua_isstring(L, -1) ? lua_tostring(L, -1) : "";
+    lua_pop(L, 1);
+    lua_getfield(L, 2, "ms");
+    e.ms = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
+    lua_pop(L, 1);
+  } else if (e.op == "scale") {
+    lua_getfield(L, 2, "attention");
+    e.attention = lua_isinteger(L, -1) ? static_cast<int>(lua_tointeger(L, -1)) : 0;
+    lua_pop(L, 1);
+    lua_getfield(L, 2, "moe");
+    e.moe = lua_isinteger(L, -1) ? static_cast<int>(lua_tointeger(L, -1)) : 0;
+    lua_pop(L, 1);
+  } else {
+    fail("unknown action (use kill \"name\", slow(\"name\", ms) or scale{attention=N, moe=N})");
+  }
+  state_of(L)->spec.scenario.push_back(e);
   return 0;
 }
 
@@ -293,7 +446,9 @@ Result<GraphSpec> run_config(const std::function<int(lua_State*)>& load, const s
   lua_setfield(L, LUA_REGISTRYINDEX, "janus.config");
   const std::pair<const char*, lua_CFunction> api[] = {{"model", l_model},         {"attention", l_attention},
                                                        {"experts", l_experts},     {"router", l_router},
-                                                       {"scheduler", l_scheduler}, {"workload", l_workload}};
+                                                       {"scheduler", l_scheduler}, {"workload", l_workload},
+                                                       {"at", l_at},               {"kill", l_kill_action},
+                                                       {"slow", l_slow_action},    {"scale", l_scale_action}};
   for (const auto& [name, fn] : api) {
     lua_pushcfunction(L, fn);
     lua_setglobal(L, name);

@@ -7,7 +7,14 @@
 //   router{side="moe" | "attention"}
 //   scheduler{policy="aebs" | "random_replica" | "primary" | "token_balanced", seed=S}
 //   workload{prompts={{5,17,99},...}, max_new_tokens=N, temperature=T, top_p=P, top_k=K,
-//            seed=S, ignore_eos=false}
+//            seed=S, ignore_eos=false,
+//            -- generated load for `janus bench-serve`:
+//            arrivals="poisson"|"gamma"|"trace", rate=R or {{t, R}, ...} (a ramp),
+//            shape=K (gamma), requests=N, trace="file.csv", time_scale=F,
+//            prompt_len=16 or {dist="lognormal"|"uniform"|"sharegpt_prompt", mean=, sigma=,
+//            min=, max=}, output_len=..., slo={ttft_ms=X, tpot_ms=Y}}
+//   at(seconds, kill "expert-2") / at(t, slow("expert-1", 50)) / at(t, scale{attention=2, moe=6})
+//            -- a scenario replayed by `janus bench-serve`
 //
 // — and, being Lua, may compute any of it with loops and functions. Expert ids are the
 // model's (0-based). Every section is optional (defaults as in GraphSpec). Mistakes are

@@ -18,6 +18,7 @@ const Command kCommands[] = {
     {"run", janus::cli::cmd_run, "run a deployment on its workload (default: the tiny model on CPU)"},
     {"graph", janus::cli::cmd_graph, "print the actor graph a Lua config resolves to"},
     {"console", janus::cli::cmd_console, "attach the Lua console to a running deployment"},
+    {"bench-serve", janus::cli::cmd_bench_serve, "serve a generated workload and report TTFT, TPOT, goodput"},
     {"generate", janus::cli::cmd_generate, "generate tokens with the single-process reference engine"},
     {"make-model", janus::cli::cmd_make_model, "write a deterministic random checkpoint of a preset shape"},
 };
