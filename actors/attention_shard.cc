@@ -49,7 +49,7 @@ caf::behavior AttentionShard::make_behavior() {
         if (!r.error.empty()) {
           fail_requests(j, "request failed: " + r.error);
         } else if (!mb.rows.empty()) {
-          Status s = timed("combine", &r.key, [&] { return backend_->add_moe_output(r.moe, mb.x); });
+          Status s = timed("combine", &r.key, [&] { return backend_->add_moe_output(r.partials, mb.x); });
           if (!s.ok()) fail_requests(j, "request failed: " + s.to_string());
         }
         ++mb.layer;

@@ -158,7 +158,8 @@ Result<std::unique_ptr<Deployment>> Deployment::create(GraphSpec spec, const Dep
   }
   for (int i = 0; i < spec.experts.instances; ++i) {
     JANUS_ASSIGN_OR_RETURN(Device d, Device::parse(instance_device(spec, i)));
-    JANUS_ASSIGN_OR_RETURN(auto b, make_expert_backend(impl->model, d, options.null_backend));
+    JANUS_ASSIGN_OR_RETURN(auto b, make_expert_backend(impl->model, d, spec.resolved_placement[static_cast<size_t>(i)],
+                                                       options.null_backend));
     experts.push_back(std::move(b));
   }
 

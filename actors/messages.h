@@ -131,10 +131,11 @@ struct ExpertPartial {
   std::string error;                 // non-empty: the instance could not run the task
 };
 
-/// Scheduler -> shard: the combined MoE output for the shard's rows, or why there is none.
+/// Scheduler -> shard: the expert instances' partial sums for the shard's rows (the
+/// shard adds them to its residual), or why there are none.
 struct MoeResult {
   LayerBatchKey key;
-  Tensor moe;                        // [shard rows, H]
+  std::vector<Tensor> partials;      // [shard rows, H] each, in instance order
   std::string error;
 };
 

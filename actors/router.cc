@@ -4,21 +4,10 @@
 
 namespace janus::actors {
 
-Tensor concat_rows(const std::vector<ShardActivations>& parts, int64_t cols) {
-  int64_t rows = 0;
-  DType dtype = DType::kF32;
-  for (const ShardActivations& p : parts) {
-    rows += p.h.rows;
-    if (p.h.rows > 0) dtype = p.h.dtype;
-  }
-  if (parts.size() == 1) return parts[0].h;  // nothing to join: share it
-  Tensor out = Tensor::host(dtype, rows, cols);
-  char* dst = static_cast<char*>(out.data);
-  for (const ShardActivations& p : parts) {
-    std::memcpy(dst, p.h.data, p.h.bytes());
-    dst += p.h.bytes();
-  }
-  return out;
+Status concat_activations(const std::vector<ShardActivations>& parts, int64_t cols, Tensor* out) {
+  std::vector<Tensor> hs;
+  for (const ShardActivations& p : parts) hs.push_back(p.h);
+  return concat_rows(hs, cols, out);
 }
 
 Router::Router(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, int shard,
@@ -74,7 +63,7 @@ void Router::on_activations(ShardActivations& a) {
   b.key = key;
   for (const ShardActivations& part : p.parts) b.shard_rows.push_back(static_cast<int32_t>(part.h.rows));
   Status s = timed("route", &key, [&] {
-    b.h = concat_rows(p.parts, ctx_->model->config().hidden_size);
+    JANUS_TRY(concat_activations(p.parts, ctx_->model->config().hidden_size, &b.h));
     return gate(key.layer, b.h, &b.topk_ids, &b.topk_weights);
   });
   pending_.erase(key);

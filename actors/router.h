@@ -32,7 +32,7 @@ class Router : public JanusActor {
   std::map<LayerBatchKey, Pending> pending_;
 };
 
-/// Concatenates the shards' activations (rows of shard 0 first) into one host tensor.
-Tensor concat_rows(const std::vector<ShardActivations>& parts, int64_t cols);
+/// Joins the shards' activations, rows of shard 0 first (shares a single part).
+Status concat_activations(const std::vector<ShardActivations>& parts, int64_t cols, Tensor* out);
 
 }  // namespace janus::actors

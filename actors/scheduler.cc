@@ -104,8 +104,9 @@ caf::behavior Scheduler::make_behavior() {
           b.topk_ids.insert(b.topk_ids.end(), p.topk_ids.begin(), p.topk_ids.end());
           b.topk_weights.insert(b.topk_weights.end(), p.topk_weights.begin(), p.topk_weights.end());
         }
-        b.h = concat_rows(parts, ctx_->model->config().hidden_size);
+        Status joined = concat_activations(parts, ctx_->model->config().hidden_size, &b.h);
         agate_parts_.erase(key);
+        if (!joined.ok()) return fail(key, b.shard_rows, joined.message());
         schedule(b);
       },
       [=, this](ExpertPartial& p) {
@@ -180,11 +181,7 @@ void Scheduler::on_partial(ExpertPartial& part) {
                 "expert-" + std::to_string(part.instance) + " returned " + std::to_string(part.partial.rows) + " rows for a batch of " +
                     std::to_string(p.rows));
   }
-  timed("reduce", &part.key, [&] {
-    if (p.acc.empty()) p.acc = part.partial;  // the first partial becomes the sum
-    else accumulate_partial(part.partial, p.acc);
-    return 0;
-  });
+  p.partials[part.instance] = std::move(part.partial);
   p.waiting.erase(part.instance);
   if (p.waiting.empty()) {
     const LayerBatchKey key = it->first;
@@ -194,21 +191,19 @@ void Scheduler::on_partial(ExpertPartial& part) {
 }
 
 void Scheduler::reply(const LayerBatchKey& key, Pending& p) {
-  const int64_t H = ctx_->model->config().hidden_size;
   int64_t offset = 0;
   for (size_t s = 0; s < m_.shards.size(); ++s) {
     const int64_t n = s < p.shard_rows.size() ? p.shard_rows[s] : 0;
     MoeResult r;
     r.key = key;
-    if (n > 0) {
-      if (p.acc.empty()) p.acc = Tensor::host(DType::kF64, p.rows, H);  // no instance had work: zeros
-      // A view of the shard's rows: no copy, the storage is shared.
-      r.moe = p.acc;
-      r.moe.rows = n;
-      r.moe.data = static_cast<char*>(p.acc.data) + static_cast<size_t>(offset * H) * dtype_size(p.acc.dtype);
-    } else {
-      r.moe.cols = H;
-    }
+    if (n > 0)
+      for (const auto& [instance, t] : p.partials) {
+        // A view of the shard's rows: no copy, the storage is shared.
+        Tensor v = t;
+        v.rows = n;
+        v.data = static_cast<char*>(t.data) + static_cast<size_t>(offset * t.cols) * dtype_size(t.dtype);
+        r.partials.push_back(std::move(v));
+      }
     offset += n;
     send(m_.shards[s], std::move(r));
   }

@@ -4,7 +4,8 @@
 // (token, logical expert) to one physical replica — so that the largest number of
 // distinct experts any instance must run (a_max) is small; sends each instance its work
 // list with the shared activations; sums the instances' partial results as they arrive
-// (the reduce inside the MoE node) and returns each shard its rows. It watches the
+// and hands each shard its rows of every partial (the shard's backend adds them to its
+// residual, on its own device). It watches the
 // instances: a layer batch that waits on an instance that died fails with a clear error
 // instead of hanging.
 #pragma once
@@ -25,8 +26,8 @@ class Scheduler : public JanusActor {
  private:
   struct Pending {
     std::vector<int32_t> shard_rows;
-    std::set<int32_t> waiting;  // instances not yet answered
-    Tensor acc;                 // sum of partials, [rows, H]
+    std::set<int32_t> waiting;             // instances not yet answered
+    std::map<int32_t, Tensor> partials;    // by instance: [rows, H] each
     int64_t rows = 0;
   };
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -50,6 +51,17 @@ inline double host_peak_flops(int cores) {
   for (int i = 0; i < 8; ++i) sink += acc[i][0];
   if (sink == 12345.f) std::printf(" ");  // keep the loop
   return cores * (iters * 8.0 * 4 * 2) / t;
+}
+
+/// The source tree (for bench/peers/*.py): $JANUS_SOURCE_DIR when set (a build run on
+/// another machine, e.g. the GPU host), else the tree this binary was built from.
+inline std::string source_dir() {
+  if (const char* e = std::getenv("JANUS_SOURCE_DIR"); e && *e) return e;
+#ifdef JANUS_SOURCE_DIR
+  return JANUS_SOURCE_DIR;
+#else
+  return ".";
+#endif
 }
 
 /// Runs a command and returns its stdout (empty when it fails).

@@ -89,7 +89,7 @@ int main(int argc, char** argv) {
     std::string peer_tps = "n/a";
     std::string speedup = "";
     if (peer) {
-      std::string out = bench::capture("python3 " JANUS_SOURCE_DIR "/bench/peers/hf_decode.py --model " + *dir +
+      std::string out = bench::capture("python3 " + bench::source_dir() + "/bench/peers/hf_decode.py --model " + *dir +
                                        " --batch " + std::to_string(batch) + " --steps " + std::to_string(steps) + " 2>/dev/null");
       try {
         auto j = nlohmann::json::parse(out);

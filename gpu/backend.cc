@@ -1,5 +1,6 @@
 #include "gpu/backend.h"
 
+#include <cstring>
 #include <mutex>
 
 #include "gpu/cpu/backend.h"
@@ -39,25 +40,55 @@ Result<std::unique_ptr<RouterBackend>> make_router_backend(std::shared_ptr<const
   return g_cuda.router(std::move(model), d);
 }
 
-Result<std::unique_ptr<ExpertBackend>> make_expert_backend(std::shared_ptr<const Model> model, const Device& d, bool null) {
-  if (null) return make_null_expert_backend(std::move(model));
-  if (d.is_cpu()) return make_cpu_expert_backend(std::move(model));
-  std::lock_guard<std::mutex> lk(g_mu);
-  if (!g_cuda.expert) return cuda_missing(d);
-  return g_cuda.expert(std::move(model), d);
+Result<std::unique_ptr<ExpertBackend>> make_expert_backend(std::shared_ptr<const Model> model, const Device& d,
+                                                           const std::vector<int32_t>& experts, bool null) {
+  std::unique_ptr<ExpertBackend> b;
+  if (null) b = make_null_expert_backend(std::move(model));
+  else if (d.is_cpu()) b = make_cpu_expert_backend(std::move(model));
+  else {
+    std::lock_guard<std::mutex> lk(g_mu);
+    if (!g_cuda.expert) return cuda_missing(d);
+    return g_cuda.expert(std::move(model), d, experts);
+  }
+  JANUS_TRY(b->set_experts(experts));
+  return b;
 }
 
-void accumulate_partial(const Tensor& partial, Tensor& acc) {
-  const int64_t n = partial.rows * partial.cols;
-  if (partial.dtype == DType::kF64) {
-    const double* p = partial.as<double>();
-    double* a = acc.as<double>();
-    for (int64_t i = 0; i < n; ++i) a[i] += p[i];
-  } else {
-    const float* p = partial.as<float>();
-    float* a = acc.as<float>();
-    for (int64_t i = 0; i < n; ++i) a[i] += p[i];
+Status concat_rows(const std::vector<Tensor>& parts, int64_t cols, Tensor* out) {
+  size_t nonempty = 0;
+  const Tensor* only = nullptr;
+  int64_t rows = 0;
+  for (const Tensor& p : parts) {
+    rows += p.rows;
+    if (p.rows > 0) {
+      ++nonempty;
+      only = &p;
+    }
   }
+  if (nonempty <= 1) {  // nothing to join: share the one part (or an empty tensor)
+    if (only) *out = *only;
+    else {
+      *out = Tensor{};
+      out->cols = cols;
+    }
+    return Status::Ok();
+  }
+  const Device dev = only->device;
+  for (const Tensor& p : parts)
+    if (p.rows > 0 && (p.device != dev || p.dtype != only->dtype))
+      return invalid_argument("concat_rows: parts on different devices or of different dtypes");
+  if (!dev.is_cpu()) {
+    std::lock_guard<std::mutex> lk(g_mu);
+    if (!g_cuda.concat_rows) return cuda_missing(dev);
+    return g_cuda.concat_rows(parts, cols, out);
+  }
+  *out = Tensor::host(only->dtype, rows, cols);
+  char* dst = static_cast<char*>(out->data);
+  for (const Tensor& p : parts) {
+    std::memcpy(dst, p.data, p.bytes());
+    dst += p.bytes();
+  }
+  return Status::Ok();
 }
 
 }  // namespace janus

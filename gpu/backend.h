@@ -46,8 +46,9 @@ class AttentionBackend {
   virtual Status dense_mlp(int layer, const Tensor& h, Tensor& x) = 0;
   /// Gate on the attention side (AGate): top-k ids and weights [n, k], on the host.
   virtual Status route(int layer, const Tensor& h, std::vector<int32_t>* ids, std::vector<float>* weights) = 0;
-  /// x[r] += moe[r] for every row (moe: the combined partial sums, [n, H]).
-  virtual Status add_moe_output(const Tensor& moe, Tensor& x) = 0;
+  /// x[r] += sum of partials[i][r] for every row: the MoE output of the layer, as the
+  /// expert instances' partial sums ([n, H] each, in instance order; host or device).
+  virtual Status add_moe_output(const std::vector<Tensor>& partials, Tensor& x) = 0;
   /// Final norm, LM head and sampling for the given rows of x; tokens on the host, and
   /// for rows that want them, logits ([vocab] each, in `logits` in row order).
   virtual Status sample(const Tensor& x, const std::vector<SampleRow>& rows, std::vector<int32_t>* tokens,
@@ -65,6 +66,9 @@ class ExpertBackend {
  public:
   virtual ~ExpertBackend() = default;
   virtual Device device() const = 0;
+  /// The experts this instance holds from now on (loads their weights, frees others').
+  /// Called before a placement takes effect, so decode never waits on it.
+  virtual Status set_experts(const std::vector<int32_t>& experts) = 0;
   /// The accumulator type of partial sums this backend produces (F64 on the CPU).
   virtual DType partial_dtype() const = 0;
   /// Runs work items (rows of h) and returns partial sums for `rows` rows of h: row r of
@@ -84,17 +88,20 @@ Result<std::unique_ptr<AttentionBackend>> make_attention_backend(std::shared_ptr
                                                                  const BackendOptions& options, bool null = false);
 Result<std::unique_ptr<RouterBackend>> make_router_backend(std::shared_ptr<const Model> model, const Device& device,
                                                            bool null = false);
+/// An expert instance's backend holding `experts` (its slots).
 Result<std::unique_ptr<ExpertBackend>> make_expert_backend(std::shared_ptr<const Model> model, const Device& device,
-                                                           bool null = false);
+                                                           const std::vector<int32_t>& experts, bool null = false);
 
-/// Adds `partial` (host, F64 or F32, [n, H]) into `acc` (host, same dtype and shape).
-void accumulate_partial(const Tensor& partial, Tensor& acc);
+/// Joins tensors of one device and dtype row-wise (the shards' parts of a layer batch).
+/// One part is shared, not copied.
+Status concat_rows(const std::vector<Tensor>& parts, int64_t cols, Tensor* out);
 
 /// Registers the CUDA backend factories (called once by the CUDA library when linked).
 struct CudaBackendFactories {
   Result<std::unique_ptr<AttentionBackend>> (*attention)(std::shared_ptr<const Model>, const Device&, const BackendOptions&);
   Result<std::unique_ptr<RouterBackend>> (*router)(std::shared_ptr<const Model>, const Device&);
-  Result<std::unique_ptr<ExpertBackend>> (*expert)(std::shared_ptr<const Model>, const Device&);
+  Result<std::unique_ptr<ExpertBackend>> (*expert)(std::shared_ptr<const Model>, const Device&, const std::vector<int32_t>&);
+  Status (*concat_rows)(const std::vector<Tensor>& parts, int64_t cols, Tensor* out);
 };
 void register_cuda_backend(const CudaBackendFactories& factories);
 

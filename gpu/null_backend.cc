@@ -51,7 +51,7 @@ class NullAttention final : public AttentionBackend {
     null_route(model_->config(), layer, h, ids, w);
     return Status::Ok();
   }
-  Status add_moe_output(const Tensor&, Tensor&) override { return Status::Ok(); }
+  Status add_moe_output(const std::vector<Tensor>&, Tensor&) override { return Status::Ok(); }
   Status sample(const Tensor&, const std::vector<SampleRow>& rows, std::vector<int32_t>* tokens,
                 std::vector<std::vector<float>>* logits) override {
     const int V = model_->config().vocab_size;
@@ -91,6 +91,7 @@ class NullExperts final : public ExpertBackend {
   explicit NullExperts(std::shared_ptr<const Model> m) : model_(std::move(m)) {}
   Device device() const override { return {}; }
   DType partial_dtype() const override { return DType::kF64; }
+  Status set_experts(const std::vector<int32_t>&) override { return Status::Ok(); }
   Status run(int, const Tensor& h, const std::vector<ExpertWork>&, Tensor* partial) override {
     *partial = uninitialised(DType::kF64, h.rows, h.cols);
     return Status::Ok();

@@ -87,6 +87,7 @@ Result<std::vector<GenerateResult>> ReferenceEngine::generate(const std::vector<
       ids.resize(static_cast<size_t>(n * c.top_k));
       gw.resize(ids.size());
       forward_.route(l, h.data(), n, ids.data(), gw.data());
+      if (options_.on_route) options_.on_route(l, ids.data(), n, c.top_k);
       work.resize(ids.size());
       for (int64_t r = 0; r < n; ++r)
         for (int j = 0; j < c.top_k; ++j) {

@@ -44,6 +44,9 @@ struct ReferenceEngineOptions {
   int kv_block_size = 16;
   /// Called after every decode step with the number of tokens produced so far.
   std::function<void(int64_t tokens)> on_step;
+  /// Called after the router of every sparse layer with its top-k ids [rows, k] (the
+  /// routing of one layer batch: activation statistics, a_max studies).
+  std::function<void(int layer, const int32_t* ids, int64_t rows, int k)> on_route;
 };
 
 class ReferenceEngine {

@@ -50,8 +50,15 @@ inline void copy_dir(const std::string& from, const std::string& to) {
     if (e.is_regular_file()) std::filesystem::copy_file(e.path(), std::filesystem::path(to) / e.path().filename());
 }
 
+/// The source tree: $JANUS_SOURCE_DIR when set (tests run on another machine, e.g. the
+/// GPU host), else the tree the tests were built from.
+inline std::string source_dir() {
+  const char* e = std::getenv("JANUS_SOURCE_DIR");
+  return e && *e ? std::string(e) : std::string(JANUS_SOURCE_DIR);
+}
+
 /// Source-tree path of a committed fixture, e.g. fixture("qwen3_moe").
-inline std::string fixture(const std::string& name) { return std::string(JANUS_SOURCE_DIR) + "/tests/fixtures/" + name; }
+inline std::string fixture(const std::string& name) { return source_dir() + "/tests/fixtures/" + name; }
 
 /// Fresh random floats in [-1, 1) (never zeros: zeros hide unwritten outputs).
 inline std::vector<float> random_floats(size_t n, std::mt19937& rng, float scale = 1.0f) {

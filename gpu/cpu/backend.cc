@@ -47,18 +47,22 @@ class CpuAttention final : public AttentionBackend {
     return Status::Ok();
   }
 
-  Status add_moe_output(const Tensor& moe, Tensor& x) override {
-    JANUS_TRY(require_host(moe, "MoE output"));
-    if (moe.rows != x.rows || moe.cols != x.cols)
-      return internal_error("CPU backend: MoE output [" + std::to_string(moe.rows) + ", " + std::to_string(moe.cols) +
-                            "] does not match the activations [" + std::to_string(x.rows) + ", " + std::to_string(x.cols) + "]");
-    if (moe.dtype == DType::kF64) {
-      fwd_.add_moe_output(moe.as<double>(), x.rows, x.as<float>());
-    } else {
-      const float* m = moe.as<float>();
-      float* xs = x.as<float>();
-      for (int64_t i = 0; i < x.rows * x.cols; ++i) xs[i] += m[i];
+  Status add_moe_output(const std::vector<Tensor>& partials, Tensor& x) override {
+    // Sum the instances' partial sums in double, in instance order, then add to x once:
+    // the reference engine's arithmetic up to double rounding (see cpu_forward.h).
+    const int64_t n = x.rows * x.cols;
+    std::vector<double> acc(static_cast<size_t>(n), 0.0);
+    for (const Tensor& p : partials) {
+      JANUS_TRY(require_host(p, "MoE partial sums"));
+      if (p.rows != x.rows || p.cols != x.cols)
+        return internal_error("CPU backend: partial sums [" + std::to_string(p.rows) + ", " + std::to_string(p.cols) +
+                              "] do not match the activations [" + std::to_string(x.rows) + ", " + std::to_string(x.cols) + "]");
+      if (p.dtype == DType::kF64)
+        for (int64_t i = 0; i < n; ++i) acc[static_cast<size_t>(i)] += p.as<double>()[i];
+      else
+        for (int64_t i = 0; i < n; ++i) acc[static_cast<size_t>(i)] += p.as<float>()[i];
     }
+    fwd_.add_moe_output(acc.data(), x.rows, x.as<float>());
     return Status::Ok();
   }
 
@@ -106,6 +110,8 @@ class CpuExperts final : public ExpertBackend {
   explicit CpuExperts(std::shared_ptr<const Model> model) : fwd_(std::move(model)) {}
   Device device() const override { return {}; }
   DType partial_dtype() const override { return DType::kF64; }
+  // The CPU reads weights in place from the mapped checkpoint: nothing to load.
+  Status set_experts(const std::vector<int32_t>&) override { return Status::Ok(); }
   Status run(int layer, const Tensor& h, const std::vector<ExpertWork>& work, Tensor* partial) override {
     JANUS_TRY(require_host(h, "h"));
     *partial = Tensor::host(DType::kF64, h.rows, h.cols);

@@ -30,7 +30,7 @@ struct World {
 TEST_CASE("an expert instance drops another epoch's work, refuses experts it does not hold, and runs its own") {
   World w;
   caf::scoped_actor self{*w.sys};
-  auto backend = make_expert_backend(w.ctx->model, Device{}, false);
+  auto backend = make_expert_backend(w.ctx->model, Device{}, {0, 1, 2, 3}, false);
   REQUIRE(backend.ok());
   auto inst = w.sys->spawn<ExpertInstance>(w.ctx, 0, std::shared_ptr<ExpertBackend>(std::move(*backend)));
   Membership m;

@@ -100,8 +100,14 @@ class Server {
   }
   ~Server() {
     kill(pid_, SIGTERM);
+    // A deployment that does not stop on SIGTERM is a failure, not a hung test run.
     int status = 0;
-    waitpid(pid_, &status, 0);
+    for (int i = 0; i < 400 && waitpid(pid_, &status, WNOHANG) == 0; ++i) std::this_thread::sleep_for(50ms);
+    if (waitpid(pid_, &status, WNOHANG) == 0) {
+      FAIL_CHECK("janus run did not exit within 20 s of SIGTERM; log:\n" << janus::test::read_file(dir_ / "log"));
+      kill(pid_, SIGKILL);
+      waitpid(pid_, &status, 0);
+    }
   }
   int port() const { return port_; }
 
