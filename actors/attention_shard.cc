@@ -4,14 +4,34 @@
 
 namespace janus::actors {
 
-AttentionShard::AttentionShard(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, int index,
+AttentionShard::AttentionShard(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, int id,
                                std::shared_ptr<AttentionBackend> backend)
-    : JanusActor(cfg, ctx, "attention-" + std::to_string(index), "AttentionShard", backend->device().name()),
-      index_(index),
+    : JanusActor(cfg, ctx, "attention-" + std::to_string(id), "AttentionShard", backend->device().name()),
       backend_(std::move(backend)) {}
+
+void AttentionShard::apply_membership(Membership& m) {
+  if (in_step_ && m.epoch != epoch_) {
+    // The step in flight belongs to the old membership: drop it, commit nothing. Its
+    // requests stay as they were and the next step recomputes the same values.
+    log_info(stats_.name, "step " + std::to_string(step_) + " aborted by the membership of epoch " + std::to_string(m.epoch));
+    in_step_ = false;
+    mbs_.clear();
+    out_ = StepDone{};
+  }
+  for (const auto& a : {m_.scheduler}) if (a) demonitor(a);
+  for (const auto& r : m_.routers) demonitor(r);
+  m_ = m;
+  epoch_ = m.epoch;
+  for (size_t i = 0; i < m_.shards.size(); ++i)
+    if (m_.shards[i] == caf::actor_cast<caf::actor>(this)) index_ = static_cast<int>(i);
+  monitor(m_.scheduler);
+  monitor(ctx_->spec.egate() ? m_.routers.at(0) : m_.routers.at(static_cast<size_t>(index_)));
+}
 
 caf::behavior AttentionShard::make_behavior() {
   set_down_handler([=, this](caf::down_msg& dm) {
+    const caf::actor& router = ctx_->spec.egate() ? m_.routers.at(0) : m_.routers.at(static_cast<size_t>(index_));
+    if (dm.source != m_.scheduler.address() && dm.source != router.address()) return;  // not ours (any more)
     // The MoE side died: whatever waits on it will never be answered.
     const std::string why = "the MoE side died (" + to_string(dm.reason) + ")";
     log_error(stats_.name, why);
@@ -25,10 +45,7 @@ caf::behavior AttentionShard::make_behavior() {
   return with_stats({
       [=, this](Membership& m) {
         count();
-        m_ = m;
-        epoch_ = m.epoch;
-        monitor(m_.scheduler);
-        for (const auto& r : m_.routers) monitor(r);
+        apply_membership(m);
       },
       [=, this](StepBegin& sb) {
         count();
@@ -65,18 +82,28 @@ void AttentionShard::begin_step(StepBegin& sb) {
   out_ = StepDone{};
   out_.step = step_;
   out_.shard = index_;
+  out_.epoch = epoch_;
   PagedKvCache& kv = backend_->kv();
   for (AdmittedRequest& a : sb.admitted) {
     Running r;
     r.id = a.id;
     r.req = std::move(a.request);
+    if (!a.resume_tokens.empty()) {
+      // Moved here mid-generation: recompute prompt + tokens so far, then go on. The
+      // token counter (and so the sampler's draw) continues where it was.
+      r.req.prompt.insert(r.req.prompt.end(), a.resume_tokens.begin(), a.resume_tokens.end());
+      r.req.want_prompt_logits = false;
+      r.generated = static_cast<int>(a.resume_tokens.size());
+      r.resumed = r.generated;
+    }
     auto seq = kv.add_sequence();
-    Status s = seq.ok() ? kv.reserve(*seq, static_cast<int>(r.req.prompt.size()) + r.req.max_new_tokens) : seq.status();
+    const int positions = static_cast<int>(r.req.prompt.size()) + r.req.max_new_tokens - r.resumed;
+    Status s = seq.ok() ? kv.reserve(*seq, positions) : seq.status();
     if (!s.ok()) {
       if (seq.ok()) kv.release(*seq);
-      out_.failures.push_back({r.id, "request " + std::to_string(r.id) + " could not be admitted on " + stats_.name + ": " +
-                                         s.message()});
-      continue;
+      admission_failures_.push_back({r.id, "request " + std::to_string(r.id) + " could not be admitted on " + stats_.name +
+                                               ": " + s.message()});
+      continue;  // never entered running_: nothing to undo
     }
     r.seq = *seq;
     running_.emplace(r.id, std::move(r));
@@ -93,7 +120,7 @@ void AttentionShard::begin_step(StepBegin& sb) {
     MicroBatch& mb = mbs_[j];
     mb.requests.push_back(id);
     if (r.prefilled) {
-      const int32_t pos = static_cast<int32_t>(r.req.prompt.size()) + r.generated - 1;
+      const int32_t pos = static_cast<int32_t>(r.req.prompt.size()) + r.generated - r.resumed - 1;
       mb.tokens.push_back(r.next_token);
       mb.rows.push_back({r.seq, pos});
     } else {
@@ -163,42 +190,33 @@ void AttentionShard::finish_micro_batch(int j) {
   const LayerBatchKey k = key(j);
   Status s = timed("sample", &k, [&] { return backend_->sample(mb.x, rows, &tokens, &logits); });
   if (!s.ok()) {
-    for (uint64_t id : mb.requests) {
-      out_.failures.push_back({id, "request failed: " + s.to_string()});
-      release(id);
-    }
+    for (uint64_t id : mb.requests) out_.failures.push_back({id, "request failed: " + s.to_string()});
     return;
   }
+  // Outcomes only: the requests change when the step commits (commit_step).
   const ModelConfig& c = ctx_->model->config();
   size_t next_logits = 0;
   for (size_t i = 0; i < mb.requests.size(); ++i) {
-    Running& r = running_.at(mb.requests[i]);
+    const Running& r = running_.at(mb.requests[i]);
     TokenOut t;
     t.id = r.id;
     t.token = tokens[i];
     t.micro_batch = j;
     if (rows[i].want_logits) t.prompt_logits = std::move(logits[next_logits++]);
-    r.prefilled = true;
-    r.next_token = t.token;
-    ++r.generated;
     if (is_stop_token(c, r.req, t.token)) {
       t.finished = true;
       t.finish_reason = "eos";
-    } else if (r.generated >= r.req.max_new_tokens) {
+    } else if (r.generated + 1 >= r.req.max_new_tokens) {
       t.finished = true;
       t.finish_reason = "length";
     }
     out_.tokens.push_back(std::move(t));
-    if (out_.tokens.back().finished) release(r.id);
   }
 }
 
 void AttentionShard::fail_requests(int j, const std::string& why) {
   MicroBatch& mb = mbs_[static_cast<size_t>(j)];
-  for (uint64_t id : mb.requests) {
-    out_.failures.push_back({id, why});
-    release(id);
-  }
+  for (uint64_t id : mb.requests) out_.failures.push_back({id, why});
   mb.requests.clear();
   mb.last_row.clear();
   mb.tokens.clear();
@@ -214,11 +232,27 @@ void AttentionShard::release(uint64_t id) {
   running_.erase(it);
 }
 
+void AttentionShard::commit_step() {
+  for (const TokenOut& t : out_.tokens) {
+    auto it = running_.find(t.id);
+    if (it == running_.end()) continue;
+    Running& r = it->second;
+    r.prefilled = true;
+    r.next_token = t.token;
+    ++r.generated;
+    if (t.finished) release(t.id);
+  }
+  for (const RequestFailure& f : out_.failures) release(f.id);
+  out_.failures.insert(out_.failures.end(), admission_failures_.begin(), admission_failures_.end());
+  admission_failures_.clear();
+}
+
 void AttentionShard::maybe_end_step() {
   if (!in_step_) return;
   for (const MicroBatch& mb : mbs_)
     if (!mb.done) return;
   in_step_ = false;
+  commit_step();
   out_.free_blocks = backend_->kv().free_blocks();
   out_.free_seqs = backend_->kv().free_seqs();
   send(m_.frontend, std::move(out_));

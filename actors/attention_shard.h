@@ -7,6 +7,11 @@
 //
 // A step's rows (new requests' whole prompts, one row per decoding request) are split by
 // request into `micro_batches` pieces; micro-batch j of every shard forms layer batch j.
+// A step's effects (tokens, finished requests, failures) are committed only when the
+// whole step is done here: a membership change that aborts the step mid-way (a member
+// died) leaves every request as it was, and the re-run step recomputes the same values.
+// A request moved here from another shard resumes by recomputing its prompt and the
+// tokens it already produced, which reproduces its KV cache exactly.
 // With m >= 2 the shard computes micro-batch j+1's attention while the experts work on
 // micro-batch j (MegaScale-Infer's ping-pong); m = 1 is Janus. Shards with no rows still
 // take part in every layer batch (with zero rows) so that the MoE side's barrier closes.
@@ -20,16 +25,19 @@ namespace janus::actors {
 
 class AttentionShard : public JanusActor {
  public:
-  AttentionShard(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, int index,
+  /// `id` names the actor (attention-<id>); its index in the layer batch is its position
+  /// in the current membership.
+  AttentionShard(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, int id,
                  std::shared_ptr<AttentionBackend> backend);
   caf::behavior make_behavior() override;
 
  private:
   struct Running {
     uint64_t id = 0;
-    GenerateRequest req;
+    GenerateRequest req;     // a resumed request's prompt includes the tokens it had made
     int seq = -1;            // row of the KV block table
     bool prefilled = false;
+    int resumed = 0;         // tokens made elsewhere before it moved here (now in req.prompt)
     int32_t next_token = 0;  // fed at the next step
     int generated = 0;
   };
@@ -52,9 +60,12 @@ class AttentionShard : public JanusActor {
   void fail_requests(int j, const std::string& why);
   void maybe_end_step();
   void release(uint64_t id);
+  /// Applies a finished step's outcomes to the requests and reports them.
+  void commit_step();
+  void apply_membership(Membership& m);
   LayerBatchKey key(int j) const { return {step_, mbs_[static_cast<size_t>(j)].layer, j, epoch_}; }
 
-  const int index_;
+  int index_ = 0;
   std::shared_ptr<AttentionBackend> backend_;
   Membership m_;
   std::map<uint64_t, Running> running_;
@@ -62,6 +73,7 @@ class AttentionShard : public JanusActor {
   step_t step_ = 0;
   bool in_step_ = false;
   StepDone out_;
+  std::vector<RequestFailure> admission_failures_;  // reported with the next committed step
 };
 
 }  // namespace janus::actors

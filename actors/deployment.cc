@@ -12,11 +12,13 @@
 #include "actors/frontend.h"
 #include "actors/router.h"
 #include "actors/scaler.h"
+#include "actors/scaler_messages.h"
 #include "actors/scheduler.h"
 #include "runtime/lua_config.h"
 #include "runtime/presets.h"
 
 #ifdef JANUS_HAVE_CUDA
+#include "gpu/cuda/backend.h"
 #include "gpu/cuda/device.h"
 #endif
 
@@ -50,23 +52,22 @@ struct Deployment::Impl {
   std::unique_ptr<caf::actor_system_config> cfg;
   std::unique_ptr<caf::actor_system> sys;
   caf::actor frontend, scheduler, scaler;
-  std::vector<caf::actor> shards, routers, instances;
-  std::map<std::string, caf::actor> by_name;
-  struct RosterEntry {
-    std::string name, kind, device;
-    caf::actor actor;
-  };
-  std::vector<RosterEntry> roster;  // every actor ever spawned, in spawn order
   std::atomic<uint64_t> next_id{1};
   std::mutex mu;
   bool stopped = false;
 
-  std::vector<caf::actor> all_actors() const {
-    std::vector<caf::actor> v = {frontend, scheduler, scaler};
-    v.insert(v.end(), shards.begin(), shards.end());
-    v.insert(v.end(), routers.begin(), routers.end());
-    v.insert(v.end(), instances.begin(), instances.end());
-    return v;
+  // Every actor the deployment ever had, from the Scaler (which spawns and retires them).
+  std::vector<RosterEntry> roster(caf::scoped_actor& self) {
+    std::vector<RosterEntry> out;
+    self->request(scaler, std::chrono::seconds(10), RosterQuery{})
+        .receive([&](std::vector<RosterEntry>& r) { out = std::move(r); }, [&](caf::error&) {});
+    return out;
+  }
+  caf::actor find(caf::scoped_actor& self, const std::string& name) {
+    if (name == "scaler") return scaler;
+    for (const RosterEntry& e : roster(self))
+      if (e.name == name) return e.actor;
+    return caf::actor{};
   }
 };
 
@@ -112,6 +113,9 @@ Result<std::unique_ptr<Deployment>> Deployment::from_config(const std::string& p
 }
 
 Result<std::unique_ptr<Deployment>> Deployment::create(GraphSpec spec, const DeploymentOptions& options) {
+#ifdef JANUS_HAVE_CUDA
+  cuda::register_backends();  // "cuda:N" devices get the CUDA backend (gpu/cuda/backend.h)
+#endif
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   JANUS_ASSIGN_OR_RETURN(impl->model, load_model(spec, options.progress));
@@ -170,39 +174,38 @@ Result<std::unique_ptr<Deployment>> Deployment::create(GraphSpec spec, const Dep
   impl->sys = std::make_unique<caf::actor_system>(*impl->cfg);
   caf::actor_system& sys = *impl->sys;
 
-  Impl* ip = impl.get();
-  auto enlist = [ip](const std::string& name, const std::string& kind, const std::string& device, const caf::actor& a) {
-    ip->by_name[name] = a;
-    ip->roster.push_back({name, kind, device, a});
+  std::vector<RosterEntry> roster;
+  auto enlist = [&roster](const std::string& name, const std::string& kind, const std::string& device, const caf::actor& a) {
+    roster.push_back({name, kind, device, a, true});
     return a;
   };
-  impl->frontend = enlist("frontend", "Frontend", "cpu", sys.spawn<Frontend>(ctx));
+  Membership m;
+  m.frontend = impl->frontend = enlist("frontend", "Frontend", "cpu", sys.spawn<Frontend>(ctx));
   for (int i = 0; i < spec.attention.shards; ++i)
-    impl->shards.push_back(enlist("attention-" + std::to_string(i), "AttentionShard", attn[static_cast<size_t>(i)]->device().name(),
-                                  sys.spawn<AttentionShard>(ctx, i, attn[static_cast<size_t>(i)])));
+    m.shards.push_back(enlist("attention-" + std::to_string(i), "AttentionShard", attn[static_cast<size_t>(i)]->device().name(),
+                              sys.spawn<AttentionShard>(ctx, i, attn[static_cast<size_t>(i)])));
   for (size_t i = 0; i < route.size(); ++i) {
     const int shard = spec.egate() ? -1 : static_cast<int>(i);
-    impl->routers.push_back(enlist(shard < 0 ? "router" : "router-" + std::to_string(shard), "Router", route[i]->device().name(),
-                                   sys.spawn<Router>(ctx, shard, route[i])));
+    m.routers.push_back(enlist(shard < 0 ? "router" : "router-" + std::to_string(shard), "Router", route[i]->device().name(),
+                               sys.spawn<Router>(ctx, shard, route[i])));
   }
-  impl->scheduler = enlist("scheduler", "Scheduler", "cpu", sys.spawn<Scheduler>(ctx, std::move(policy)));
+  m.scheduler = impl->scheduler = enlist("scheduler", "Scheduler", "cpu", sys.spawn<Scheduler>(ctx, std::move(policy)));
   for (int i = 0; i < spec.experts.instances; ++i)
-    impl->instances.push_back(enlist("expert-" + std::to_string(i), "ExpertInstance", experts[static_cast<size_t>(i)]->device().name(),
-                                     sys.spawn<ExpertInstance>(ctx, i, experts[static_cast<size_t>(i)])));
-  impl->scaler = enlist("scaler", "Scaler", "cpu", sys.spawn<Scaler>(ctx));
-
-  Membership m;
-  m.epoch = 1;
-  m.frontend = impl->frontend;
-  m.shards = impl->shards;
-  m.routers = impl->routers;
-  m.scheduler = impl->scheduler;
-  m.instances = impl->instances;
+    m.instances.push_back(enlist("expert-" + std::to_string(i), "ExpertInstance", experts[static_cast<size_t>(i)]->device().name(),
+                                 sys.spawn<ExpertInstance>(ctx, i, experts[static_cast<size_t>(i)])));
   m.layout = std::make_shared<ExpertLayout>(std::move(layout));
+  SpawnKit kit;
+  kit.backend = bo;
+  kit.shard_devices = spec.attention.devices;
+  kit.instance_devices = spec.experts.devices;
+  kit.next_shard_id = spec.attention.shards;
+  kit.next_instance_id = spec.experts.instances;
+  impl->scaler = sys.spawn<Scaler>(ctx, kit);
+  roster.push_back({"scaler", "Scaler", "cpu", impl->scaler, true});
   Status installed = internal_error("membership was not installed");
   {
     caf::scoped_actor self{sys};
-    self->request(impl->scaler, std::chrono::seconds(30), InstallMembership{m})
+    self->request(impl->scaler, std::chrono::seconds(30), InstallMembership{m, roster})
         .receive([&](uint32_t) { installed = Status::Ok(); },
                  [&](caf::error& e) { installed = internal_error("installing the membership failed: " + sys.render(e)); });
   }
@@ -296,12 +299,16 @@ MetricsSnapshot Deployment::metrics() {
 std::vector<ActorSnapshot> Deployment::actors_locked(void* scoped) {
   auto& self = *static_cast<caf::scoped_actor*>(scoped);
   std::vector<ActorSnapshot> out;
-  for (const Impl::RosterEntry& e : impl_->roster) {
+  for (const RosterEntry& e : impl_->roster(self)) {
     ActorSnapshot x;
     x.name = e.name;
     x.kind = e.kind;
     x.device = e.device;
     x.alive = false;  // unless it answers
+    if (!e.alive) {
+      out.push_back(x);
+      continue;
+    }
     self->request(e.actor, std::chrono::seconds(5), StatsQuery{})
         .receive(
             [&](ActorStats& st) {
@@ -448,31 +455,56 @@ Result<StepClock> Deployment::step(int n) {
 Status Deployment::slow(const std::string& name, double ms) {
   if (!(ms >= 0) || ms > 60000) return invalid_argument("slow: the delay must be between 0 and 60000 ms, got " + std::to_string(ms));
   std::lock_guard<std::mutex> lk(impl_->mu);
-  auto it = impl_->by_name.find(name);
-  if (it == impl_->by_name.end()) return not_found("no actor named '" + name + "'");
   if (impl_->stopped) return unavailable("the deployment is shut down");
-  caf::anon_send(it->second, SlowDown{ms});
+  caf::scoped_actor self{*impl_->sys};
+  caf::actor a = impl_->find(self, name);
+  if (!a) return not_found("no actor named '" + name + "'");
+  caf::anon_send(a, SlowDown{ms});
   return Status::Ok();
 }
 
 Status Deployment::scale(int attention, int moe) {
   if (attention < 1 || moe < 1) return invalid_argument("scale: attention and moe must be at least 1");
-  return unsupported("scale{attention=" + std::to_string(attention) + ", moe=" + std::to_string(moe) +
-                     "}: live rescaling is not implemented yet (it comes with SLO-aware scaling and elasticity)");
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  if (impl_->stopped) return unavailable("the deployment is shut down");
+  caf::scoped_actor self{*impl_->sys};
+  Status out = Status::Ok();
+  self->request(impl_->scaler, std::chrono::seconds(600), ScaleTo{attention, moe})
+      .receive([&](uint32_t) {}, [&](caf::error& e) { out = unavailable("scale: " + impl_->sys->render(e)); });
+  return out;
+}
+
+std::vector<RecoveryInfo> Deployment::recoveries() {
+  std::vector<RecoveryInfo> out;
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  if (impl_->stopped) return out;
+  caf::scoped_actor self{*impl_->sys};
+  self->request(impl_->scaler, std::chrono::seconds(10), RecoveryQuery{})
+      .receive(
+          [&](std::vector<RecoveryRecord>& v) {
+            for (const RecoveryRecord& r : v) out.push_back({r.what, r.detected_s, r.installed_s});
+          },
+          [&](caf::error&) {});
+  return out;
 }
 
 std::vector<std::string> Deployment::actor_names() const {
   std::vector<std::string> out;
-  for (const auto& [name, a] : impl_->by_name) out.push_back(name);
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  if (impl_->stopped) return out;
+  caf::scoped_actor self{*impl_->sys};
+  for (const RosterEntry& e : impl_->roster(self))
+    if (e.alive) out.push_back(e.name);
   return out;
 }
 
 Status Deployment::kill(const std::string& name) {
   std::lock_guard<std::mutex> lk(impl_->mu);
-  auto it = impl_->by_name.find(name);
-  if (it == impl_->by_name.end()) return not_found("no actor named '" + name + "'");
   if (impl_->stopped) return unavailable("the deployment is shut down");
-  caf::anon_send_exit(it->second, caf::exit_reason::kill);
+  caf::scoped_actor self{*impl_->sys};
+  caf::actor a = impl_->find(self, name);
+  if (!a) return not_found("no actor named '" + name + "'");
+  caf::anon_send_exit(a, caf::exit_reason::kill);
   return Status::Ok();
 }
 
@@ -485,14 +517,13 @@ void Deployment::shutdown() {
     self->request(impl_->frontend, std::chrono::seconds(10), ShutdownRequest{"request failed: the deployment shut down"})
         .receive([&]() {}, [&](caf::error&) {});
   }
-  for (const caf::actor& a : impl_->all_actors()) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  {
+    caf::scoped_actor self{*impl_->sys};
+    for (const RosterEntry& e : impl_->roster(self)) caf::anon_send_exit(e.actor, caf::exit_reason::user_shutdown);
+  }
+  caf::anon_send_exit(impl_->scaler, caf::exit_reason::user_shutdown);
   impl_->sys->await_all_actors_done();
   impl_->frontend = impl_->scheduler = impl_->scaler = caf::actor{};
-  impl_->shards.clear();
-  impl_->routers.clear();
-  impl_->instances.clear();
-  impl_->by_name.clear();
-  impl_->roster.clear();
   impl_->sys.reset();
 }
 

@@ -4,18 +4,31 @@
 
 namespace janus::actors {
 
-ExpertInstance::ExpertInstance(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, int index,
+ExpertInstance::ExpertInstance(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, int id,
                                std::shared_ptr<ExpertBackend> backend)
-    : JanusActor(cfg, ctx, "expert-" + std::to_string(index), "ExpertInstance", backend->device().name()),
-      index_(index),
+    : JanusActor(cfg, ctx, "expert-" + std::to_string(id), "ExpertInstance", backend->device().name()),
       backend_(std::move(backend)) {}
 
 caf::behavior ExpertInstance::make_behavior() {
   return with_stats({
-      [=, this](Membership& m) {
+      [=, this](Membership& m) -> caf::result<void> {
         count();
         m_ = m;
         epoch_ = m.epoch;
+        index_ = -1;
+        for (size_t i = 0; i < m_.instances.size(); ++i)
+          if (m_.instances[i] == caf::actor_cast<caf::actor>(this)) index_ = static_cast<int>(i);
+        if (index_ >= 0) {
+          Status s = backend_->set_experts(m_.layout->experts_on(index_));
+          if (!s.ok()) return caf::make_error(caf::sec::runtime_error, stats_.name + ": " + s.message());
+        }
+        return caf::unit;
+      },
+      [=, this](const LoadExperts& l) -> caf::result<void> {
+        count();
+        Status s = timed("load", nullptr, [&] { return backend_->set_experts(l.experts); });
+        if (!s.ok()) return caf::make_error(caf::sec::runtime_error, stats_.name + ": " + s.message());
+        return caf::unit;
       },
       [=, this](ExpertTask& t) {
         count();
@@ -23,6 +36,11 @@ caf::behavior ExpertInstance::make_behavior() {
         ExpertPartial out;
         out.key = t.key;
         out.instance = index_;
+        if (index_ < 0) {
+          out.error = "is not a member of epoch " + std::to_string(epoch_);
+          send(m_.scheduler, std::move(out));
+          return;
+        }
         // Refuse work for experts this instance does not hold: a scheduler bug, not data.
         const auto& mine = m_.layout->experts_on(index_);
         for (const ExpertWork& w : t.work)

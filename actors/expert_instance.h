@@ -2,21 +2,25 @@
 //
 // For each task it runs the work items the Scheduler assigned it — each activated replica
 // once, as one grouped FFN over the rows routed to it — and answers with weighted partial
-// sums per row. `slow` (fault injection) adds a delay before each task.
+// sums per row. Its place in the layout is its position in the current membership; when a
+// placement changes, the Scaler first has it load the experts it gains (LoadExperts, while
+// it keeps serving), and the membership switch then drops the ones it lost.
 #pragma once
 
 #include "actors/actor_common.h"
+#include "actors/scaler_messages.h"
 
 namespace janus::actors {
 
 class ExpertInstance : public JanusActor {
  public:
-  ExpertInstance(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, int index,
+  /// `id` names the actor (expert-<id>).
+  ExpertInstance(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, int id,
                  std::shared_ptr<ExpertBackend> backend);
   caf::behavior make_behavior() override;
 
  private:
-  const int index_;
+  int index_ = -1;
   std::shared_ptr<ExpertBackend> backend_;
   Membership m_;
 };

@@ -1,5 +1,7 @@
 #include "actors/frontend.h"
 
+#include <algorithm>
+
 namespace janus::actors {
 
 Frontend::Frontend(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx)
@@ -11,26 +13,26 @@ int Frontend::blocks_needed(const GenerateRequest& r) const {
   return (len + bs - 1) / bs;
 }
 
+int Frontend::shard_index(const caf::actor& a) const {
+  for (size_t i = 0; i < m_.shards.size(); ++i)
+    if (m_.shards[i] == a) return static_cast<int>(i);
+  return -1;
+}
+
 caf::behavior Frontend::make_behavior() {
-  set_down_handler([=, this](caf::down_msg& dm) {
-    for (size_t i = 0; i < m_.shards.size(); ++i)
-      if (m_.shards[i].address() == dm.source && load_[i].alive) {
-        load_[i].alive = false;
-        const std::string why = "attention shard attention-" + std::to_string(i) + " died (" + to_string(dm.reason) + ")";
-        log_error(stats_.name, why);
-        broken_ = why;
-        // Its requests cannot continue; the step it was in will never finish either.
-        fail_all("request failed: " + why);
-        in_step_ = false;
-      }
-  });
   return with_stats({
-      [=, this](Membership& m) {
+      [=, this](Reconfigure& r) {
         count();
-        m_ = m;
-        epoch_ = m.epoch;
-        load_.assign(m_.shards.size(), ShardLoad{ctx_->spec.attention.kv_blocks, ctx_->spec.attention.max_batch, true});
-        for (const auto& s : m_.shards) monitor(s);
+        if (!scaler_) scaler_ = caf::actor_cast<caf::actor>(current_sender());
+        on_reconfigure(r);
+      },
+      [=, this](Unrecoverable& u) {
+        count();
+        log_error(stats_.name, u.why);
+        broken_ = u.why;
+        fail_all("request failed: " + u.why);
+        in_step_ = false;
+        awaiting_.clear();
       },
       [=, this](SubmitRequest& s) {
         count();
@@ -54,7 +56,7 @@ caf::behavior Frontend::make_behavior() {
       [=, this](const RequestsQuery& q) -> std::vector<RequestInfo> {
         std::vector<RequestInfo> out;
         for (const auto& [id, r] : live_)
-          if (q.id == 0 || q.id == id) out.push_back(info(r, r.shard < 0));
+          if (q.id == 0 || q.id == id) out.push_back(info(r, !r.shard));
         if (q.id != 0 && out.empty()) {
           auto it = recent_.find(q.id);
           if (it != recent_.end()) out.push_back(info(it->second, false));
@@ -75,6 +77,8 @@ caf::behavior Frontend::make_behavior() {
       },
   });
 }
+
+// -- requests ---------------------------------------------------------------------------
 
 void Frontend::submit(SubmitRequest& s) {
   const ModelConfig& c = ctx_->model->config();
@@ -107,45 +111,46 @@ void Frontend::submit(SubmitRequest& s) {
     finish(r, std::move(g));
     return;
   }
+  r.blocks = blocks_needed(r.req);
   queue_.push_back(r.id);
   live_.emplace(r.id, std::move(r));
   maybe_start_step();
 }
 
-RequestInfo Frontend::info(const Request& r, bool queued) const {
-  RequestInfo i;
-  i.id = r.id;
-  i.state = queued ? "queued" : (r.sink ? "running" : "finished");
-  i.shard = r.shard;
-  i.prompt_tokens = static_cast<int32_t>(r.req.prompt.size());
-  i.generated = static_cast<int32_t>(r.tokens.size());
-  i.max_new_tokens = r.req.max_new_tokens;
-  i.age_s = now_seconds() - r.submit_s;
-  i.ttft_s = r.tokens.empty() ? -1 : r.first_s - r.submit_s;
-  i.history = r.history;
-  return i;
-}
-
 void Frontend::maybe_start_step() {
-  if (in_step_ || m_.shards.empty() || !broken_.empty()) return;
+  if (in_step_ || installing_ || !broken_.empty()) return;
+  if (!reconfig_.empty()) {  // a membership change waits for this boundary
+    Reconfigure r = std::move(reconfig_.front());
+    reconfig_.pop_front();
+    return install(std::move(r));
+  }
+  if (m_.shards.empty()) return;
   if (paused_ && budget_ == 0) return;
+  const int kv_blocks = ctx_->spec.attention.kv_blocks, max_seqs = ctx_->spec.attention.max_batch;
   std::vector<std::vector<AdmittedRequest>> admit(m_.shards.size());
   // First come, first served: stop at the first request that fits nowhere now (it waits
   // for blocks to come back; nothing behind it overtakes it).
   while (!queue_.empty()) {
     Request& r = live_.at(queue_.front());
-    const int need = blocks_needed(r.req);
     int best = -1;
-    for (size_t i = 0; i < load_.size(); ++i) {
-      const ShardLoad& l = load_[i];
-      if (!l.alive || l.free_seqs < 1 || l.free_blocks < need) continue;
-      if (best < 0 || l.free_blocks > load_[static_cast<size_t>(best)].free_blocks) best = static_cast<int>(i);
+    int best_free = -1;
+    for (size_t i = 0; i < m_.shards.size(); ++i) {
+      const ShardUse& u = use_[m_.shards[i].address()];
+      const int free_blocks = kv_blocks - u.blocks;
+      if (u.seqs >= max_seqs || free_blocks < r.blocks) continue;
+      if (free_blocks > best_free) {
+        best = static_cast<int>(i);
+        best_free = free_blocks;
+      }
     }
     if (best < 0) break;
-    load_[static_cast<size_t>(best)].free_blocks -= need;
-    load_[static_cast<size_t>(best)].free_seqs -= 1;
-    r.shard = best;
-    admit[static_cast<size_t>(best)].push_back({r.id, r.req});
+    ShardUse& u = use_[m_.shards[static_cast<size_t>(best)].address()];
+    u.blocks += r.blocks;
+    u.seqs += 1;
+    r.shard = m_.shards[static_cast<size_t>(best)];
+    AdmittedRequest a{r.id, r.req, {}};
+    a.resume_tokens = r.tokens;  // non-empty when it moved here from another shard
+    admit[static_cast<size_t>(best)].push_back(std::move(a));
     queue_.pop_front();
   }
   const bool running = live_.size() > queue_.size();
@@ -153,16 +158,14 @@ void Frontend::maybe_start_step() {
   in_step_ = true;
   if (paused_) --budget_;
   ++step_;
-  pending_done_ = static_cast<int>(m_.shards.size());
-  for (size_t i = 0; i < m_.shards.size(); ++i) send(m_.shards[i], StepBegin{step_, epoch_, std::move(admit[i])});
+  awaiting_.clear();
+  for (size_t i = 0; i < m_.shards.size(); ++i) {
+    awaiting_.insert(m_.shards[i].address());
+    send(m_.shards[i], StepBegin{step_, epoch_, std::move(admit[i])});
+  }
 }
 
-void Frontend::on_step_done(StepDone& d) {
-  if (d.step != step_ || !in_step_) {
-    ++stats_.dropped;
-    log_warn(stats_.name, "dropped StepDone of step " + std::to_string(d.step) + " (current step " + std::to_string(step_) + ")");
-    return;
-  }
+void Frontend::apply_tokens(StepDone& d) {
   const double now = now_seconds();
   for (TokenOut& t : d.tokens) {
     auto it = live_.find(t.id);
@@ -193,17 +196,33 @@ void Frontend::on_step_done(StepDone& d) {
     finish(it->second, unavailable(f.message));
     live_.erase(it);
   }
-  if (d.shard >= 0 && static_cast<size_t>(d.shard) < load_.size()) {
-    load_[static_cast<size_t>(d.shard)].free_blocks = d.free_blocks;
-    load_[static_cast<size_t>(d.shard)].free_seqs = d.free_seqs;
+}
+
+void Frontend::on_step_done(StepDone& d) {
+  const caf::actor_addr from = caf::actor_cast<caf::actor_addr>(current_sender());
+  // A step cut short by a membership change still counts for the shards that finished it
+  // before they heard of the change: they committed its tokens, so must we.
+  const bool current = in_step_ && d.step == step_ && awaiting_.count(from);
+  const bool late = d.step == aborted_step_ && d.step != 0 && awaiting_.count(from);
+  if (!current && !late) {
+    ++stats_.dropped;
+    log_warn(stats_.name, "dropped StepDone of step " + std::to_string(d.step) + " (current step " + std::to_string(step_) + ")");
+    return;
   }
-  if (--pending_done_ == 0) {
+  awaiting_.erase(from);
+  apply_tokens(d);
+  if (current && awaiting_.empty()) {
     in_step_ = false;
     maybe_start_step();
   }
 }
 
 void Frontend::finish(Request& r, Result<GenerateResult> result) {
+  if (r.shard) {
+    ShardUse& u = use_[r.shard.address()];
+    u.blocks -= r.blocks;
+    u.seqs -= 1;
+  }
   if (result.ok()) {
     ++fstats_.completed;
     fstats_.finished.push_back({r.submit_s, r.first_s, r.last_s, static_cast<int64_t>(r.tokens.size())});
@@ -214,16 +233,92 @@ void Frontend::finish(Request& r, Result<GenerateResult> result) {
   r.sink.reset();
 }
 
+void Frontend::fail_all(const std::string& why) {
+  for (auto& [id, r] : live_) finish(r, unavailable(why));
+  live_.clear();
+  queue_.clear();
+}
+
+RequestInfo Frontend::info(const Request& r, bool queued) const {
+  RequestInfo i;
+  i.id = r.id;
+  i.state = queued ? "queued" : (r.sink ? "running" : "finished");
+  i.shard = shard_index(r.shard);
+  i.prompt_tokens = static_cast<int32_t>(r.req.prompt.size());
+  i.generated = static_cast<int32_t>(r.tokens.size());
+  i.max_new_tokens = r.req.max_new_tokens;
+  i.age_s = now_seconds() - r.submit_s;
+  i.ttft_s = r.tokens.empty() ? -1 : r.first_s - r.submit_s;
+  i.history = r.history;
+  return i;
+}
+
 void Frontend::remember(Request r) {
   r.sink.reset();
   recent_.emplace(r.id, std::move(r));
   while (recent_.size() > 256) recent_.erase(recent_.begin());
 }
 
-void Frontend::fail_all(const std::string& why) {
-  for (auto& [id, r] : live_) finish(r, unavailable(why));
-  live_.clear();
-  queue_.clear();
+// -- membership ---------------------------------------------------------------------------
+
+void Frontend::on_reconfigure(Reconfigure& r) {
+  if (r.abort && in_step_) {
+    // A member died mid-step: the step cannot finish. Shards that already finished it
+    // will still report (accepted as late), the others drop it when `next` reaches them.
+    log_warn(stats_.name, "step " + std::to_string(step_) + " aborted: " + r.reason);
+    aborted_step_ = step_;
+    in_step_ = false;
+  }
+  reconfig_.push_back(std::move(r));
+  maybe_start_step();
+}
+
+void Frontend::install(Reconfigure r) {
+  installing_ = true;
+  Membership& next = r.next;
+  // Requests on shards that leave (dead or retiring) go back to the front of the queue,
+  // in id order, and resume from their tokens so far on whichever shard takes them.
+  std::vector<uint64_t> moved;
+  for (auto& [id, q] : live_) {
+    if (!q.shard) continue;
+    if (std::find(next.shards.begin(), next.shards.end(), q.shard) != next.shards.end()) continue;
+    ShardUse& u = use_[q.shard.address()];
+    u.blocks -= q.blocks;
+    u.seqs -= 1;
+    q.shard = caf::actor{};
+    moved.push_back(id);
+  }
+  for (auto it = moved.rbegin(); it != moved.rend(); ++it) queue_.push_front(*it);
+  if (!moved.empty()) log_info(stats_.name, std::to_string(moved.size()) + " request(s) resume on other shards");
+
+  std::vector<caf::actor> members = {next.scheduler};
+  members.insert(members.end(), next.shards.begin(), next.shards.end());
+  members.insert(members.end(), next.routers.begin(), next.routers.end());
+  members.insert(members.end(), next.instances.begin(), next.instances.end());
+  auto left = std::make_shared<size_t>(members.size());
+  auto failed = std::make_shared<std::string>();
+  auto done = [=, this]() {
+    m_ = r.next;
+    epoch_ = m_.epoch;
+    for (const caf::actor& a : r.retire) send_exit(a, caf::exit_reason::user_shutdown);
+    installing_ = false;
+    awaiting_.clear();
+    if (!failed->empty()) log_error(stats_.name, "installing epoch " + std::to_string(epoch_) + ": " + *failed);
+    log_info(stats_.name, "epoch " + std::to_string(epoch_) + " installed: " + r.reason);
+    if (scaler_) send(scaler_, Reconfigured{epoch_, now_seconds(), r.reason});
+    maybe_start_step();
+  };
+  for (const caf::actor& a : members) {
+    request(a, std::chrono::seconds(60), r.next)
+        .then([=]() mutable {
+                if (--*left == 0) done();
+              },
+              [=](caf::error& e) mutable {
+                *failed = "a member did not acknowledge: " + to_string(e);
+                if (--*left == 0) done();
+              });
+  }
+  if (members.empty()) done();
 }
 
 }  // namespace janus::actors

@@ -60,6 +60,7 @@ struct SubmitRequest {
 struct AdmittedRequest {
   uint64_t id = 0;
   GenerateRequest request;
+  std::vector<int32_t> resume_tokens;  // made on another shard before it moved here
 };
 
 // -- the step protocol ------------------------------------------------------------------
@@ -88,6 +89,7 @@ struct RequestFailure {
 /// Shard -> Frontend: step `step` is done here.
 struct StepDone {
   step_t step = 0;
+  uint32_t epoch = 0;
   int32_t shard = 0;
   std::vector<TokenOut> tokens;
   std::vector<RequestFailure> failures;

@@ -1,33 +1,263 @@
 #include "actors/scaler.h"
 
+#include <algorithm>
+
+#include "actors/attention_shard.h"
+#include "actors/expert_instance.h"
+#include "actors/router.h"
+#include "runtime/expert_placement.h"
+
 namespace janus::actors {
 
-Scaler::Scaler(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx)
-    : JanusActor(cfg, std::move(ctx), "scaler", "Scaler", "cpu") {}
+Scaler::Scaler(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, SpawnKit kit)
+    : JanusActor(cfg, std::move(ctx), "scaler", "Scaler", "cpu"), kit_(std::move(kit)) {}
+
+RosterEntry* Scaler::entry(const caf::actor_addr& a) {
+  for (RosterEntry& e : roster_)
+    if (e.actor.address() == a) return &e;
+  return nullptr;
+}
+
+Result<caf::actor> Scaler::spawn_shard(int* id) {
+  *id = kit_.next_shard_id++;
+  const std::string& dev_name = kit_.shard_devices[static_cast<size_t>(*id) % kit_.shard_devices.size()];
+  JANUS_ASSIGN_OR_RETURN(Device dev, Device::parse(dev_name));
+  JANUS_ASSIGN_OR_RETURN(auto backend, make_attention_backend(ctx_->model, dev, kit_.backend, ctx_->null_backend));
+  std::shared_ptr<AttentionBackend> b(std::move(backend));
+  caf::actor a = spawn<AttentionShard>(ctx_, *id, b);
+  roster_.push_back({"attention-" + std::to_string(*id), "AttentionShard", b->device().name(), a, true});
+  monitor(a);
+  return a;
+}
+
+Result<caf::actor> Scaler::spawn_router(int shard_id) {
+  const std::string& dev_name = kit_.shard_devices[static_cast<size_t>(shard_id) % kit_.shard_devices.size()];
+  JANUS_ASSIGN_OR_RETURN(Device dev, Device::parse(dev_name));
+  JANUS_ASSIGN_OR_RETURN(auto backend, make_router_backend(ctx_->model, dev, ctx_->null_backend));
+  std::shared_ptr<RouterBackend> b(std::move(backend));
+  caf::actor a = spawn<Router>(ctx_, shard_id, b);
+  roster_.push_back({"router-" + std::to_string(shard_id), "Router", b->device().name(), a, true});
+  monitor(a);
+  return a;
+}
+
+Result<caf::actor> Scaler::spawn_instance(const std::vector<int32_t>& experts, int* id) {
+  *id = kit_.next_instance_id++;
+  const std::string& dev_name = kit_.instance_devices[static_cast<size_t>(*id) % kit_.instance_devices.size()];
+  JANUS_ASSIGN_OR_RETURN(Device dev, Device::parse(dev_name));
+  JANUS_ASSIGN_OR_RETURN(auto backend, make_expert_backend(ctx_->model, dev, experts, ctx_->null_backend));
+  std::shared_ptr<ExpertBackend> b(std::move(backend));
+  caf::actor a = spawn<ExpertInstance>(ctx_, *id, b);
+  roster_.push_back({"expert-" + std::to_string(*id), "ExpertInstance", b->device().name(), a, true});
+  monitor(a);
+  return a;
+}
+
+void Scaler::propose(Membership next, bool abort, std::vector<caf::actor> retire, const std::string& reason, double detected_s) {
+  next.epoch = planned_.epoch + 1;
+  planned_ = next;
+  send(planned_.frontend, Reconfigure{std::move(next), abort, std::move(retire), reason, detected_s});
+}
+
+void Scaler::on_down(caf::down_msg& dm) {
+  RosterEntry* e = entry(dm.source);
+  if (e == nullptr || !e->alive) return;
+  e->alive = false;
+  const double detected = now_seconds();
+  const std::string name = e->name, kind = e->kind;
+  const std::string why = name + " died (" + to_string(dm.reason) + ")";
+  auto position = [&](const std::vector<caf::actor>& v) {
+    for (size_t i = 0; i < v.size(); ++i)
+      if (v[i].address() == dm.source) return static_cast<int>(i);
+    return -1;
+  };
+  const int inst = position(planned_.instances), shard = position(planned_.shards), router = position(planned_.routers);
+  if (inst < 0 && shard < 0 && router < 0 && planned_.scheduler.address() != dm.source &&
+      planned_.frontend.address() != dm.source)
+    return;  // a retired actor going away, as asked
+  log_warn(stats_.name, why);
+  if (!ctx_->spec.scaler.recover) {
+    send(planned_.frontend, Unrecoverable{std::string(kind == "ExpertInstance" ? "expert instance " : "") + why +
+                                          " (recovery is off: scaler{recover=false})"});
+    return;
+  }
+  RecoveryRecord rec;
+  rec.detected_s = detected;
+  Membership next = planned_;
+  std::vector<caf::actor> retire;
+  if (inst >= 0) {
+    int id = 0;
+    auto a = spawn_instance(planned_.layout->experts_on(inst), &id);
+    if (!a.ok()) {
+      send(planned_.frontend, Unrecoverable{why + "; no replacement: " + a.status().message()});
+      return;
+    }
+    next.instances[static_cast<size_t>(inst)] = *a;
+    rec.what = why + ": its experts move to expert-" + std::to_string(id);
+  } else if (shard >= 0) {
+    next.shards.erase(next.shards.begin() + shard);
+    if (!ctx_->spec.egate()) {
+      retire.push_back(next.routers[static_cast<size_t>(shard)]);
+      next.routers.erase(next.routers.begin() + shard);
+    }
+    rec.what = why + ": its requests resume on the other shards";
+    if (next.shards.empty()) {
+      int id = 0;
+      auto a = spawn_shard(&id);
+      auto r = a.ok() && !ctx_->spec.egate() ? spawn_router(id) : Result<caf::actor>(caf::actor{});
+      if (!a.ok() || !r.ok()) {
+        send(planned_.frontend, Unrecoverable{why + "; no replacement shard: " + (a.ok() ? r.status() : a.status()).message()});
+        return;
+      }
+      next.shards.push_back(*a);
+      if (!ctx_->spec.egate()) next.routers.push_back(*r);
+      rec.what = why + ": its requests resume on attention-" + std::to_string(id);
+    }
+  } else if (router >= 0 && !ctx_->spec.egate()) {
+    // A shard's own gate (AGate): give the shard a new one.
+    const std::string& shard_name = roster_.empty() ? "" : name;
+    int shard_id = std::stoi(shard_name.substr(shard_name.find('-') + 1));
+    auto r = spawn_router(shard_id);
+    if (!r.ok()) {
+      send(planned_.frontend, Unrecoverable{why + "; no replacement: " + r.status().message()});
+      return;
+    }
+    next.routers[static_cast<size_t>(router)] = *r;
+    rec.what = why + ": replaced";
+  } else {
+    // The frontend, the scheduler or the EGate router: no redundancy to fall back on.
+    send(planned_.frontend, Unrecoverable{why + " (no recovery for a " + kind + ")"});
+    return;
+  }
+  recoveries_.push_back(rec);
+  propose(std::move(next), /*abort=*/true, std::move(retire), rec.what, detected);
+  recovery_of_epoch_[planned_.epoch] = recoveries_.size() - 1;
+}
+
+void Scaler::scale(const ScaleTo& s, caf::response_promise rp) {
+  const ModelConfig& c = ctx_->model->config();
+  const int slots = ctx_->spec.experts.slots;
+  if (s.attention < 1 || s.moe < 1) {
+    rp.deliver(caf::make_error(caf::sec::invalid_argument, "scale: attention and moe must be at least 1"));
+    return;
+  }
+  if (static_cast<int64_t>(s.moe) * slots < c.num_experts) {
+    rp.deliver(caf::make_error(caf::sec::invalid_argument, "scale: " + std::to_string(s.moe) + " instances x " + std::to_string(slots) +
+                                                               " slots cannot hold " + std::to_string(c.num_experts) + " experts"));
+    return;
+  }
+  if (s.attention == static_cast<int>(planned_.shards.size()) && s.moe == static_cast<int>(planned_.instances.size())) {
+    rp.deliver(planned_.epoch);
+    return;
+  }
+  // The placement for the new instance count follows the experts' recent activations.
+  request(planned_.scheduler, std::chrono::seconds(10), SchedulerStats{})
+      .then(
+          [=, this](SchedulerStats& st) mutable {
+            std::vector<double> load(static_cast<size_t>(c.num_experts), 0.0);
+            for (const auto& layer : st.expert_counts)
+              for (size_t e = 0; e < layer.size() && e < load.size(); ++e) load[e] += static_cast<double>(layer[e]);
+            auto layout = auto_placement(c.num_experts, s.moe, slots, load);
+            if (!layout.ok()) return rp.deliver(caf::make_error(caf::sec::runtime_error, layout.status().message()));
+            Membership next = planned_;
+            std::vector<caf::actor> retire;
+            // Shards: keep the first ones, add or retire at the end.
+            while (static_cast<int>(next.shards.size()) > s.attention) {
+              retire.push_back(next.shards.back());
+              next.shards.pop_back();
+              if (!ctx_->spec.egate()) {
+                retire.push_back(next.routers.back());
+                next.routers.pop_back();
+              }
+            }
+            while (static_cast<int>(next.shards.size()) < s.attention) {
+              int id = 0;
+              auto a = spawn_shard(&id);
+              if (!a.ok()) return rp.deliver(caf::make_error(caf::sec::runtime_error, a.status().message()));
+              next.shards.push_back(*a);
+              if (!ctx_->spec.egate()) {
+                auto r = spawn_router(id);
+                if (!r.ok()) return rp.deliver(caf::make_error(caf::sec::runtime_error, r.status().message()));
+                next.routers.push_back(*r);
+              }
+            }
+            // Instances: kept ones first load the experts they gain (still serving the
+            // old ones), new ones start with theirs; extra ones retire.
+            while (static_cast<int>(next.instances.size()) > s.moe) {
+              retire.push_back(next.instances.back());
+              next.instances.pop_back();
+            }
+            std::vector<std::pair<caf::actor, std::vector<int32_t>>> preload;
+            for (int i = 0; i < s.moe; ++i) {
+              const auto& want = layout->experts_on(i);
+              if (i < static_cast<int>(next.instances.size())) {
+                std::vector<int32_t> both = planned_.layout->experts_on(i);
+                for (int32_t e : want)
+                  if (std::find(both.begin(), both.end(), e) == both.end()) both.push_back(e);
+                preload.emplace_back(next.instances[static_cast<size_t>(i)], both);
+              } else {
+                int id = 0;
+                auto a = spawn_instance(want, &id);
+                if (!a.ok()) return rp.deliver(caf::make_error(caf::sec::runtime_error, a.status().message()));
+                next.instances.push_back(*a);
+              }
+            }
+            next.layout = std::make_shared<ExpertLayout>(std::move(*layout));
+            const std::string reason = "scale to " + std::to_string(s.attention) + " attention shards and " +
+                                       std::to_string(s.moe) + " expert instances";
+            auto left = std::make_shared<size_t>(preload.size());
+            auto go = [=, this]() mutable {
+              propose(next, /*abort=*/false, retire, reason, now_seconds());
+              waiting_.emplace(planned_.epoch, rp);
+            };
+            if (preload.empty()) return go();
+            for (auto& [a, experts] : preload)
+              request(a, std::chrono::seconds(300), LoadExperts{experts})
+                  .then([=]() mutable {
+                          if (--*left == 0) go();
+                        },
+                        [=](caf::error& e) mutable { rp.deliver(e); });
+          },
+          [=](caf::error& e) mutable { rp.deliver(e); });
+}
 
 caf::behavior Scaler::make_behavior() {
-  set_down_handler([=, this](caf::down_msg& dm) { log_warn(stats_.name, "a member died: " + to_string(dm.reason)); });
+  set_down_handler([=, this](caf::down_msg& dm) { on_down(dm); });
   return with_stats({
       [=, this](InstallMembership& in) -> caf::result<uint32_t> {
         count();
-        m_ = in.membership;
-        epoch_ = m_.epoch;
-        std::vector<caf::actor> members = {m_.frontend, m_.scheduler};
-        members.insert(members.end(), m_.shards.begin(), m_.shards.end());
-        members.insert(members.end(), m_.routers.begin(), m_.routers.end());
-        members.insert(members.end(), m_.instances.begin(), m_.instances.end());
+        roster_ = in.roster;
+        for (const RosterEntry& e : roster_)
+          if (e.actor != caf::actor_cast<caf::actor>(this)) monitor(e.actor);
+        in.membership.epoch = 0;
+        planned_ = in.membership;
         auto rp = make_response_promise<uint32_t>();
-        auto left = std::make_shared<size_t>(members.size());
-        for (const caf::actor& a : members) {
-          monitor(a);
-          request(a, std::chrono::seconds(30), m_).then(
-              [=, this]() mutable {
-                if (--*left == 0) rp.deliver(m_.epoch);
-              },
-              [=, this](caf::error& e) mutable { rp.deliver(e); });
-        }
+        propose(in.membership, false, {}, "the first membership", now_seconds());
+        waiting_.emplace(planned_.epoch, rp);
         return rp;
       },
+      [=, this](Reconfigured& r) {
+        count();
+        auto w = waiting_.find(r.epoch);
+        if (w != waiting_.end()) {
+          w->second.deliver(r.epoch);
+          waiting_.erase(w);
+        }
+        auto rec = recovery_of_epoch_.find(r.epoch);
+        if (rec != recovery_of_epoch_.end()) {
+          RecoveryRecord& x = recoveries_[rec->second];
+          x.installed_s = r.applied_s;
+          log_warn(stats_.name, "recovered in " + std::to_string((x.installed_s - x.detected_s) * 1e3) + " ms: " + x.what);
+        }
+      },
+      [=, this](const ScaleTo& s) -> caf::result<uint32_t> {
+        count();
+        auto rp = make_response_promise<uint32_t>();
+        scale(s, rp);
+        return rp;
+      },
+      [=, this](RosterQuery) { return roster_; },
+      [=, this](RecoveryQuery) { return recoveries_; },
   });
 }
 

@@ -1,28 +1,55 @@
-// Scaler: owns the deployment's membership — which shards, routers, scheduler and expert
-// instances take part, and where the replicas are — under an epoch number. It hands the
-// membership to every actor and answers once all have it, so no step starts before the
-// graph is wired. (SLO-aware scaling, elasticity and recovery build on this later.)
+// Scaler: owns who takes part in the deployment — the roster of actors, the membership
+// (shards, routers, scheduler, expert instances, replica layout) and its epoch — and
+// changes it:
+//
+//  * on request (ScaleTo, the console's scale{}, the autoscaler): spawns new shards and
+//    expert instances (their backends and weights ready before anything switches),
+//    recomputes the replica placement from the Scheduler's activation statistics, and
+//    hands the Frontend the new membership to install at the next step boundary;
+//    retiring shards' requests resume elsewhere, retiring actors exit afterwards;
+//  * on a failure (it monitors every member): a dead expert instance is replaced by a new
+//    one holding the same experts, and replicas elsewhere keep serving meanwhile; a dead
+//    shard's requests resume on the others. The step in flight is aborted and re-run
+//    under the new epoch, so every admitted request still produces exactly its tokens.
+//
+// It keeps a record of every recovery (detection and installation times).
 #pragma once
 
+#include <map>
+
 #include "actors/actor_common.h"
+#include "actors/scaler_messages.h"
 
 namespace janus::actors {
 
-/// Sent to the Scaler to install a membership; answered with the epoch once every member
-/// has acknowledged it.
-struct InstallMembership {
-  Membership membership;
+/// What the Scaler needs to make new actors like the first ones.
+struct SpawnKit {
+  BackendOptions backend;
+  std::vector<std::string> shard_devices, instance_devices;  // cycled through
+  int next_shard_id = 0, next_instance_id = 0, next_router_id = 0;
 };
 
 class Scaler : public JanusActor {
  public:
-  Scaler(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx);
+  Scaler(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, SpawnKit kit);
   caf::behavior make_behavior() override;
 
  private:
-  Membership m_;
+  void on_down(caf::down_msg& dm);
+  /// Hands the Frontend a change from `planned_` to `next`.
+  void propose(Membership next, bool abort, std::vector<caf::actor> retire, const std::string& reason, double detected_s);
+  Result<caf::actor> spawn_shard(int* id);
+  Result<caf::actor> spawn_router(int shard_id);
+  Result<caf::actor> spawn_instance(const std::vector<int32_t>& experts, int* id);
+  RosterEntry* entry(const caf::actor_addr& a);
+  void scale(const ScaleTo& s, caf::response_promise rp);
+
+  SpawnKit kit_;
+  std::vector<RosterEntry> roster_;
+  Membership planned_;  // the newest membership handed to the Frontend (installed or not)
+  std::vector<RecoveryRecord> recoveries_;
+  std::map<uint32_t, caf::response_promise> waiting_;  // answered when that epoch is installed
+  std::map<uint32_t, size_t> recovery_of_epoch_;       // which record an epoch completes
 };
 
 }  // namespace janus::actors
-
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::InstallMembership)

@@ -34,8 +34,10 @@ void Scheduler::record(const RoutedBatch& b, const std::vector<int32_t>& replica
   const size_t l = static_cast<size_t>(b.key.layer);
   const size_t E = static_cast<size_t>(layout.num_experts());
   add_amax(sstats_.layers[l], max_activated_experts(layout, replica.data(), static_cast<int64_t>(replica.size())));
-  if (sstats_.replica_counts.empty())
-    sstats_.replica_counts.assign(sstats_.layers.size(), std::vector<uint64_t>(static_cast<size_t>(layout.num_instances()) * E, 0));
+  // Per-replica counts describe the current placement: start over when it changes size.
+  const size_t cells = static_cast<size_t>(layout.num_instances()) * E;
+  if (sstats_.replica_counts.empty() || sstats_.replica_counts[0].size() != cells)
+    sstats_.replica_counts.assign(sstats_.layers.size(), std::vector<uint64_t>(cells, 0));
   for (size_t i = 0; i < replica.size(); ++i) {
     const int32_t e = b.topk_ids[i];
     ++sstats_.expert_counts[l][static_cast<size_t>(e)];
@@ -53,25 +55,22 @@ void Scheduler::record(const RoutedBatch& b, const std::vector<int32_t>& replica
 
 caf::behavior Scheduler::make_behavior() {
   set_down_handler([=, this](caf::down_msg& dm) {
-    for (size_t i = 0; i < m_.instances.size(); ++i) {
-      if (m_.instances[i].address() != dm.source) continue;
-      const int32_t inst = static_cast<int32_t>(i);
-      const std::string why = "expert instance expert-" + std::to_string(i) + " died (" + to_string(dm.reason) + ")";
-      log_error(stats_.name, why);
-      dead_[inst] = why;
-      std::vector<LayerBatchKey> broken;
-      for (auto& [key, p] : pending_)
-        if (p.waiting.count(inst)) broken.push_back(key);
-      for (const LayerBatchKey& key : broken) {
-        auto shard_rows = pending_[key].shard_rows;
-        pending_.erase(key);
-        fail(key, shard_rows, why);
+    // The Scaler replaces a dead instance and the step in flight is re-run under a new
+    // membership; until then, send it nothing more.
+    for (size_t i = 0; i < m_.instances.size(); ++i)
+      if (m_.instances[i].address() == dm.source) {
+        dead_[static_cast<int32_t>(i)] = "expert instance expert at position " + std::to_string(i) + " died (" + to_string(dm.reason) + ")";
+        log_warn(stats_.name, dead_[static_cast<int32_t>(i)]);
       }
-    }
   });
   return with_stats({
       [=, this](Membership& m) {
         count();
+        // Whatever was in flight belongs to the old epoch: the shards re-run that step.
+        pending_.clear();
+        agate_parts_.clear();
+        dead_.clear();
+        for (const auto& i : m_.instances) demonitor(i);
         m_ = m;
         epoch_ = m.epoch;
         for (const auto& i : m_.instances) monitor(i);
@@ -151,12 +150,13 @@ void Scheduler::schedule(RoutedBatch& b) {
   p.rows = rows;
   for (size_t i = 0; i < work.size(); ++i) {
     if (work[i].empty()) continue;
-    auto dead = dead_.find(static_cast<int32_t>(i));
-    if (dead != dead_.end()) return fail(b.key, b.shard_rows, dead->second);
+    // A dead instance's work waits for the membership that replaces it (the step is then
+    // re-run); sending it would be lost anyway.
     p.waiting.insert(static_cast<int32_t>(i));
   }
   const LayerBatchKey key = b.key;
-  for (int32_t i : p.waiting) send(m_.instances[static_cast<size_t>(i)], ExpertTask{key, i, b.h, std::move(work[static_cast<size_t>(i)])});
+  for (int32_t i : p.waiting)
+    if (!dead_.count(i)) send(m_.instances[static_cast<size_t>(i)], ExpertTask{key, i, b.h, std::move(work[static_cast<size_t>(i)])});
   pending_.emplace(key, std::move(p));
 }
 

@@ -108,6 +108,13 @@ struct PolicyAmax {
   std::vector<LayerAmax> layers;
 };
 
+/// A member that died and how long the deployment took to replace it.
+struct RecoveryInfo {
+  std::string what;
+  double detected_s = 0;   // steady-clock seconds when the Scaler saw it go down
+  double installed_s = 0;  // when the replacement membership was in place (0: not yet)
+};
+
 struct StepClock {
   bool paused = false;
   int budget = 0;  // steps still allowed while paused
@@ -180,8 +187,12 @@ class Deployment {
   Status kill(const std::string& actor_name);
   /// Makes an actor wait `ms` before each message it handles (0 undoes it).
   Status slow(const std::string& actor_name, double ms);
-  /// Rescales the deployment to `attention` shards and `moe` expert instances.
+  /// Rescales the deployment to `attention` shards and `moe` expert instances while it
+  /// serves: new actors get their weights first, the switch happens at a step boundary
+  /// under a new epoch, retiring shards' requests resume elsewhere. Returns once in place.
   Status scale(int attention, int moe);
+  /// Failures the deployment recovered from (detection and recovery times).
+  std::vector<RecoveryInfo> recoveries();
   /// Actor names, for completion.
   std::vector<std::string> actor_names() const;
 

@@ -54,6 +54,11 @@ struct SchedulerSpec {
   std::string where;
 };
 
+struct ScalerSpec {
+  bool recover = true;  // replace dead members and re-run the interrupted step
+  std::string where;
+};
+
 struct WorkloadSpec {
   std::vector<std::vector<int32_t>> prompts;
   int max_new_tokens = 16;
@@ -85,6 +90,7 @@ struct GraphSpec {
   ExpertsSpec experts;
   RouterSpec router;
   SchedulerSpec scheduler;
+  ScalerSpec scaler;
   WorkloadSpec workload;
   std::vector<ScenarioEvent> scenario;
 

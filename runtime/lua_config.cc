@@ -271,6 +271,14 @@ int l_scheduler(lua_State* L) {
   return 0;
 }
 
+int l_scaler(lua_State* L) {
+  Section s(L, "scaler", {"recover"});
+  ScalerSpec& sc = state_of(L)->spec.scaler;
+  sc.where = s.where();
+  s.boolean("recover", &sc.recover);
+  return 0;
+}
+
 // A length distribution: a number (fixed) or {dist=..., mean=, sigma=, min=, max=}.
 void length_dist(const Section& s, lua_State* L, const char* key, LengthDist* d) {
   if (!s.get(key)) return;
@@ -447,6 +455,7 @@ Result<GraphSpec> run_config(const std::function<int(lua_State*)>& load, const s
   const std::pair<const char*, lua_CFunction> api[] = {{"model", l_model},         {"attention", l_attention},
                                                        {"experts", l_experts},     {"router", l_router},
                                                        {"scheduler", l_scheduler}, {"workload", l_workload},
+                                                       {"scaler", l_scaler},
                                                        {"at", l_at},               {"kill", l_kill_action},
                                                        {"slow", l_slow_action},    {"scale", l_scale_action}};
   for (const auto& [name, fn] : api) {
@@ -463,7 +472,8 @@ Result<GraphSpec> run_config(const std::function<int(lua_State*)>& load, const s
   }
   // Sections never called keep their defaults; name the file for their error messages.
   GraphSpec& g = st.spec;
-  for (std::string* w : {&g.model.where, &g.attention.where, &g.experts.where, &g.router.where, &g.scheduler.where, &g.workload.where})
+  for (std::string* w : {&g.model.where, &g.attention.where, &g.experts.where, &g.router.where, &g.scheduler.where,
+                         &g.scaler.where, &g.workload.where})
     if (w->empty()) *w = source;
   if (g.model.path.empty() && g.model.preset.empty()) g.model.preset = "tiny-qwen3-moe";
   // A relative model path is relative to the config file.

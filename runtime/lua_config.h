@@ -6,6 +6,7 @@
 //   experts{instances=N, slots=C, devices=..., placement="auto" or {{0,1,2},{3,4,5},...}}
 //   router{side="moe" | "attention"}
 //   scheduler{policy="aebs" | "random_replica" | "primary" | "token_balanced", seed=S}
+//   scaler{recover=true}   -- replace dead members (else requests fail with the error)
 //   workload{prompts={{5,17,99},...}, max_new_tokens=N, temperature=T, top_p=P, top_k=K,
 //            seed=S, ignore_eos=false,
 //            -- generated load for `janus bench-serve`:

@@ -319,7 +319,13 @@ struct ConsoleBindings {
   static int l_scale(lua_State* L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     ConsoleEngine& e = engine(L);
-    int a = e.d_.spec().attention.shards, m = e.d_.spec().experts.instances;
+    // An omitted count keeps the current one.
+    int a = 0, m = 0;
+    for (const ActorSnapshot& x : e.d_.actors()) {
+      if (!x.alive) continue;
+      a += x.kind == "AttentionShard";
+      m += x.kind == "ExpertInstance";
+    }
     lua_getfield(L, 1, "attention");
     if (!lua_isnil(L, -1)) a = static_cast<int>(luaL_checkinteger(L, -1));
     lua_getfield(L, 1, "moe");

@@ -36,6 +36,7 @@ TEST_CASE("an expert instance drops another epoch's work, refuses experts it doe
   Membership m;
   m.epoch = 2;
   m.scheduler = caf::actor_cast<caf::actor>(self);
+  m.instances = {inst, caf::actor_cast<caf::actor>(self)};  // it is instance 0 of two
   auto layout = ExpertLayout::create(8, 4, {{0, 1, 2, 3}, {4, 5, 6, 7}});
   REQUIRE(layout.ok());
   m.layout = std::make_shared<ExpertLayout>(*layout);

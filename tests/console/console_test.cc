@@ -120,7 +120,7 @@ class Server {
 
 }  // namespace
 
-TEST_CASE("interactive console in a terminal: inspect, pause, step, resume, complete, errors, watch, kill") {
+TEST_CASE("interactive console in a terminal: inspect, pause, step, resume, complete, errors, watch, kill, rescale") {
   if (!have_tmux()) {
     std::printf("SKIPPED: tmux is not installed\n");
     return;
@@ -182,15 +182,27 @@ TEST_CASE("interactive console in a terminal: inspect, pause, step, resume, comp
   t.keys("q");
   t.wait_for("janus>\\s*$");
 
+  // Kill an instance: the Scaler replaces it and the interrupted step re-runs.
   t.line("kill(\"expert-1\")");
   t.wait_for("killed expert-1");
   t.line("generate({5, 6}, {max_new_tokens = 50})");
-  t.wait_for("error: generate: request failed: expert instance expert-1 died");
-  t.line("print('STILL', #actors())");
+  t.wait_for("request [0-9]+: 50 tokens \\(length\\)");
   t.line("actors()");
-  t.wait_for("expert-1 +ExpertInstance +cpu +local +down");  // the dead one is shown as such
+  t.wait_for("expert-1 +ExpertInstance +cpu +local +down");
+  t.wait_for("expert-3 +ExpertInstance +cpu +local +up");
   t.line("print('STILL', #actors())");
-  t.wait_for("STILL\\s+9");  // the console and the rest of the deployment are still there
+  t.wait_for("STILL\\s+10");  // the dead one, its replacement and everyone else
+
+  // Rescale while it serves.
+  t.line("scale{attention = 3, moe = 4}");
+  t.wait_for("scaled to 3 attention shards, 4 expert instances");
+  t.line("actors()");
+  t.wait_for("attention-2 +AttentionShard +cpu +local +up");
+  t.wait_for("expert-4 +ExpertInstance +cpu +local +up");
+  t.line("scale{attention = 1}");
+  t.wait_for("scaled to 1 attention shards, 4 expert instances");
+  t.line("generate({7, 8, 9}, {max_new_tokens = 5})");
+  t.wait_for("request [0-9]+: 5 tokens \\(length\\)");
   t.keys("C-d");
 }
 
