@@ -15,6 +15,7 @@ int cmd_run(const Argv& args);
 int cmd_graph(const Argv& args);
 int cmd_console(const Argv& args);
 int cmd_bench_serve(const Argv& args);
+int cmd_profile(const Argv& args);
 
 /// Prints "janus <command>: <message>" to stderr and returns `code`.
 int fail(const std::string& command, const std::string& message, int code = 1);

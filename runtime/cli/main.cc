@@ -19,6 +19,7 @@ const Command kCommands[] = {
     {"graph", janus::cli::cmd_graph, "print the actor graph a Lua config resolves to"},
     {"console", janus::cli::cmd_console, "attach the Lua console to a running deployment"},
     {"bench-serve", janus::cli::cmd_bench_serve, "serve a generated workload and report TTFT, TPOT, goodput"},
+    {"profile", janus::cli::cmd_profile, "measure the performance model's coefficients on a config's backends"},
     {"generate", janus::cli::cmd_generate, "generate tokens with the single-process reference engine"},
     {"make-model", janus::cli::cmd_make_model, "write a deterministic random checkpoint of a preset shape"},
 };
