@@ -112,10 +112,14 @@ Result<std::unique_ptr<Deployment>> Deployment::from_config(const std::string& p
   return create(std::move(spec), options);
 }
 
-Result<std::unique_ptr<Deployment>> Deployment::create(GraphSpec spec, const DeploymentOptions& options) {
+void Deployment::register_backends() {
 #ifdef JANUS_HAVE_CUDA
   cuda::register_backends();  // "cuda:N" devices get the CUDA backend (gpu/cuda/backend.h)
 #endif
+}
+
+Result<std::unique_ptr<Deployment>> Deployment::create(GraphSpec spec, const DeploymentOptions& options) {
+  register_backends();
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   JANUS_ASSIGN_OR_RETURN(impl->model, load_model(spec, options.progress));
@@ -200,6 +204,14 @@ Result<std::unique_ptr<Deployment>> Deployment::create(GraphSpec spec, const Dep
   kit.instance_devices = spec.experts.devices;
   kit.next_shard_id = spec.attention.shards;
   kit.next_instance_id = spec.experts.instances;
+  if (spec.scaler.policy == "slo") {
+    auto pm = PerfModel::load(spec.scaler.profile);
+    if (!pm.ok()) return pm.status().with_context(spec.scaler.where + ": scaler{}");
+    if (pm->num_experts != c.num_experts)
+      return invalid_argument(spec.scaler.where + ": scaler{}: the profile " + spec.scaler.profile + " is for " +
+                              std::to_string(pm->num_experts) + " experts, the model has " + std::to_string(c.num_experts));
+    kit.perf = std::make_shared<PerfModel>(std::move(*pm));
+  }
   impl->scaler = sys.spawn<Scaler>(ctx, kit);
   roster.push_back({"scaler", "Scaler", "cpu", impl->scaler, true});
   Status installed = internal_error("membership was not installed");
@@ -483,6 +495,21 @@ std::vector<RecoveryInfo> Deployment::recoveries() {
       .receive(
           [&](std::vector<RecoveryRecord>& v) {
             for (const RecoveryRecord& r : v) out.push_back({r.what, r.detected_s, r.installed_s});
+          },
+          [&](caf::error&) {});
+  return out;
+}
+
+std::vector<ScalingInfo> Deployment::scaling_decisions() {
+  std::vector<ScalingInfo> out;
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  if (impl_->stopped) return out;
+  caf::scoped_actor self{*impl_->sys};
+  self->request(impl_->scaler, std::chrono::seconds(10), ScalingQuery{})
+      .receive(
+          [&](std::vector<ScalingRecord>& v) {
+            for (const ScalingRecord& r : v)
+              out.push_back({r.t_s, r.lambda, r.attention, r.moe, r.batch, r.tpot, r.feasible, r.changed, r.note});
           },
           [&](caf::error&) {});
   return out;

@@ -112,6 +112,7 @@ void Frontend::submit(SubmitRequest& s) {
     return;
   }
   r.blocks = blocks_needed(r.req);
+  fstats_.requested_tokens += r.req.max_new_tokens;
   queue_.push_back(r.id);
   live_.emplace(r.id, std::move(r));
   maybe_start_step();

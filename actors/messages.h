@@ -185,6 +185,7 @@ struct RequestTiming {
 struct FrontendStats {
   uint64_t completed = 0, failed = 0, queued = 0, running = 0;
   int64_t tokens = 0;
+  int64_t requested_tokens = 0;  // max_new_tokens of every admitted submission: the demand
   double first_submit_s = 0, last_token_s = 0;
   std::vector<RequestTiming> finished;
 };

@@ -5,6 +5,7 @@
 #include "actors/attention_shard.h"
 #include "actors/expert_instance.h"
 #include "actors/router.h"
+#include "runtime/amax_estimator.h"
 #include "runtime/expert_placement.h"
 
 namespace janus::actors {
@@ -221,6 +222,84 @@ void Scaler::scale(const ScaleTo& s, caf::response_promise rp) {
           [=](caf::error& e) mutable { rp.deliver(e); });
 }
 
+void Scaler::autoscale() {
+  request(planned_.frontend, std::chrono::seconds(10), FrontendStats{})
+      .then(
+          [=, this](FrontendStats& f) {
+            const double now = now_seconds();
+            const bool first = last_requested_ < 0;
+            const double lambda = first ? 0 : static_cast<double>(f.requested_tokens - last_requested_) / (now - last_tick_s_);
+            last_requested_ = f.requested_tokens;
+            last_tick_s_ = now;
+            if (first) return;
+            request(planned_.scheduler, std::chrono::seconds(10), SchedulerStats{})
+                .then([=, this](SchedulerStats& st) { decide(lambda, st); }, [](caf::error&) {});
+          },
+          [](caf::error&) {});
+  delayed_send(caf::actor_cast<caf::actor>(this),
+               std::chrono::milliseconds(static_cast<int64_t>(ctx_->spec.scaler.interval_s * 1e3)), ScaleTick{});
+}
+
+void Scaler::decide(double lambda, const SchedulerStats& st) {
+  const ScalerSpec& sp = ctx_->spec.scaler;
+  const ModelConfig& c = ctx_->model->config();
+  const int slots = ctx_->spec.experts.slots;
+  // a_max bounded per (layer, n_e, B) from the live per-expert activation probabilities,
+  // on the placement the Scaler would use for n_e instances.
+  std::vector<double> load(static_cast<size_t>(c.num_experts), 0.0);
+  std::vector<std::vector<double>> p(static_cast<size_t>(c.num_layers));
+  for (size_t l = 0; l < st.expert_counts.size(); ++l) {
+    double total = 0;
+    for (uint64_t v : st.expert_counts[l]) total += static_cast<double>(v);
+    const double tokens = total / c.top_k;
+    p[l] = tokens > 0 ? std::vector<double>(st.expert_counts[l].begin(), st.expert_counts[l].end())
+                      : uniform_activation(c.num_experts, c.top_k);
+    if (tokens > 0)
+      for (double& x : p[l]) x = std::min(1.0, x / tokens);
+    for (size_t e = 0; e < load.size() && e < st.expert_counts[l].size(); ++e) load[e] += static_cast<double>(st.expert_counts[l][e]);
+  }
+  std::map<int, ExpertLayout> layouts;
+  std::map<std::tuple<int, int, int64_t>, double> memo;
+  PerfModel::AmaxFn amax = [&](int layer, int n_e, double batch) -> double {
+    const int64_t b = static_cast<int64_t>(std::ceil(batch));
+    auto key = std::make_tuple(layer, n_e, b);
+    if (auto it = memo.find(key); it != memo.end()) return it->second;
+    if (!layouts.count(n_e)) {
+      auto l = auto_placement(c.num_experts, n_e, slots, load);
+      if (!l.ok()) return memo[key] = slots;
+      layouts.emplace(n_e, std::move(*l));
+    }
+    const auto& pl = p[static_cast<size_t>(layer)].empty() ? uniform_activation(c.num_experts, c.top_k) : p[static_cast<size_t>(layer)];
+    auto bound = amax_analytic_bound(layouts.at(n_e), pl, b);
+    return memo[key] = bound.ok() ? bound->amax : slots;
+  };
+  ScalingBounds bounds{sp.min_attention, sp.max_attention, sp.min_moe, sp.max_moe, sp.max_attention + sp.max_moe};
+  ScalingDecision d = solve_scaling(*kit_.perf, lambda, sp.tpot_slo_ms / 1e3, sp.context, amax, bounds);
+  ScalingRecord rec;
+  rec.t_s = now_seconds();
+  rec.lambda = lambda;
+  rec.feasible = d.feasible;
+  if (d.feasible) {
+    rec.attention = d.attention;
+    rec.moe = d.moe;
+    rec.batch = d.batch;
+    rec.tpot = d.tpot;
+  } else {
+    // The SLO cannot be met within the bounds: give it everything allowed.
+    rec.attention = sp.max_attention;
+    rec.moe = sp.max_moe;
+    rec.note = d.why;
+  }
+  rec.changed = rec.attention != static_cast<int>(planned_.shards.size()) || rec.moe != static_cast<int>(planned_.instances.size());
+  decisions_.push_back(rec);
+  log_info(stats_.name, "demand " + std::to_string(lambda) + " tokens/s: " + std::to_string(rec.attention) + " shards, " +
+                            std::to_string(rec.moe) + " instances" + (rec.changed ? " (rescaling)" : ""));
+  if (rec.changed) {
+    auto rp = make_response_promise<uint32_t>();  // nobody waits: the answer is dropped
+    scale(ScaleTo{rec.attention, rec.moe}, rp);
+  }
+}
+
 caf::behavior Scaler::make_behavior() {
   set_down_handler([=, this](caf::down_msg& dm) { on_down(dm); });
   return with_stats({
@@ -234,8 +313,14 @@ caf::behavior Scaler::make_behavior() {
         auto rp = make_response_promise<uint32_t>();
         propose(in.membership, false, {}, "the first membership", now_seconds());
         waiting_.emplace(planned_.epoch, rp);
+        if (ctx_->spec.scaler.policy == "slo" && kit_.perf) send(caf::actor_cast<caf::actor>(this), ScaleTick{});
         return rp;
       },
+      [=, this](ScaleTick) {
+        count();
+        autoscale();
+      },
+      [=, this](ScalingQuery) { return decisions_; },
       [=, this](Reconfigured& r) {
         count();
         auto w = waiting_.find(r.epoch);

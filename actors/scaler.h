@@ -12,13 +12,19 @@
 //    shard's requests resume on the others. The step in flight is aborted and re-run
 //    under the new epoch, so every admitted request still produces exactly its tokens.
 //
-// It keeps a record of every recovery (detection and installation times).
+//  * with scaler{policy="slo"}: every interval it measures the demand (output tokens/s
+//    asked for) and runs Janus Algorithm 2 on the profiled performance model, with a_max
+//    bounded from the Scheduler's live activation statistics (Appendix A), and rescales
+//    to the fewest devices that keep TPOT within the SLO.
+//
+// It keeps a record of every recovery (detection and installation times) and decision.
 #pragma once
 
 #include <map>
 
 #include "actors/actor_common.h"
 #include "actors/scaler_messages.h"
+#include "runtime/perf_model.h"
 
 namespace janus::actors {
 
@@ -27,6 +33,7 @@ struct SpawnKit {
   BackendOptions backend;
   std::vector<std::string> shard_devices, instance_devices;  // cycled through
   int next_shard_id = 0, next_instance_id = 0, next_router_id = 0;
+  std::shared_ptr<const PerfModel> perf;  // for scaler{policy="slo"}
 };
 
 class Scaler : public JanusActor {
@@ -43,6 +50,8 @@ class Scaler : public JanusActor {
   Result<caf::actor> spawn_instance(const std::vector<int32_t>& experts, int* id);
   RosterEntry* entry(const caf::actor_addr& a);
   void scale(const ScaleTo& s, caf::response_promise rp);
+  void autoscale();
+  void decide(double lambda, const SchedulerStats& st);
 
   SpawnKit kit_;
   std::vector<RosterEntry> roster_;
@@ -50,6 +59,9 @@ class Scaler : public JanusActor {
   std::vector<RecoveryRecord> recoveries_;
   std::map<uint32_t, caf::response_promise> waiting_;  // answered when that epoch is installed
   std::map<uint32_t, size_t> recovery_of_epoch_;       // which record an epoch completes
+  std::vector<ScalingRecord> decisions_;
+  double last_tick_s_ = 0;
+  int64_t last_requested_ = -1;
 };
 
 }  // namespace janus::actors

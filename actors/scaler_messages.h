@@ -67,6 +67,22 @@ struct Unrecoverable {
   std::string why;
 };
 
+/// The autoscaler's clock tick (Scaler to itself).
+struct ScaleTick {};
+
+/// One decision of the autoscaler.
+struct ScalingRecord {
+  double t_s = 0;          // steady-clock seconds
+  double lambda = 0;       // measured demand, output tokens/s
+  int attention = 0, moe = 0;
+  double batch = 0, tpot = 0;
+  bool feasible = false;
+  bool changed = false;    // it rescaled
+  std::string note;
+};
+
+struct ScalingQuery {};
+
 /// -> ExpertInstance: load these experts' weights now (keep the current ones too), so
 /// a placement can switch at a step boundary without waiting for weights.
 struct LoadExperts {
@@ -85,3 +101,6 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::RecoveryQuery)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<janus::actors::RecoveryRecord>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::Unrecoverable)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::LoadExperts)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::ScaleTick)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::ScalingQuery)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<janus::actors::ScalingRecord>)

@@ -5,7 +5,9 @@
 // An AttentionShard owns one AttentionBackend (its device, its weights' view, its KV
 // cache); each ExpertInstance owns one ExpertBackend; each Router one RouterBackend.
 // Tensors passed in may live on another device: backends copy what they must (the CPU
-// backend only accepts host tensors). No CAF here: plain C++ for every layer.
+// kernels read host tensors; when a CUDA backend is registered, the CPU backends copy
+// device tensors to the host first, so mixed graphs work). No CAF here: plain C++ for
+// every layer.
 #pragma once
 
 #include <memory>
@@ -96,12 +98,20 @@ Result<std::unique_ptr<ExpertBackend>> make_expert_backend(std::shared_ptr<const
 /// One part is shared, not copied.
 Status concat_rows(const std::vector<Tensor>& parts, int64_t cols, Tensor* out);
 
-/// Registers the CUDA backend factories (called once by the CUDA library when linked).
+/// A host tensor with the contents of `in`: `in` itself when it is on the host, else a
+/// copy (needs the CUDA backend registered).
+Status copy_to_host(const Tensor& in, Tensor* out);
+
+/// Registers the CUDA backend factories (janus::cuda::register_backends() in
+/// gpu/cuda/backend.h, called by Deployment::create in CUDA builds).
 struct CudaBackendFactories {
   Result<std::unique_ptr<AttentionBackend>> (*attention)(std::shared_ptr<const Model>, const Device&, const BackendOptions&);
   Result<std::unique_ptr<RouterBackend>> (*router)(std::shared_ptr<const Model>, const Device&);
   Result<std::unique_ptr<ExpertBackend>> (*expert)(std::shared_ptr<const Model>, const Device&, const std::vector<int32_t>&);
   Status (*concat_rows)(const std::vector<Tensor>& parts, int64_t cols, Tensor* out);
+  /// Device tensor -> new host tensor (complete when it returns). With it registered,
+  /// CPU backends made afterwards accept device tensors (copied to the host).
+  Status (*to_host)(const Tensor& in, Tensor* out) = nullptr;
 };
 void register_cuda_backend(const CudaBackendFactories& factories);
 

@@ -115,6 +115,17 @@ struct RecoveryInfo {
   double installed_s = 0;  // when the replacement membership was in place (0: not yet)
 };
 
+/// One decision of the SLO-aware autoscaler (scaler{policy="slo"}).
+struct ScalingInfo {
+  double t_s = 0;       // steady-clock seconds
+  double lambda = 0;    // measured demand, output tokens/s
+  int attention = 0, moe = 0;
+  double batch = 0, tpot_s = 0;  // the model's steady batch and TPOT for that choice
+  bool feasible = false;
+  bool changed = false;  // it rescaled
+  std::string note;
+};
+
 struct StepClock {
   bool paused = false;
   int budget = 0;  // steps still allowed while paused
@@ -143,6 +154,10 @@ class Deployment {
   static Result<std::shared_ptr<Model>> load_model(const GraphSpec& spec, bool progress);
   /// CUDA devices usable by this build (0 without CUDA or without a GPU).
   static int cuda_device_count();
+  /// Makes the backends of every device kind this build has available to
+  /// make_*_backend (gpu/backend.h); create() does it, tools that make backends directly
+  /// call it first.
+  static void register_backends();
 
   ~Deployment();
   Deployment(const Deployment&) = delete;
@@ -193,6 +208,8 @@ class Deployment {
   Status scale(int attention, int moe);
   /// Failures the deployment recovered from (detection and recovery times).
   std::vector<RecoveryInfo> recoveries();
+  /// The autoscaler's decisions so far.
+  std::vector<ScalingInfo> scaling_decisions();
   /// Actor names, for completion.
   std::vector<std::string> actor_names() const;
 

@@ -55,7 +55,14 @@ struct SchedulerSpec {
 };
 
 struct ScalerSpec {
-  bool recover = true;  // replace dead members and re-run the interrupted step
+  bool recover = true;          // replace dead members and re-run the interrupted step
+  std::string policy = "none";  // "slo": Algorithm 2 every interval
+  std::string profile;          // the performance model (janus profile's JSON)
+  double tpot_slo_ms = 100;
+  double interval_s = 5;
+  double context = 512;         // S_ctx: mean context length assumed by the model
+  int min_attention = 1, max_attention = 4;
+  int min_moe = 1, max_moe = 8;
   std::string where;
 };
 

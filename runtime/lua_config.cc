@@ -272,10 +272,30 @@ int l_scheduler(lua_State* L) {
 }
 
 int l_scaler(lua_State* L) {
-  Section s(L, "scaler", {"recover"});
+  Section s(L, "scaler", {"recover", "policy", "profile", "tpot_slo_ms", "interval_s", "context", "min_attention",
+                          "max_attention", "min_moe", "max_moe"});
   ScalerSpec& sc = state_of(L)->spec.scaler;
   sc.where = s.where();
   s.boolean("recover", &sc.recover);
+  s.string("policy", &sc.policy);
+  if (sc.policy != "none" && sc.policy != "slo") s.fail("'policy' must be \"none\" or \"slo\", got \"" + sc.policy + "\"");
+  s.string("profile", &sc.profile);
+  float slo = static_cast<float>(sc.tpot_slo_ms), interval = static_cast<float>(sc.interval_s), ctx = static_cast<float>(sc.context);
+  s.number("tpot_slo_ms", &slo, 1e-3, 1e6);
+  s.number("interval_s", &interval, 1e-3, 1e6);
+  s.number("context", &ctx, 1, 1e7);
+  sc.tpot_slo_ms = slo;
+  sc.interval_s = interval;
+  sc.context = ctx;
+  s.integer("min_attention", &sc.min_attention);
+  s.integer("max_attention", &sc.max_attention);
+  s.integer("min_moe", &sc.min_moe);
+  s.integer("max_moe", &sc.max_moe);
+  if (sc.policy == "slo" && sc.profile.empty()) s.fail("policy \"slo\" needs 'profile' (the JSON that janus profile writes)");
+  // A relative profile path is relative to the config file.
+  const std::string& src = state_of(L)->spec.source;
+  if (!sc.profile.empty() && sc.profile[0] != '/' && src.find('/') != std::string::npos && src[0] != '<')
+    sc.profile = (std::filesystem::path(src).parent_path() / sc.profile).lexically_normal().string();
   return 0;
 }
 

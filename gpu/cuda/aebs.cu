@@ -1,8 +1,12 @@
 // The AEBS kernel: see gpu/cuda/aebs.h for the outline and gpu/cpu/aebs.h for the
-// algorithm it reproduces bit for bit.
+// algorithm it reproduces bit for bit. tests/cuda/aebs_test.cc holds a lane-by-lane CPU
+// emulation of this kernel's decomposition (blocks, warps, strips, ballots, the cluster
+// prefix, the greedy's packed keys, the bit-set repair, the replica scan, the sorted
+// scatter): change both together.
 #include "gpu/cuda/aebs.h"
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "gpu/cuda/device.h"
@@ -13,20 +17,71 @@ namespace {
 
 constexpr int kMaxInstances = 64;
 constexpr int kMaxWarps = 32;
-constexpr int kMinWarps = 4;
+constexpr int kMinWarps = 8;
 constexpr int kMaxExperts = 8192;
 constexpr int kMaxPerInstance = 4095;  // load and pending are packed into 12 and 14 bits
-constexpr int64_t kMaxStagedChoices = 65535;  // staged entries pack a 16-bit rank
+constexpr int kMaxRank = 65535;        // staged entries pack rank << 16 | key
+constexpr int kPrefetch = 4;           // unstaged: strips whose ids are loaded together
+constexpr int kTargetStrips = 4;       // strips per warp the planner aims at
+// The planner's shape rule, from the H100 sweep (bench_aebs --sweep, 2026-11-23): up to
+// 512 choices one block is fastest (a cluster's barrier costs more than it saves); above,
+// about 256 choices per block in a cluster; the shared-memory sort pays from about 512
+// choices per block (at 256 per block the plain scatter was 0.2 us faster).
+constexpr int kSingleBlockChoices = 512;
+constexpr int kTargetPerBlock = 256;
+constexpr int kSortFromPerBlock = 512;
+constexpr int kMaxCluster = 16;
 constexpr unsigned kFull = 0xffffffffu;
 
 struct Params {
-  AebsTableView t;
+  const int32_t* blob;
   const int32_t* ids;
-  int32_t n;        // choices T*k
-  int32_t segment;  // choices per warp, a multiple of 32
-  int32_t staged;   // 1: ids staged in shared memory
   AebsOutputs out;
+  long long* clocks;
+  int32_t E, G, R, M, MC, max_repairs;
+  int32_t n;       // choices T*k
+  int32_t P;       // blocks (the cluster size when > 1)
+  int32_t seg;     // choices per warp, a multiple of 32
+  int32_t strips;  // seg / 32
+  int32_t nbits;   // bits of a key in [0, E] (E: an invalid id)
+  int32_t staged;  // 1: the block's ids staged in shared memory (then rank << 16 | key)
+  int32_t sorted;  // 1: items through the shared-memory sort (needs staged)
+  uint32_t off[14];  // the shared-memory carving (Carve, bytes), computed by the launcher
 };
+
+// Shared memory carving (bytes), shared by the kernel and the planner.
+struct Carve {
+  size_t blob, cnt, bcnt, total, base, inst, rep, lbase, rtok, ract, vinst, act, ids, sbuf, end;
+};
+__host__ __device__ inline size_t align16(size_t x) { return (x + 15) & ~size_t{15}; }
+// staged_ids: the block's choices when staged (else 0); sorted_items: the same when sorted.
+__host__ __device__ inline Carve carve(int E, int G, int R, int M, int warps, int64_t staged_ids, int64_t sorted_items) {
+  const AebsBlobLayout b = aebs_blob_layout(E, G, R, M);
+  const size_t I = sizeof(int32_t), E1 = static_cast<size_t>(E) + 1;
+  Carve c{};
+  size_t o = 0;
+  auto take = [&o](size_t bytes) {
+    const size_t at = o;
+    o = align16(o + bytes);
+    return at;
+  };
+  c.blob = take(I * static_cast<size_t>(b.words));
+  c.cnt = take(I * static_cast<size_t>(warps) * E1);
+  c.bcnt = take(I * E1);
+  c.total = take(I * E1);
+  c.base = take(I * static_cast<size_t>(E));
+  c.inst = take(I * static_cast<size_t>(E));
+  c.rep = take(I * static_cast<size_t>(E));
+  c.lbase = take(sorted_items > 0 ? I * static_cast<size_t>(E) : 0);
+  c.rtok = take(I * (static_cast<size_t>(R) + 1));
+  c.ract = take(I * (static_cast<size_t>(R) + 1));
+  c.vinst = take(I * static_cast<size_t>(M));
+  c.act = take(I * static_cast<size_t>((M + 31) / 32));
+  c.ids = take(I * static_cast<size_t>(staged_ids));
+  c.sbuf = take(sizeof(int2) * static_cast<size_t>(sorted_items));
+  c.end = o;
+  return c;
+}
 
 __device__ __forceinline__ unsigned lanemask_lt() {
   unsigned m;
@@ -48,394 +103,611 @@ __device__ __forceinline__ uint64_t ballot64(bool lo, bool hi) {
   return static_cast<uint64_t>(__ballot_sync(kFull, lo)) | static_cast<uint64_t>(__ballot_sync(kFull, hi)) << 32;
 }
 
-__device__ __forceinline__ int32_t valid_key(int32_t id, int32_t E) { return (id >= 0 && id < E) ? id : -1; }
-
-// Shared memory carving, shared by the kernel and the host-side size computation.
-struct Carve {
-  size_t mask, cnt, total, inst, rep, base, vis, rexp, ioff, staged, end;
-};
-__host__ __device__ inline size_t align16(size_t x) { return (x + 15) & ~size_t{15}; }
-__host__ __device__ inline Carve carve(int E, int R, int G, int multi, int warps, int64_t staged_choices) {
-  Carve c{};
-  size_t o = 0;
-  c.mask = o;
-  o = align16(o + sizeof(uint64_t) * static_cast<size_t>(E));
-  c.cnt = o;
-  o = align16(o + sizeof(int32_t) * static_cast<size_t>(warps) * static_cast<size_t>(E));
-  c.total = o;
-  o = align16(o + sizeof(int32_t) * static_cast<size_t>(E));
-  c.inst = o;
-  o = align16(o + sizeof(int32_t) * static_cast<size_t>(E));
-  c.rep = o;
-  o = align16(o + sizeof(int32_t) * static_cast<size_t>(E));
-  c.base = o;
-  o = align16(o + sizeof(int32_t) * static_cast<size_t>(E));
-  c.vis = o;
-  o = align16(o + sizeof(int32_t) * static_cast<size_t>(multi));
-  c.rexp = o;
-  o = align16(o + sizeof(int32_t) * static_cast<size_t>(R));
-  c.ioff = o;
-  o = align16(o + sizeof(int32_t) * static_cast<size_t>(G + 1));
-  c.staged = o;
-  o = align16(o + sizeof(int32_t) * static_cast<size_t>(staged_choices));
-  c.end = o;
-  return c;
+// The lanes holding the same key as this one, among the present lanes: one ballot per
+// key bit (__match_any_sync is a slow multi-pass instruction; keys have <= 14 bits, and
+// tables with E < 256 take the fully unrolled 8-bit form: present keys are < 2^nbits, so
+// the extra high bits are zero on every present lane and change nothing).
+template <int kBits>
+__device__ __forceinline__ unsigned peers_fixed(int key, unsigned peers) {
+  // Per bit: the test (LOP3 to a predicate), the ballot, and two predicated ANDs.
+#pragma unroll
+  for (int b = 0; b < kBits; ++b)
+    asm volatile(
+        "{\n\t.reg .pred p;\n\t.reg .b32 t, bb, nb;\n\t"
+        "and.b32 t, %1, %2;\n\t"
+        "setp.ne.b32 p, t, 0;\n\t"
+        "vote.sync.ballot.b32 bb, p, 0xffffffff;\n\t"
+        "not.b32 nb, bb;\n\t"
+        "@p and.b32 %0, %0, bb;\n\t"
+        "@!p and.b32 %0, %0, nb;\n\t}"
+        : "+r"(peers)
+        : "r"(key), "r"(1u << b));
+  return peers;
+}
+__device__ __forceinline__ unsigned peers_of(int key, bool present, int nbits) {
+  unsigned peers = __ballot_sync(kFull, present);
+  if (nbits <= 8) return peers_fixed<8>(key, peers);
+#pragma unroll 2
+  for (int b = 0; b < nbits; ++b) {
+    const bool bit = (key >> b) & 1;
+    const unsigned bb = __ballot_sync(kFull, bit);
+    peers &= bit ? bb : ~bb;
+  }
+  return peers;
 }
 
-__global__ void __launch_bounds__(1024, 1) aebs_kernel(const Params p) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ int32_t load_s[kMaxInstances], tok_s[kMaxInstances], pend_s[kMaxInstances];
-  __shared__ int32_t tokoff_s[kMaxInstances + 1], actoff_s[kMaxInstances + 1];
-  __shared__ int32_t invalid_s;
-  __shared__ unsigned long long radj_s[kMaxInstances];  // repair: bit g of radj_s[h]: an expert on g can move to h
+__device__ __forceinline__ int key_of(int32_t id, int E) { return (id >= 0 && id < E) ? id : E; }
 
-  const AebsTableView& t = p.t;
-  const int E = t.num_experts, G = t.num_instances, R = t.num_replicas, M = t.num_multi;
-  const int tid = static_cast<int>(threadIdx.x), nthreads = static_cast<int>(blockDim.x);
-  const int lane = tid & 31, warp = tid >> 5, W = nthreads >> 5;
-  const int N = p.n;
-  const Carve c = carve(E, R, G, M, W, p.staged ? N : 0);
-  uint64_t* mask_s = reinterpret_cast<uint64_t*>(smem + c.mask);
-  int32_t* cnt_s = reinterpret_cast<int32_t*>(smem + c.cnt);      // [W][E]: per-warp counts, then bases
-  int32_t* total_s = reinterpret_cast<int32_t*>(smem + c.total);  // choices per expert
-  int32_t* inst_s = reinterpret_cast<int32_t*>(smem + c.inst);    // chosen instance, -1 if not activated
-  int32_t* rep_s = reinterpret_cast<int32_t*>(smem + c.rep);      // chosen replica
-  int32_t* base_s = reinterpret_cast<int32_t*>(smem + c.base);    // first item of the expert's list
-  int32_t* vis_s = reinterpret_cast<int32_t*>(smem + c.vis);      // visit order
-  int32_t* rexp_s = reinterpret_cast<int32_t*>(smem + c.rexp);    // expert of each replica
-  int32_t* ioff_s = reinterpret_cast<int32_t*>(smem + c.ioff);    // first replica of each instance
-  int32_t* pk_s = reinterpret_cast<int32_t*>(smem + c.staged);    // staged: key, then rank << 16 | key
+__device__ __forceinline__ void cp_async16(void* smem_dst, const void* gsrc) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(gsrc) : "memory");
+}
+__device__ __forceinline__ void cp_async4(void* smem_dst, const void* gsrc) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(d), "l"(gsrc) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 
-  // 0. stage the table and the ids; zero the counters.
-  for (int i = tid; i < W * E; i += nthreads) cnt_s[i] = 0;
-  for (int e = tid; e < E; e += nthreads) mask_s[e] = t.instance_mask[e];
-  for (int i = tid; i < M; i += nthreads) vis_s[i] = t.visit_order[i];
-  for (int r = tid; r < R; r += nthreads) rexp_s[r] = t.replica_expert[r];
-  for (int g = tid; g <= G; g += nthreads) ioff_s[g] = t.instance_offsets[g];
-  if (tid < kMaxInstances) {
-    load_s[tid] = 0;
-    tok_s[tid] = 0;
-    pend_s[tid] = 0;
+// Distributed shared memory (sm_90 clusters).
+__device__ __forceinline__ int ld_cluster(const int32_t* local, int rank) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(local));
+  unsigned r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(rank));
+  int v;
+  asm volatile("ld.shared::cluster.u32 %0, [%1];" : "=r"(v) : "r"(r) : "memory");
+  return v;
+}
+// The .aligned barriers need the whole warp converged: __syncwarp first.
+__device__ __forceinline__ void cluster_arrive() {
+  __syncwarp();
+  asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() {
+  __syncwarp();
+  asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+
+// Warp 0: the greedy over the activated multi-replica experts in visit order, then the
+// repair moves. Lane l holds instance l (and l + 32 when kWide). Writes vinst[v] (the
+// instance of visit position v, -1 when not activated); returns a_i in ld_lo / ld_hi.
+template <bool kWide>
+__device__ __forceinline__ void greedy_and_repair(const Params& p, const int32_t* __restrict__ vexp,
+                                                  const int32_t* __restrict__ hostv, const int32_t* __restrict__ total,
+                                                  const int32_t* __restrict__ load_s, int32_t* vinst, int32_t* act_s,
+                                                  int lane, bool stamp, int& ld_lo, int& ld_hi, int& repairs) {
+  const int G = p.G, M = p.M, MC = p.MC;
+  const bool valid_lo = lane < G, valid_hi = kWide && lane + 32 < G;
+  // Activated visit positions, one word per 32.
+#pragma unroll 1
+  for (int c = 0; c < MC; ++c) {
+    const int v = 32 * c + lane;
+    const bool a = v < M && total[vexp[v]] > 0;
+    const unsigned w = __ballot_sync(kFull, a);
+    if (lane == 0) act_s[c] = static_cast<int32_t>(w);
   }
-  if (tid == 0) invalid_s = 0;
-  int my_invalid = 0;
-  if (p.staged) {
-#pragma unroll 8
-    for (int i = tid; i < N; i += nthreads) {
-      const int32_t key = valid_key(__ldg(p.ids + i), E);
-      my_invalid += key < 0;
-      pk_s[i] = key;
-    }
+  __syncwarp();
+  // pending: activated multi-replica experts the instance hosts, not yet visited.
+  int pd_lo = 0, pd_hi = 0;
+#pragma unroll 1
+  for (int c = 0; c < MC; ++c) {
+    const unsigned a = static_cast<unsigned>(act_s[c]);
+    if (valid_lo) pd_lo += __popc(static_cast<unsigned>(hostv[c * G + lane]) & a);
+    if (valid_hi) pd_hi += __popc(static_cast<unsigned>(hostv[c * G + lane + 32]) & a);
   }
-  __syncthreads();
-
-  // 1. per-warp counts over contiguous segments; staged entries get their rank.
-  {
-    const int begin = warp * p.segment, end = min(begin + p.segment, N);
-    int32_t* wc = cnt_s + warp * E;
-    for (int b = begin; b < end; b += 32) {
-      const int idx = b + lane;
-      int32_t key = -1;
-      if (idx < end) {
-        if (p.staged) {
-          key = pk_s[idx];
-        } else {
-          key = valid_key(__ldg(p.ids + idx), E);
-          my_invalid += key < 0;
-        }
-      }
-      const unsigned peers = __match_any_sync(kFull, key);
-      const int rank = __popc(peers & lanemask_lt());
-      const int before = key >= 0 ? wc[key] : 0;
-      __syncwarp();
-      if (key >= 0 && rank == 0) wc[key] = before + __popc(peers);
-      __syncwarp();
-      if (p.staged && key >= 0)
-        pk_s[idx] = static_cast<int32_t>(static_cast<uint32_t>(before + rank) << 16 | static_cast<uint32_t>(key));
+  // Keys (load << 20 | pending << 6 | instance), unique per lane; ~0 for non-hosts.
+  unsigned lds_lo = static_cast<unsigned>(valid_lo ? load_s[lane] : 0) << 20;
+  unsigned lds_hi = static_cast<unsigned>(valid_hi ? load_s[lane + 32] : 0) << 20;
+#pragma unroll 1
+  for (int c = 0; c < MC; ++c) {
+    unsigned a = static_cast<unsigned>(act_s[c]);
+    const unsigned h_lo = valid_lo ? static_cast<unsigned>(hostv[c * G + lane]) : 0u;
+    const unsigned h_hi = valid_hi ? static_cast<unsigned>(hostv[c * G + lane + 32]) : 0u;
+    int myg = -1;
+    // The loop carries only lds through the reduction; the next step's key part that
+    // does not depend on it (rest: pending and instance, all ones for a non-host) is
+    // computed while the reduction is in flight.
+    const unsigned my_bit = 1u << lane;
+    unsigned bit = a & (0u - a);
+    auto rest_of = [](unsigned h, unsigned b, int& pd, unsigned inst_id) {
+      const bool in = (h & b) != 0;
+      pd -= in ? 1 : 0;
+      return in ? (static_cast<unsigned>(pd) << 6 | inst_id) : kFull;
+    };
+    unsigned rest_lo = 0, rest_hi = 0;
+    if (bit) {
+      rest_lo = rest_of(h_lo, bit, pd_lo, static_cast<unsigned>(lane));
+      if constexpr (kWide) rest_hi = rest_of(h_hi, bit, pd_hi, static_cast<unsigned>(lane + 32));
     }
-  }
-  if (my_invalid) atomicAdd(&invalid_s, my_invalid);
-  __syncthreads();
-
-  // 2. per expert: prefix over warps, activation, single-replica experts, pending.
-  for (int e = tid; e < E; e += nthreads) {
-    int run = 0;
-    for (int w = 0; w < W; ++w) {
-      const int x = cnt_s[w * E + e];
-      cnt_s[w * E + e] = run;
-      run += x;
-    }
-    total_s[e] = run;
-    int inst = -1;
-    if (run > 0) {
-      const uint64_t m = mask_s[e];
-      if (__popcll(m) == 1) {
-        inst = __ffsll(static_cast<long long>(m)) - 1;
-        atomicAdd(&load_s[inst], 1);
-        atomicAdd(&tok_s[inst], run);
+    while (bit) {
+      const unsigned key_lo = rest_lo | lds_lo;
+      unsigned kmin;
+      if constexpr (kWide) {
+        const unsigned key_hi = rest_hi | lds_hi;
+        kmin = __reduce_min_sync(kFull, min(key_lo, key_hi));
+        if (key_hi == kmin) lds_hi += 1u << 20;
       } else {
-        for (uint64_t b = m; b; b &= b - 1) atomicAdd(&pend_s[__ffsll(static_cast<long long>(b)) - 1], 1);
+        kmin = __reduce_min_sync(kFull, key_lo);
       }
-    } else {
-      p.out.expert_replica[e] = -1;
+      if (key_lo == kmin) lds_lo += 1u << 20;
+      if (bit == my_bit) myg = static_cast<int>(kmin & 63u);
+      a ^= bit;
+      bit = a & (0u - a);
+      if (bit) {
+        rest_lo = rest_of(h_lo, bit, pd_lo, static_cast<unsigned>(lane));
+        if constexpr (kWide) rest_hi = rest_of(h_hi, bit, pd_hi, static_cast<unsigned>(lane + 32));
+      }
     }
-    inst_s[e] = inst;
+    if (32 * c + lane < M) vinst[32 * c + lane] = myg;
   }
-  __syncthreads();
+  ld_lo = static_cast<int>(lds_lo >> 20);
+  ld_hi = static_cast<int>(lds_hi >> 20);
+  __syncwarp();
+  if (stamp) p.clocks[4] = clock64();
 
-  // 3. the greedy over multi-replica experts (warp 0), then per-instance scans.
-  if (warp == 0) {
-    int ld_lo = load_s[lane], ld_hi = load_s[lane + 32];
-    int pd_lo = pend_s[lane], pd_hi = pend_s[lane + 32];
-    int tk_lo = tok_s[lane], tk_hi = tok_s[lane + 32];
-    for (int c0 = 0; c0 < M; c0 += 32) {
-      const int i = c0 + lane;
-      int e = 0, tot = 0;
-      uint64_t m = 0;
-      if (i < M) {
-        e = vis_s[i];
-        tot = total_s[e];
-        m = mask_s[e];
-      }
-      unsigned act = __ballot_sync(kFull, tot > 0);
-      while (act) {
-        const int src = __ffs(act) - 1;
-        act &= act - 1;
-        const unsigned mlo = __shfl_sync(kFull, static_cast<unsigned>(m), src);
-        const unsigned mhi = __shfl_sync(kFull, static_cast<unsigned>(m >> 32), src);
-        const int etot = __shfl_sync(kFull, tot, src);
-        const int ee = __shfl_sync(kFull, e, src);
-        const int in_lo = (mlo >> lane) & 1, in_hi = (mhi >> lane) & 1;
-        pd_lo -= in_lo;
-        pd_hi -= in_hi;
-        const unsigned k_lo = in_lo ? (static_cast<unsigned>(ld_lo) << 20 | static_cast<unsigned>(pd_lo) << 6 | lane) : kFull;
-        const unsigned k_hi =
-            in_hi ? (static_cast<unsigned>(ld_hi) << 20 | static_cast<unsigned>(pd_hi) << 6 | (lane + 32)) : kFull;
-        const unsigned kmin = __reduce_min_sync(kFull, min(k_lo, k_hi));
-        const int g = static_cast<int>(kmin & 63);
-        if (g == lane) {
-          ++ld_lo;
-          tk_lo += etot;
-        } else if (g == lane + 32) {
-          ++ld_hi;
-          tk_hi += etot;
-        }
-        if (lane == 0) inst_s[ee] = g;
+  // Repair: augmenting paths from the instances at the max L to one at <= L-2 (breadth
+  // first over 64-bit instance sets; gpu/cpu/aebs.h step 4), while L > ceil(A / G).
+  // Edge g -> h: an activated multi-replica expert on g that h hosts, i.e. the visit
+  // positions on[g] (ballot of vinst == g) meet hostv[h]; the expert moved is the lowest
+  // such position (the first in visit order).
+  repairs = 0;
+  const int A = static_cast<int>(__reduce_add_sync(kFull, static_cast<unsigned>(ld_lo + ld_hi)));
+  const int lower = (A + G - 1) / G;
+  while (repairs < p.max_repairs && M > 0) {
+    const int L = static_cast<int>(__reduce_max_sync(kFull, static_cast<unsigned>(max(ld_lo, ld_hi))));
+    if (L <= lower) break;
+    uint64_t r_lo = 0, r_hi = 0;  // bit g: an expert on g can move to this lane's instance
+    for (int c = 0; c < MC; ++c) {
+      const int v = 32 * c + lane;
+      const int vi = v < M ? vinst[v] : -1;
+      const unsigned hl = valid_lo ? static_cast<unsigned>(hostv[c * G + lane]) : 0u;
+      const unsigned hh = valid_hi ? static_cast<unsigned>(hostv[c * G + lane + 32]) : 0u;
+      for (int g = 0; g < G; ++g) {
+        const unsigned on = __ballot_sync(kFull, vi == g);
+        if (on & hl) r_lo |= 1ull << g;
+        if (kWide && (on & hh)) r_hi |= 1ull << g;
       }
     }
-    __syncwarp();
-    // Repair: augmenting paths from the instances at the max L to one at <= L-2 (breadth
-    // first over 64-bit instance sets; gpu/cpu/aebs.h step 4), while L > ceil(A / G).
-    int repairs = 0;
-    {
-      const int A = static_cast<int>(__reduce_add_sync(kFull, static_cast<unsigned>(ld_lo + ld_hi)));
-      const int lower = (A + G - 1) / G;
-      const bool valid_lo = lane < G, valid_hi = lane + 32 < G;
-      while (repairs < t.max_repairs && M > 0) {
-        const int L = static_cast<int>(__reduce_max_sync(kFull, static_cast<unsigned>(max(ld_lo, ld_hi))));
-        if (L <= lower) break;
-        radj_s[lane] = 0;
-        radj_s[lane + 32] = 0;
-        __syncwarp();
-        for (int i = lane; i < M; i += 32) {
-          const int e = vis_s[i];
-          if (total_s[e] > 0) {
-            const unsigned long long bit = 1ull << inst_s[e];
-            for (uint64_t b = mask_s[e] & ~bit; b; b &= b - 1) atomicOr(&radj_s[__ffsll(static_cast<long long>(b)) - 1], bit);
-          }
-        }
-        __syncwarp();
-        const uint64_t r_lo = radj_s[lane], r_hi = radj_s[lane + 32];
-        const uint64_t in_max = ballot64(valid_lo && ld_lo == L, valid_hi && ld_hi == L);
-        const uint64_t low = ballot64(valid_lo && ld_lo <= L - 2, valid_hi && ld_hi <= L - 2);
-        uint64_t visited = in_max, frontier = in_max;
-        int par_lo = -1, par_hi = -1, target = -1;
-        while (frontier) {
-          const bool n_lo = !((visited >> lane) & 1) && (r_lo & frontier);
-          const bool n_hi = !((visited >> (lane + 32)) & 1) && (r_hi & frontier);
-          if (n_lo) par_lo = __ffsll(static_cast<long long>(r_lo & frontier)) - 1;
-          if (n_hi) par_hi = __ffsll(static_cast<long long>(r_hi & frontier)) - 1;
-          const uint64_t newly = ballot64(n_lo, n_hi);
-          visited |= newly;
-          if (newly & low) {
-            target = __ffsll(static_cast<long long>(newly & low)) - 1;
-            break;
-          }
-          frontier = newly;
-        }
-        if (target < 0) break;
-        int h = target;
-        while (!((in_max >> h) & 1)) {
-          const int pl = __shfl_sync(kFull, par_lo, h & 31), ph = __shfl_sync(kFull, par_hi, h & 31);
-          const int g = h < 32 ? pl : ph;
-          // The activated multi-replica expert on g that h hosts, first in visit order.
-          int moved = -1;
-          for (int c0 = 0; c0 < M && moved < 0; c0 += 32) {
-            const int i = c0 + lane;
-            int e = 0;
-            bool cand = false;
-            if (i < M) {
-              e = vis_s[i];
-              cand = total_s[e] > 0 && inst_s[e] == g && ((mask_s[e] >> h) & 1);
-            }
-            const unsigned b = __ballot_sync(kFull, cand);
-            if (b) moved = __shfl_sync(kFull, e, __ffs(b) - 1);
-          }
-          const int etot = total_s[moved];
-          __syncwarp();
-          if (lane == 0) inst_s[moved] = h;
-          __syncwarp();
-          if (lane == (g & 31)) {
-            if (g < 32)
-              tk_lo -= etot;
-            else
-              tk_hi -= etot;
-          }
-          if (lane == (h & 31)) {
-            if (h < 32)
-              tk_lo += etot;
-            else
-              tk_hi += etot;
-          }
-          h = g;
-        }
-        if (lane == (h & 31)) {
-          if (h < 32)
-            --ld_lo;
-          else
-            --ld_hi;
-        }
-        if (lane == (target & 31)) {
-          if (target < 32)
-            ++ld_lo;
-          else
-            ++ld_hi;
-        }
-        ++repairs;
+    const uint64_t in_max = ballot64(valid_lo && ld_lo == L, valid_hi && ld_hi == L);
+    const uint64_t low = ballot64(valid_lo && ld_lo <= L - 2, valid_hi && ld_hi <= L - 2);
+    uint64_t visited = in_max, frontier = in_max;
+    int par_lo = -1, par_hi = -1, target = -1;
+    while (frontier) {
+      const bool n_lo = valid_lo && !((visited >> lane) & 1) && (r_lo & frontier);
+      const bool n_hi = valid_hi && !((visited >> (lane + 32)) & 1) && (r_hi & frontier);
+      if (n_lo) par_lo = __ffsll(static_cast<long long>(r_lo & frontier)) - 1;
+      if (n_hi) par_hi = __ffsll(static_cast<long long>(r_hi & frontier)) - 1;
+      const uint64_t newly = ballot64(n_lo, n_hi);
+      visited |= newly;
+      if (newly & low) {
+        target = __ffsll(static_cast<long long>(newly & low)) - 1;
+        break;
       }
+      frontier = newly;
     }
-    // a_i, exclusive scans over instances of a_i and of choices, the summary.
-    const int a_lo = warp_inclusive_scan(ld_lo, lane);
-    const int a_hi = warp_inclusive_scan(ld_hi, lane) + __shfl_sync(kFull, a_lo, 31);
-    const int t_lo = warp_inclusive_scan(tk_lo, lane);
-    const int t_hi = warp_inclusive_scan(tk_hi, lane) + __shfl_sync(kFull, t_lo, 31);
-    actoff_s[lane] = a_lo - ld_lo;
-    actoff_s[lane + 32] = a_hi - ld_hi;
-    tokoff_s[lane] = t_lo - tk_lo;
-    tokoff_s[lane + 32] = t_hi - tk_hi;
-    const int total_act = __shfl_sync(kFull, a_hi, 31), total_tok = __shfl_sync(kFull, t_hi, 31);
-    if (lane == 31) {
-      actoff_s[kMaxInstances] = total_act;
-      tokoff_s[kMaxInstances] = total_tok;
+    if (target < 0) break;
+    int h = target;
+    while (!((in_max >> h) & 1)) {
+      const int pl = __shfl_sync(kFull, par_lo, h & 31), ph = __shfl_sync(kFull, par_hi, h & 31);
+      const int g = h < 32 ? pl : ph;
+      int moved = -1;
+      for (int c = 0; c < MC && moved < 0; ++c) {
+        const int v = 32 * c + lane;
+        const int vi = v < M ? vinst[v] : -1;
+        const unsigned b = __ballot_sync(kFull, vi == g) & static_cast<unsigned>(hostv[c * G + h]);
+        if (b) moved = 32 * c + __ffs(b) - 1;
+      }
+      __syncwarp();
+      if (lane == 0) vinst[moved] = h;
+      __syncwarp();
+      h = g;
     }
-    if (lane < G) p.out.activated[lane] = ld_lo;
-    if (lane + 32 < G) p.out.activated[lane + 32] = ld_hi;
-    // Instances >= G hold nothing, so the scans at G equal the totals.
-    if (lane <= G) {
-      p.out.active_offsets[lane] = a_lo - ld_lo;
-      p.out.instance_item_offsets[lane] = t_lo - tk_lo;
+    if (lane == (h & 31)) {
+      if (h < 32)
+        --ld_lo;
+      else
+        --ld_hi;
     }
-    if (lane + 32 <= G) {
-      p.out.active_offsets[lane + 32] = a_hi - ld_hi;
-      p.out.instance_item_offsets[lane + 32] = t_hi - tk_hi;
+    if (lane == (target & 31)) {
+      if (target < 32)
+        ++ld_lo;
+      else
+        ++ld_hi;
     }
-    if (lane == 0 && G == kMaxInstances) {
-      p.out.active_offsets[G] = total_act;
-      p.out.instance_item_offsets[G] = total_tok;
-    }
-    const int amax = __reduce_max_sync(kFull, static_cast<unsigned>(max(ld_lo, ld_hi)));
-    if (lane == 0) {
-      p.out.summary[kAebsMaxActivated] = amax;
-      p.out.summary[kAebsActivatedExperts] = total_act;
-      p.out.summary[kAebsInvalidChoices] = invalid_s;
-      p.out.summary[kAebsValidChoices] = total_tok;
-      p.out.summary[kAebsRepairs] = repairs;
-      p.out.replica_offsets[R] = total_tok;
-    }
+    ++repairs;
   }
-  __syncthreads();
+}
 
-  // 4. one warp per instance: replica offsets, the chosen replicas, active lists.
-  for (int g = warp; g < G; g += W) {
-    const int rb = ioff_s[g], re = ioff_s[g + 1];
-    int carry_tok = tokoff_s[g], carry_act = actoff_s[g];
-    for (int b = rb; b < re; b += 32) {
-      const int r = b + lane;
-      int e = -1, cnt = 0;
-      bool active = false;
-      if (r < re) {
-        e = rexp_s[r];
-        active = inst_s[e] == g;
-        cnt = active ? total_s[e] : 0;
-      }
-      const int inc = warp_inclusive_scan(cnt, lane);
-      const int off = carry_tok + inc - cnt;
-      const unsigned ab = __ballot_sync(kFull, active);
-      if (r < re) p.out.replica_offsets[r] = off;
-      if (active) {
-        rep_s[e] = r;
-        base_s[e] = off;
-        p.out.expert_replica[e] = r;
-        p.out.active_replicas[carry_act + __popc(ab & lanemask_lt())] = r;
-      }
-      carry_tok += __shfl_sync(kFull, inc, 31);
-      carry_act += __popc(ab);
+template <bool kWide>
+__global__ void __launch_bounds__(1024, 1) aebs_kernel(const __grid_constant__ Params p) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ int32_t load_s[kMaxInstances];
+  __shared__ int32_t wsum_s[3][kMaxWarps];
+  __shared__ int32_t nloc_s;
+
+  const int E = p.E, G = p.G, R = p.R, M = p.M, P = p.P;
+  const int E1 = E + 1;
+  const int tid = static_cast<int>(threadIdx.x), T = static_cast<int>(blockDim.x);
+  const int lane = tid & 31, warp = tid >> 5, W = T >> 5;
+  const int blk = static_cast<int>(blockIdx.x);
+  const bool staged = p.staged != 0;
+  const bool stamp = p.clocks != nullptr && blk == 0 && tid == 0;
+  if (stamp) p.clocks[0] = clock64();
+
+  const int nb = W * p.seg;  // choices per block
+  const AebsBlobLayout bl = aebs_blob_layout(E, G, R, M);
+  struct {
+    uint32_t blob, cnt, bcnt, total, base, inst, rep, lbase, rtok, ract, vinst, act, ids, sbuf;
+  } c;
+  static_assert(sizeof(c) == sizeof(p.off), "carving");
+  memcpy(&c, p.off, sizeof(c));
+  int32_t* blob = reinterpret_cast<int32_t*>(smem + c.blob);
+  const int32_t* etab = blob + bl.etab;
+  const int32_t* vexp = blob + bl.vexp;
+  const int32_t* hostv = blob + bl.hostv;
+  const int32_t* rexp = blob + bl.rexp;
+  const int32_t* rinst = blob + bl.rinst;
+  const int32_t* ioff = blob + bl.ioff;
+  int32_t* cnt = reinterpret_cast<int32_t*>(smem + c.cnt);      // [W][E+1]: warp counts, then exclusive prefixes
+  int32_t* bcnt = reinterpret_cast<int32_t*>(smem + c.bcnt);    // [E+1] this block's choices per key
+  int32_t* total = reinterpret_cast<int32_t*>(smem + c.total);  // [E+1] all blocks' choices per key
+  int32_t* base = reinterpret_cast<int32_t*>(smem + c.base);    // lower blocks' count, then + list offset
+  int32_t* inst = reinterpret_cast<int32_t*>(smem + c.inst);    // chosen instance, -1 when not activated
+  int32_t* rep = reinterpret_cast<int32_t*>(smem + c.rep);      // chosen replica
+  int32_t* lbase = reinterpret_cast<int32_t*>(smem + c.lbase);  // sorted: the expert's run in this block's items
+  int32_t* rtok = reinterpret_cast<int32_t*>(smem + c.rtok);    // [R+1] exclusive scan of items per replica
+  int32_t* ract = reinterpret_cast<int32_t*>(smem + c.ract);    // [R+1] exclusive scan of active replicas
+  int32_t* vinst = reinterpret_cast<int32_t*>(smem + c.vinst);  // [M] instance per visit position
+  int32_t* act_s = reinterpret_cast<int32_t*>(smem + c.act);    // [MC] activated visit positions
+  int32_t* ids_s = reinterpret_cast<int32_t*>(smem + c.ids);    // staged: ids, then rank << 16 | key
+  int2* sbuf = reinterpret_cast<int2*>(smem + c.sbuf);          // sorted: (choice, item position)
+
+  // 0. the table and (staged) this block's ids to shared memory, asynchronously; zero
+  // the warp counters meanwhile.
+  const int bbegin = blk * nb;
+  const int nids = max(0, min(nb, p.n - bbegin));
+  for (int i = tid; i < bl.words / 4; i += T) cp_async16(blob + 4 * i, p.blob + 4 * i);
+  if (staged) {
+    const int32_t* src = p.ids + bbegin;
+    int i0 = 0;
+    if ((reinterpret_cast<uintptr_t>(src) & 15) == 0) {  // bbegin is a multiple of 32
+      i0 = nids & ~3;
+      for (int i = 4 * tid; i < i0; i += 4 * T) cp_async16(ids_s + i, src + i);
     }
+    for (int i = i0 + tid; i < nids; i += T) cp_async4(ids_s + i, src + i);
   }
+  {
+    int4* z = reinterpret_cast<int4*>(cnt);
+    const int n4 = static_cast<int>((c.bcnt - c.cnt) / 16);
+#pragma unroll 1
+    for (int i = tid; i < n4; i += T) z[i] = make_int4(0, 0, 0, 0);
+  }
+  if (tid < kMaxInstances) load_s[tid] = 0;
+  cp_async_wait_all();
   __syncthreads();
+  if (stamp) p.clocks[1] = clock64();
 
-  // 5. every choice to its place.
-  if (p.staged) {
-    const int seg = p.segment;
-#pragma unroll 4
-    for (int idx = tid; idx < N; idx += nthreads) {
-      const int32_t v = pk_s[idx];
-      if (v == -1) {
-        p.out.choice_replica[idx] = -1;
-        continue;
-      }
-      const int key = v & 0xffff, rank = static_cast<int>(static_cast<uint32_t>(v) >> 16);
-      const int pos = base_s[key] + cnt_s[(idx / seg) * E + key] + rank;
-      p.out.items[pos] = idx;
-      p.out.choice_replica[idx] = rep_s[key];
+  // 1. per-warp counts over contiguous segments (warp w: block-local choices
+  // [w*seg, (w+1)*seg), strip s: the 32 after 32*s); each choice's rank among the warp's
+  // choices of the same key. Staged: ids_s becomes rank << 16 | key.
+  const int wloc = warp * p.seg;
+  int32_t* wc = cnt + warp * E1;
+  if (staged) {
+#pragma unroll 1
+    for (int s = 0; s < p.strips; ++s) {
+      const int li = wloc + 32 * s + lane;
+      const bool present = li < nids;
+      const int key = present ? key_of(ids_s[li], E) : 0;
+      const unsigned peers = peers_of(key, present, p.nbits);
+      const int below = __popc(peers & lanemask_lt());
+      const int before = present ? wc[key] : 0;
+      __syncwarp();
+      if (present && below == 0) wc[key] = before + __popc(peers);
+      __syncwarp();
+      if (present) ids_s[li] = static_cast<int>(static_cast<unsigned>(before + below) << 16 | static_cast<unsigned>(key));
     }
   } else {
-    const int begin = warp * p.segment, end = min(begin + p.segment, N);
-    int32_t* wc = cnt_s + warp * E;
-    for (int b = begin; b < end; b += 32) {
-      const int idx = b + lane;
-      const int32_t key = idx < end ? valid_key(__ldg(p.ids + idx), E) : -1;
-      const unsigned peers = __match_any_sync(kFull, key);
-      const int rank = __popc(peers & lanemask_lt());
-      const int before = key >= 0 ? wc[key] : 0;
-      __syncwarp();
-      if (key >= 0 && rank == 0) wc[key] = before + __popc(peers);
-      __syncwarp();
-      if (key >= 0) {
-        p.out.items[base_s[key] + before + rank] = idx;
-        p.out.choice_replica[idx] = rep_s[key];
-      } else if (idx < end) {
-        p.out.choice_replica[idx] = -1;
+#pragma unroll 1
+    for (int s0 = 0; s0 < p.strips; s0 += kPrefetch) {
+      int raw[kPrefetch];
+#pragma unroll
+      for (int j = 0; j < kPrefetch; ++j) {
+        const int li = wloc + 32 * (s0 + j) + lane;
+        raw[j] = (s0 + j < p.strips && li < nids) ? __ldg(p.ids + bbegin + li) : 0;
+      }
+#pragma unroll
+      for (int j = 0; j < kPrefetch; ++j) {
+        if (s0 + j < p.strips) {
+          const int li = wloc + 32 * (s0 + j) + lane;
+          const bool present = li < nids;
+          const int key = key_of(raw[j], E);
+          const unsigned peers = peers_of(key, present, p.nbits);
+          const int below = __popc(peers & lanemask_lt());
+          const int before = present ? wc[key] : 0;
+          __syncwarp();
+          if (present && below == 0) wc[key] = before + __popc(peers);
+          __syncwarp();
+        }
       }
     }
   }
+  __syncthreads();
+  if (stamp) p.clocks[2] = clock64();
+
+  // 2. per key: exclusive prefix over the block's warps; over the cluster's lower blocks
+  // and the total through distributed shared memory; activation; single-replica loads.
+  auto finish_key = [&](int e, int tot, int pre) {
+    total[e] = tot;
+    if (e < E) {
+      base[e] = pre;
+      const int g = etab[e];
+      const bool act = tot > 0;
+      inst[e] = (act && g >= 0) ? g : -1;
+      if (act && g >= 0) atomicAdd(&load_s[g], 1);
+      if (blk == 0 && !act) p.out.expert_replica[e] = -1;
+    }
+  };
+  for (int e = tid; e < E1; e += T) {
+    int run = 0;
+    for (int w0 = 0; w0 < W; w0 += 8) {
+      int x[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) x[j] = w0 + j < W ? cnt[(w0 + j) * E1 + e] : 0;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        if (w0 + j < W) {
+          cnt[(w0 + j) * E1 + e] = run;
+          run += x[j];
+        }
+      }
+    }
+    bcnt[e] = run;
+    if (P == 1) finish_key(e, run, 0);
+  }
+  if (P > 1) {
+    cluster_arrive();  // every block's bcnt complete (release) ...
+    cluster_wait();    // ... and visible here (acquire)
+    for (int e = tid; e < E1; e += T) {
+      int tot = 0, pre = 0;
+#pragma unroll
+      for (int b = 0; b < kMaxCluster; ++b) {
+        if (b < P) {
+          const int v = ld_cluster(bcnt + e, b);
+          tot += v;
+          if (b < blk) pre += v;
+        }
+      }
+      finish_key(e, tot, pre);
+    }
+    cluster_arrive();  // done reading the other blocks' shared memory; the wait is at the end
+  }
+  __syncthreads();
+  if (stamp) p.clocks[3] = clock64();
+
+  // 3. warp 0: the greedy and the repair (every block computes the same).
+  int ld_lo = 0, ld_hi = 0, repairs = 0, amax = 0, total_act = 0;
+  if (warp == 0) {
+    greedy_and_repair<kWide>(p, vexp, hostv, total, load_s, vinst, act_s, lane, stamp, ld_lo, ld_hi, repairs);
+    if (stamp) p.clocks[5] = clock64();
+    __syncwarp();
+#pragma unroll 1
+    for (int v = lane; v < M; v += 32) {
+      const int g = vinst[v];
+      if (g >= 0) inst[vexp[v]] = g;
+    }
+    total_act = static_cast<int>(__reduce_add_sync(kFull, static_cast<unsigned>(ld_lo + ld_hi)));
+    amax = static_cast<int>(__reduce_max_sync(kFull, static_cast<unsigned>(max(ld_lo, ld_hi))));
+    if (blk == 0) {
+      if (lane < G) p.out.activated[lane] = ld_lo;
+      if (kWide && lane + 32 < G) p.out.activated[lane + 32] = ld_hi;
+    }
+  }
+  __syncthreads();
+
+  // 4. the replicas in id order: a block-wide scan of (items, active, this block's items),
+  // each thread over a contiguous run of q replicas.
+  {
+    const int q = (R + T - 1) / T;
+    const int r0 = min(tid * q, R), r1 = min(r0 + q, R);
+    int st = 0, sa = 0, sl = 0;
+#pragma unroll 1
+    for (int r = r0; r < r1; ++r) {
+      const int e = rexp[r];
+      if (inst[e] == rinst[r]) {
+        st += total[e];
+        sa += 1;
+        sl += bcnt[e];
+      }
+    }
+    const int it = warp_inclusive_scan(st, lane), ia = warp_inclusive_scan(sa, lane), il = warp_inclusive_scan(sl, lane);
+    if (lane == 31) {
+      wsum_s[0][warp] = it;
+      wsum_s[1][warp] = ia;
+      wsum_s[2][warp] = il;
+    }
+    __syncthreads();
+    int ot = it - st, oa = ia - sa, ol = il - sl;
+#pragma unroll 8
+    for (int w = 0; w < warp; ++w) {
+      ot += wsum_s[0][w];
+      oa += wsum_s[1][w];
+      ol += wsum_s[2][w];
+    }
+#pragma unroll 1
+    for (int r = r0; r < r1; ++r) {
+      const int e = rexp[r];
+      rtok[r] = ot;
+      ract[r] = oa;
+      if (blk == 0) p.out.replica_offsets[r] = ot;
+      if (inst[e] == rinst[r]) {
+        rep[e] = r;
+        base[e] += ot;
+        if (p.sorted) lbase[e] = ol;  // (no lbase region otherwise)
+        if (blk == 0) {
+          p.out.expert_replica[e] = r;
+          p.out.active_replicas[oa] = r;
+        }
+        ot += total[e];
+        oa += 1;
+        ol += bcnt[e];
+      }
+    }
+    if (tid == T - 1) {
+      rtok[R] = ot;
+      ract[R] = oa;
+      nloc_s = ol;
+    }
+  }
+  __syncthreads();
+  if (stamp) p.clocks[6] = clock64();
+
+  // 5. block 0: the instance offsets and the summary; every block: its choices.
+  if (blk == 0) {
+    for (int g = tid; g <= G; g += T) {
+      p.out.instance_item_offsets[g] = rtok[ioff[g]];
+      p.out.active_offsets[g] = ract[ioff[g]];
+    }
+    if (tid == 0) {
+      p.out.replica_offsets[R] = rtok[R];
+      p.out.summary[kAebsMaxActivated] = amax;
+      p.out.summary[kAebsActivatedExperts] = total_act;
+      p.out.summary[kAebsInvalidChoices] = total[E];
+      p.out.summary[kAebsValidChoices] = rtok[R];
+      p.out.summary[kAebsRepairs] = repairs;
+    }
+  }
+  if (staged) {
+#pragma unroll 2
+    for (int s = 0; s < p.strips; ++s) {
+      const int li = wloc + 32 * s + lane;
+      if (li < nids) {
+        const int v = ids_s[li];
+        const int key = v & 0xffff, rank = static_cast<int>(static_cast<unsigned>(v) >> 16);
+        const int idx = bbegin + li;
+        if (key < E) {
+          const int wp = wc[key] + rank;  // lower warps' count + rank in this warp
+          p.out.choice_replica[idx] = rep[key];
+          if (p.sorted)
+            sbuf[lbase[key] + wp] = make_int2(idx, base[key] + wp);
+          else
+            p.out.items[base[key] + wp] = idx;
+        } else {
+          p.out.choice_replica[idx] = -1;
+        }
+      }
+    }
+    if (p.sorted) {
+      __syncthreads();
+      if (stamp) p.clocks[7] = clock64();
+      const int nloc = nloc_s;
+#pragma unroll 4
+      for (int i = tid; i < nloc; i += T) {
+        const int2 v = sbuf[i];
+        p.out.items[v.y] = v.x;
+      }
+    }
+  } else {
+    // Ranks again, with the warp's counter row now running from its exclusive prefix.
+#pragma unroll 1
+    for (int s0 = 0; s0 < p.strips; s0 += kPrefetch) {
+      int raw[kPrefetch];
+#pragma unroll
+      for (int j = 0; j < kPrefetch; ++j) {
+        const int li = wloc + 32 * (s0 + j) + lane;
+        raw[j] = (s0 + j < p.strips && li < nids) ? __ldg(p.ids + bbegin + li) : 0;
+      }
+#pragma unroll
+      for (int j = 0; j < kPrefetch; ++j) {
+        if (s0 + j < p.strips) {
+          const int li = wloc + 32 * (s0 + j) + lane;
+          const bool present = li < nids;
+          const int key = key_of(raw[j], E);
+          const unsigned peers = peers_of(key, present, p.nbits);
+          const int below = __popc(peers & lanemask_lt());
+          const int before = present ? wc[key] : 0;
+          __syncwarp();
+          if (present && below == 0) wc[key] = before + __popc(peers);
+          __syncwarp();
+          if (present) {
+            const int idx = bbegin + li;
+            if (key < E) {
+              p.out.items[base[key] + before + below] = idx;
+              p.out.choice_replica[idx] = rep[key];
+            } else {
+              p.out.choice_replica[idx] = -1;
+            }
+          }
+        }
+      }
+    }
+  }
+  if (stamp) p.clocks[8] = clock64();
+  if (P > 1) cluster_wait();  // no block leaves while another may still read its counts
+  if (stamp) p.clocks[9] = clock64();
 }
 
-// The launch shape for `n` choices within `limit` bytes of dynamic shared memory.
-AebsLaunchShape shape_for(const AebsTableView& t, int64_t n, int limit) {
-  AebsLaunchShape s;
-  int w = static_cast<int>(std::clamp<int64_t>((n + 255) / 256, kMinWarps, kMaxWarps));
-  auto bytes = [&](int warps, int64_t staged) {
-    return carve(t.num_experts, t.num_replicas, t.num_instances, t.num_multi, warps, staged).end;
-  };
-  while (w > 1 && bytes(w, 0) > static_cast<size_t>(limit)) --w;
-  s.warps = w;
-  s.staged = n <= kMaxStagedChoices && bytes(w, n) <= static_cast<size_t>(limit);
-  s.shared_bytes = bytes(w, s.staged ? n : 0);
-  return s;
+template <bool kWide>
+void* kernel_ptr() {
+  return reinterpret_cast<void*>(&aebs_kernel<kWide>);
+}
+
+int key_bits(int E) {
+  int b = 0;
+  while ((1 << b) <= E) ++b;  // keys 0..E
+  return b;
 }
 
 }  // namespace
+
+std::vector<int32_t> aebs_build_blob(const AebsTableView& h) {
+  const int E = h.num_experts, G = h.num_instances, R = h.num_replicas, M = h.num_multi;
+  const AebsBlobLayout b = aebs_blob_layout(E, G, R, M);
+  std::vector<int32_t> w(static_cast<size_t>(b.words), 0);
+  for (int e = 0; e < E; ++e) {
+    const int n = h.expert_offsets[e + 1] - h.expert_offsets[e];
+    w[static_cast<size_t>(b.etab + e)] = n == 1 ? h.replica_instance[h.expert_replicas[h.expert_offsets[e]]] : -1;
+  }
+  for (int v = 0; v < M; ++v) {
+    const int e = h.visit_order[v];
+    uint64_t m = 0;
+    for (int i = h.expert_offsets[e]; i < h.expert_offsets[e + 1]; ++i) m |= uint64_t{1} << h.replica_instance[h.expert_replicas[i]];
+    w[static_cast<size_t>(b.vmask + 2 * v)] = static_cast<int32_t>(static_cast<uint32_t>(m));
+    w[static_cast<size_t>(b.vmask + 2 * v + 1)] = static_cast<int32_t>(static_cast<uint32_t>(m >> 32));
+    w[static_cast<size_t>(b.vexp + v)] = e;
+    for (int g = 0; g < G; ++g)
+      if ((m >> g) & 1) w[static_cast<size_t>(b.hostv + (v / 32) * G + g)] |= static_cast<int32_t>(1u << (v % 32));
+  }
+  for (int r = 0; r < R; ++r) {
+    w[static_cast<size_t>(b.rexp + r)] = h.replica_expert[r];
+    w[static_cast<size_t>(b.rinst + r)] = h.replica_instance[r];
+  }
+  for (int g = 0; g <= G; ++g) w[static_cast<size_t>(b.ioff + g)] = h.instance_offsets[g];
+  return w;
+}
+
+AebsLaunchShape aebs_plan(const AebsTableView& t, int64_t n, int limit, int max_cluster, const AebsLaunchOptions& opt) {
+  AebsLaunchShape s;
+  const int E = t.num_experts, G = t.num_instances, R = t.num_replicas, M = t.num_multi;
+  max_cluster = std::clamp(max_cluster, 1, kMaxCluster);
+  const int P = opt.blocks > 0             ? std::min(opt.blocks, max_cluster)
+                : n <= kSingleBlockChoices ? 1
+                                           : static_cast<int>(std::clamp<int64_t>((n + kTargetPerBlock - 1) / kTargetPerBlock, 1, max_cluster));
+  const int64_t nb = std::max<int64_t>(1, (n + P - 1) / P);
+  auto seg_for = [&](int w) { return std::max<int64_t>(32, ((nb + w - 1) / w + 31) / 32 * 32); };
+  auto bytes = [&](int w, bool staged, bool sorted) {
+    const int64_t ids = static_cast<int64_t>(w) * seg_for(w);
+    return carve(E, G, R, M, w, staged ? ids : 0, sorted ? ids : 0).end;
+  };
+  int w = static_cast<int>(std::clamp<int64_t>((nb + 32 * kTargetStrips - 1) / (32 * kTargetStrips), kMinWarps, kMaxWarps));
+  while (w > 1 && bytes(w, false, false) > static_cast<size_t>(limit)) --w;
+  s.blocks = P;
+  s.warps = w;
+  s.seg = static_cast<int>(seg_for(w));
+  s.staged = s.seg <= kMaxRank + 1 && bytes(w, true, false) <= static_cast<size_t>(limit);
+  s.sorted = opt.sorted != 0 && (opt.blocks > 0 || nb >= kSortFromPerBlock) && s.staged &&
+             bytes(w, true, true) <= static_cast<size_t>(limit);
+  s.shared_bytes = bytes(w, s.staged, s.sorted);
+  return s;
+}
 
 Status aebs_upload_table(const AebsTableView& h, AebsDeviceTable* out) {
   if (!out) return invalid_argument("aebs_upload_table: null output");
@@ -453,13 +725,42 @@ Status aebs_upload_table(const AebsTableView& h, AebsDeviceTable* out) {
   int dev = 0, limit = 0;
   JANUS_CUDA_TRY(cudaGetDevice(&dev));
   JANUS_CUDA_TRY(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  // The kernel's static shared memory (five int arrays of 64 or 65, a counter, 64 masks).
-  limit -= static_cast<int>(sizeof(int32_t) * (5 * kMaxInstances + 3) + sizeof(uint64_t) * kMaxInstances) + 64;
-  if (carve(E, R, G, M, 1, 0).end > static_cast<size_t>(limit))
+  // The kernel's static shared memory (64 loads, 3 x 32 warp sums, a count) and slack.
+  limit -= static_cast<int>(sizeof(int32_t) * (kMaxInstances + 3 * kMaxWarps + 1)) + 64;
+  if (carve(E, G, R, M, 1, 0, 0).end > static_cast<size_t>(limit))
     return unsupported("aebs on the GPU: the table does not fit in shared memory");
-  JANUS_CUDA_TRY(cudaFuncSetAttribute(aebs_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit));
+  void* kern = G > 32 ? kernel_ptr<true>() : kernel_ptr<false>();
+  JANUS_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, limit));
 
-  // One allocation: int32 arrays, then the 8-byte masks at an aligned offset.
+  // The largest cluster (of the largest blocks) the device can place: 16 needs the
+  // non-portable opt-in; anything that fails leaves plain one-block launches.
+  int max_cluster = 1;
+  int cc_major = 0;
+  JANUS_CUDA_TRY(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, dev));
+  if (cc_major >= 9) {
+    if (cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) cudaGetLastError();
+    for (int P : {16, 8, 4, 2}) {
+      cudaLaunchConfig_t cfg = {};
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeClusterDimension;
+      attr[0].val.clusterDim.x = static_cast<unsigned>(P);
+      attr[0].val.clusterDim.y = 1;
+      attr[0].val.clusterDim.z = 1;
+      cfg.gridDim = dim3(static_cast<unsigned>(P));
+      cfg.blockDim = dim3(32 * kMaxWarps);
+      cfg.dynamicSmemBytes = static_cast<size_t>(limit);
+      cfg.attrs = attr;
+      cfg.numAttrs = 1;
+      int clusters = 0;
+      if (cudaOccupancyMaxActiveClusters(&clusters, kern, &cfg) == cudaSuccess && clusters >= 1) {
+        max_cluster = P;
+        break;
+      }
+      cudaGetLastError();
+    }
+  }
+
+  // One allocation: the table's int32 arrays, the packed table, then the 8-byte masks.
   std::vector<int32_t> ints;
   auto put = [&](const int32_t* src, size_t n) {
     const size_t at = ints.size();
@@ -467,12 +768,14 @@ Status aebs_upload_table(const AebsTableView& h, AebsDeviceTable* out) {
     ints.resize(ints.size() + ((4 - n % 4) % 4));  // keep 16-byte alignment
     return at;
   };
+  const std::vector<int32_t> blob = aebs_build_blob(h);
   const size_t o_eoff = put(h.expert_offsets, static_cast<size_t>(E) + 1);
   const size_t o_erep = put(h.expert_replicas, static_cast<size_t>(R));
   const size_t o_rins = put(h.replica_instance, static_cast<size_t>(R));
   const size_t o_rexp = put(h.replica_expert, static_cast<size_t>(R));
   const size_t o_ioff = put(h.instance_offsets, static_cast<size_t>(G) + 1);
   const size_t o_vis = put(h.visit_order, static_cast<size_t>(M));
+  const size_t o_blob = put(blob.data(), blob.size());
   const size_t int_bytes = ints.size() * sizeof(int32_t);
   const size_t bytes = int_bytes + sizeof(uint64_t) * static_cast<size_t>(E);
   AebsDeviceTable d;
@@ -494,9 +797,12 @@ Status aebs_upload_table(const AebsTableView& h, AebsDeviceTable* out) {
   d.view.instance_offsets = ib + o_ioff;
   d.view.visit_order = ib + o_vis;
   d.view.instance_mask = reinterpret_cast<const uint64_t*>(base + int_bytes);
+  d.blob = ib + o_blob;
+  d.blob_words = static_cast<int>(blob.size());
   d.bytes = bytes;
   d.device = dev;
   d.max_shared_bytes = limit;
+  d.max_cluster = max_cluster;
   *out = d;
   return Status::Ok();
 }
@@ -537,12 +843,12 @@ void aebs_free_outputs(AebsDeviceOutputs* o) {
   if (o) *o = AebsDeviceOutputs{};
 }
 
-AebsLaunchShape aebs_launch_shape(const AebsDeviceTable& table, int64_t choices) {
-  return shape_for(table.view, choices, table.max_shared_bytes);
+AebsLaunchShape aebs_launch_shape(const AebsDeviceTable& table, int64_t choices, const AebsLaunchOptions& options) {
+  return aebs_plan(table.view, choices, table.max_shared_bytes, table.max_cluster, options);
 }
 
 Status aebs_launch(const AebsDeviceTable& table, const int32_t* ids, int64_t tokens, int k, const AebsOutputs& out,
-                   cudaStream_t stream) {
+                   cudaStream_t stream, const AebsLaunchOptions& options) {
   if (!table.storage) return invalid_argument("aebs_launch: the table is not uploaded");
   if (tokens < 0 || k <= 0) return invalid_argument("aebs_launch: tokens must be >= 0 and k > 0");
   const int64_t n = tokens * k;
@@ -551,16 +857,50 @@ Status aebs_launch(const AebsDeviceTable& table, const int32_t* ids, int64_t tok
   if (!out.choice_replica || !out.expert_replica || !out.replica_offsets || !out.items || !out.instance_item_offsets ||
       !out.activated || !out.active_offsets || !out.active_replicas || !out.summary)
     return invalid_argument("aebs_launch: an output array is null");
-  const AebsLaunchShape s = shape_for(table.view, n, table.max_shared_bytes);
+  const AebsLaunchShape s = aebs_launch_shape(table, n, options);
+  const AebsTableView& t = table.view;
   Params p;
-  p.t = table.view;
+  p.blob = table.blob;
   p.ids = ids;
-  p.n = static_cast<int32_t>(n);
-  const int64_t per_warp = (n + s.warps - 1) / s.warps;
-  p.segment = static_cast<int32_t>(std::max<int64_t>(32, (per_warp + 31) / 32 * 32));
-  p.staged = s.staged ? 1 : 0;
   p.out = out;
-  aebs_kernel<<<1, s.warps * 32, s.shared_bytes, stream>>>(p);
+  p.clocks = options.clocks;
+  p.E = t.num_experts;
+  p.G = t.num_instances;
+  p.R = t.num_replicas;
+  p.M = t.num_multi;
+  p.MC = (t.num_multi + 31) / 32;
+  p.max_repairs = t.max_repairs;
+  p.n = static_cast<int32_t>(n);
+  p.P = s.blocks;
+  p.seg = s.seg;
+  p.strips = s.seg / 32;
+  p.nbits = key_bits(t.num_experts);
+  p.staged = s.staged ? 1 : 0;
+  p.sorted = s.sorted ? 1 : 0;
+  {
+    const int64_t nb = static_cast<int64_t>(s.warps) * s.seg;
+    const Carve c = carve(p.E, p.G, p.R, p.M, s.warps, s.staged ? nb : 0, s.sorted ? nb : 0);
+    const size_t offs[14] = {c.blob, c.cnt, c.bcnt, c.total, c.base, c.inst, c.rep, c.lbase,
+                             c.rtok, c.ract, c.vinst, c.act,  c.ids,  c.sbuf};
+    for (int i = 0; i < 14; ++i) p.off[i] = static_cast<uint32_t>(offs[i]);
+  }
+  void* kern = t.num_instances > 32 ? kernel_ptr<true>() : kernel_ptr<false>();
+  void* args[] = {&p};
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(s.blocks));
+  cfg.blockDim = dim3(static_cast<unsigned>(32 * s.warps));
+  cfg.dynamicSmemBytes = s.shared_bytes;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  if (s.blocks > 1) {
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = static_cast<unsigned>(s.blocks);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  JANUS_CUDA_TRY(cudaLaunchKernelExC(&cfg, kern, args));
   JANUS_CUDA_TRY_LAUNCH();
   return Status::Ok();
 }

@@ -1,5 +1,6 @@
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -185,10 +186,21 @@ int cmd_run(const Argv& argv) {
     }
   }
   if (server) {
-    print_results(collect(), a.flag("json"), &failures);
-    std::fflush(stdout);
+    // Serve until a stop signal; print the workload's results once they are all in.
+    bool printed = false;
     int sig = 0;
-    sigwait(&stop_signals, &sig);
+    for (;;) {
+      const timespec tick{0, 100 * 1000 * 1000};
+      sig = sigtimedwait(&stop_signals, nullptr, &tick);
+      if (sig > 0) break;
+      if (!printed && std::all_of(handles.begin(), handles.end(), [](RequestHandle& h) {
+            return h.result.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+          })) {
+        print_results(collect(), a.flag("json"), &failures);
+        std::fflush(stdout);
+        printed = true;
+      }
+    }
     std::fprintf(stderr, "janus run: signal %d, shutting down\n", sig);
     server.reset();
   }

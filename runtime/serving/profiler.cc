@@ -59,6 +59,7 @@ Result<double> comm_per_layer_batch(const GraphSpec& base, int shards, int insta
 }  // namespace
 
 Result<PerfModel> profile_deployment(GraphSpec spec, const ProfileOptions& opt) {
+  Deployment::register_backends();
   JANUS_ASSIGN_OR_RETURN(auto model, Deployment::load_model(spec, opt.progress));
   spec.model_dir = model->dir();
   JANUS_TRY(resolve_graph(spec, model->config(), Deployment::cuda_device_count()));
