@@ -200,6 +200,11 @@ struct SchedulerStats {
   // Per policy name: what a_max that policy would have given on the same layer batches
   // (only when the deployment compares policies).
   std::map<std::string, std::vector<LayerAmaxStats>> counterfactual;
+  // The sliding window of recent layer batches (runtime/activation_stats.h), summed over
+  // layers: c(e) [E] and co-activation a(e, f) [E*E]; per layer p(e) [L][E].
+  std::vector<double> window_load;
+  std::vector<double> window_coactivation;
+  std::vector<std::vector<double>> window_probability;
 };
 
 /// Where a request ran in one step.

@@ -155,10 +155,15 @@ void Scaler::scale(const ScaleTo& s, caf::response_promise rp) {
   request(planned_.scheduler, std::chrono::seconds(10), SchedulerStats{})
       .then(
           [=, this](SchedulerStats& st) mutable {
-            std::vector<double> load(static_cast<size_t>(c.num_experts), 0.0);
-            for (const auto& layer : st.expert_counts)
-              for (size_t e = 0; e < layer.size() && e < load.size(); ++e) load[e] += static_cast<double>(layer[e]);
-            auto layout = auto_placement(c.num_experts, s.moe, slots, load);
+            // Replica counts and placement from the recent window (Algorithm 3: hot
+            // experts get replicas, co-activated experts go to different instances).
+            PlacementInput in;
+            in.num_experts = c.num_experts;
+            in.num_instances = s.moe;
+            in.slots = slots;
+            in.load = st.window_load;
+            in.coactivation = st.window_coactivation;
+            auto layout = place_experts(in);
             if (!layout.ok()) return rp.deliver(caf::make_error(caf::sec::runtime_error, layout.status().message()));
             Membership next = planned_;
             std::vector<caf::actor> retire;
@@ -246,17 +251,13 @@ void Scaler::decide(double lambda, const SchedulerStats& st) {
   const int slots = ctx_->spec.experts.slots;
   // a_max bounded per (layer, n_e, B) from the live per-expert activation probabilities,
   // on the placement the Scaler would use for n_e instances.
-  std::vector<double> load(static_cast<size_t>(c.num_experts), 0.0);
-  std::vector<std::vector<double>> p(static_cast<size_t>(c.num_layers));
-  for (size_t l = 0; l < st.expert_counts.size(); ++l) {
-    double total = 0;
-    for (uint64_t v : st.expert_counts[l]) total += static_cast<double>(v);
-    const double tokens = total / c.top_k;
-    p[l] = tokens > 0 ? std::vector<double>(st.expert_counts[l].begin(), st.expert_counts[l].end())
-                      : uniform_activation(c.num_experts, c.top_k);
-    if (tokens > 0)
-      for (double& x : p[l]) x = std::min(1.0, x / tokens);
-    for (size_t e = 0; e < load.size() && e < st.expert_counts[l].size(); ++e) load[e] += static_cast<double>(st.expert_counts[l][e]);
+  const std::vector<double>& load = st.window_load;
+  std::vector<std::vector<double>> p = st.window_probability;
+  p.resize(static_cast<size_t>(c.num_layers));
+  for (auto& pl : p) {
+    double sum = 0;
+    for (double x : pl) sum += x;
+    if (pl.empty() || sum == 0) pl = uniform_activation(c.num_experts, c.top_k);  // no traffic yet
   }
   std::map<int, ExpertLayout> layouts;
   std::map<std::tuple<int, int, int64_t>, double> memo;
@@ -265,7 +266,7 @@ void Scaler::decide(double lambda, const SchedulerStats& st) {
     auto key = std::make_tuple(layer, n_e, b);
     if (auto it = memo.find(key); it != memo.end()) return it->second;
     if (!layouts.count(n_e)) {
-      auto l = auto_placement(c.num_experts, n_e, slots, load);
+      auto l = auto_placement(c.num_experts, n_e, slots, load.empty() ? std::vector<double>{} : load);
       if (!l.ok()) return memo[key] = slots;
       layouts.emplace(n_e, std::move(*l));
     }

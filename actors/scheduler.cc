@@ -6,11 +6,15 @@
 
 namespace janus::actors {
 
+// Layer batches per layer the activation statistics remember (placement, autoscaling).
+constexpr int kStatsWindow = 64;
+
 Scheduler::Scheduler(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, std::unique_ptr<SchedulingPolicy> policy)
     : JanusActor(cfg, ctx, "scheduler", "Scheduler", "cpu"), policy_(std::move(policy)) {
   const ModelConfig& c = ctx_->model->config();
   sstats_.layers.resize(static_cast<size_t>(c.num_layers));
   sstats_.expert_counts.assign(static_cast<size_t>(c.num_layers), std::vector<uint64_t>(static_cast<size_t>(c.num_experts), 0));
+  if (auto w = ActivationStats::create(c.num_layers, c.num_experts, kStatsWindow); w.ok()) window_ = std::move(*w);
   if (ctx_->compare_policies)
     for (const std::string& name : scheduling_policy_names()) {
       if (name == policy_->name()) continue;
@@ -44,6 +48,7 @@ void Scheduler::record(const RoutedBatch& b, const std::vector<int32_t>& replica
     ++sstats_.replica_counts[l][static_cast<size_t>(layout.instance_of(replica[i])) * E + static_cast<size_t>(e)];
   }
   const int k = ctx_->model->config().top_k;
+  if (window_.num_layers() > 0) (void)window_.record(b.key.layer, b.topk_ids.data(), b.h.rows, k);
   std::vector<int32_t> alt(replica.size());
   for (auto& p : others_) {
     if (!p->assign(layout, b.topk_ids.data(), b.h.rows, k, batch_id, alt.data()).ok()) continue;
@@ -113,7 +118,15 @@ caf::behavior Scheduler::make_behavior() {
         if (!current_epoch(p.key.epoch, "ExpertPartial")) return;
         on_partial(p);
       },
-      [=, this](const SchedulerStats&) { return sstats_; },
+      [=, this](const SchedulerStats&) {
+        SchedulerStats out = sstats_;
+        if (window_.num_layers() > 0) {
+          for (int64_t v : window_.total_counts()) out.window_load.push_back(static_cast<double>(v));
+          for (int64_t v : window_.total_coactivation()) out.window_coactivation.push_back(static_cast<double>(v));
+          for (int l = 0; l < window_.num_layers(); ++l) out.window_probability.push_back(window_.activation_probability(l));
+        }
+        return out;
+      },
   });
 }
 

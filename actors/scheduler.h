@@ -14,6 +14,7 @@
 #include <set>
 
 #include "actors/actor_common.h"
+#include "runtime/activation_stats.h"
 #include "runtime/scheduling_policy.h"
 
 namespace janus::actors {
@@ -45,6 +46,7 @@ class Scheduler : public JanusActor {
   std::map<LayerBatchKey, std::vector<ShardActivations>> agate_parts_;
   std::map<int32_t, std::string> dead_;  // instance -> why
   SchedulerStats sstats_;
+  ActivationStats window_;  // the last kStatsWindow layer batches of every layer
 };
 
 }  // namespace janus::actors

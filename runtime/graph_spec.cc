@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "gpu/tensor.h"
+#include "runtime/expert_placement.h"
 #include "runtime/scheduling_policy.h"
 
 namespace janus {
@@ -54,29 +55,6 @@ Status check_devices(const std::vector<std::string>& devices, int count, const s
   return Status::Ok();
 }
 
-// Every expert once, round-robin; spare slots then go to experts in id order, each to the
-// instance with the most free slots that does not hold it yet.
-std::vector<std::vector<int32_t>> spread_placement(int E, int n, int slots) {
-  std::vector<std::vector<int32_t>> p(static_cast<size_t>(n));
-  for (int e = 0; e < E; ++e) p[static_cast<size_t>(e % n)].push_back(e);
-  for (bool placed = true; placed;) {
-    placed = false;
-    for (int e = 0; e < E; ++e) {
-      int best = -1;
-      for (int i = 0; i < n; ++i) {
-        const auto& v = p[static_cast<size_t>(i)];
-        if (static_cast<int>(v.size()) >= slots || std::find(v.begin(), v.end(), e) != v.end()) continue;
-        if (best < 0 || v.size() < p[static_cast<size_t>(best)].size()) best = i;
-      }
-      if (best >= 0) {
-        p[static_cast<size_t>(best)].push_back(e);
-        placed = true;
-      }
-    }
-  }
-  return p;
-}
-
 }  // namespace
 
 Status resolve_graph(GraphSpec& s, const ModelConfig& m, int cuda_devices) {
@@ -105,7 +83,9 @@ Status resolve_graph(GraphSpec& s, const ModelConfig& m, int cuda_devices) {
                  std::to_string(n * s.experts.slots) + " slots, fewer than the model's " + std::to_string(E) + " experts");
     JANUS_TRY(check_devices(s.experts.devices, n, "experts{}", s.experts.where, cuda_devices));
     if (s.experts.auto_placement) {
-      s.resolved_placement = spread_placement(E, n, s.experts.slots);
+      auto layout = auto_placement(E, n, s.experts.slots);
+      if (!layout.ok()) return err(layout.status().message());
+      s.resolved_placement = layout->placement();
     } else {
       if (static_cast<int>(s.experts.placement.size()) != n)
         return err("'placement' lists " + std::to_string(s.experts.placement.size()) + " instances, 'instances' is " +
