@@ -5,6 +5,18 @@
 
 namespace janus::actors {
 
+BackendOptions backend_options(const GraphSpec& spec, const ModelConfig& c) {
+  BackendOptions bo;
+  bo.kv.layers = c.num_layers;
+  bo.kv.kv_heads = c.num_kv_heads;
+  bo.kv.head_dim = c.head_dim;
+  bo.kv.block_size = spec.attention.block_size;
+  bo.kv.num_blocks = spec.attention.kv_blocks;
+  bo.kv.max_seqs = spec.attention.max_batch;
+  bo.kv.max_seq_len = spec.attention.max_seq_len;
+  return bo;
+}
+
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }

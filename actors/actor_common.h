@@ -7,11 +7,23 @@
 #include <string>
 
 #include "actors/messages.h"
+#include "gpu/backend.h"
 #include "runtime/graph_spec.h"
 #include "runtime/log.h"
 #include "runtime/trace.h"
 
 namespace janus::actors {
+
+/// How the actors of one node of a multi-node deployment see a membership: members in
+/// other processes that they send layer data to become the node's bridge (which moves the
+/// data over the transport), the MoE side's router and scheduler become this node's own
+/// mirrors, instances on other nodes become invalid handles (this node's scheduler does
+/// not send them work). Set by the NodeAgent (actors/node_agent.h); absent in one process.
+class MembershipView {
+ public:
+  virtual ~MembershipView() = default;
+  virtual void localize(Membership& m) const = 0;
+};
 
 /// Read-only facts of one deployment, shared by its actors.
 struct DeploymentContext {
@@ -20,7 +32,12 @@ struct DeploymentContext {
   bool null_backend = false;
   bool compare_policies = false;  // the Scheduler also records what other policies would do
   Trace* trace = nullptr;  // owned by the Deployment; outlives the actors
+  std::shared_ptr<const MembershipView> view;  // multi-node only
 };
+
+/// The backends' options for this deployment: the shards' KV cache from attention{}.
+/// One definition for one process and for a `janus node`, so both size caches alike.
+BackendOptions backend_options(const GraphSpec& spec, const ModelConfig& model);
 
 class JanusActor : public caf::event_based_actor {
  public:
@@ -46,6 +63,11 @@ class JanusActor : public caf::event_based_actor {
 
   /// Counts a handled message, and waits first when the actor was slowed down.
   void count();
+
+  /// This node's view of a membership (unchanged in one process).
+  void localize(Membership& m) const {
+    if (ctx_->view) ctx_->view->localize(m);
+  }
 
   /// True when `epoch` is current; otherwise logs, counts the drop and returns false.
   bool current_epoch(uint32_t epoch, const char* what);

@@ -10,6 +10,7 @@ AttentionShard::AttentionShard(caf::actor_config& cfg, std::shared_ptr<const Dep
       backend_(std::move(backend)) {}
 
 void AttentionShard::apply_membership(Membership& m) {
+  localize(m);
   if (in_step_ && m.epoch != epoch_) {
     // The step in flight belongs to the old membership: drop it, commit nothing. Its
     // requests stay as they were and the next step recomputes the same values.

@@ -8,8 +8,11 @@
 #include <thread>
 
 #include "actors/attention_shard.h"
+#include "actors/cluster.h"
 #include "actors/expert_instance.h"
 #include "actors/frontend.h"
+#include "actors/node_protocol.h"
+#include "actors/remote_types.h"
 #include "actors/router.h"
 #include "actors/scaler.h"
 #include "actors/scaler_messages.h"
@@ -45,6 +48,7 @@ Percentiles percentiles(std::vector<double> v) {
 }  // namespace
 
 struct Deployment::Impl {
+  std::map<std::string, double> killed_at;  // kill()'s time per actor name (detection times)
   GraphSpec spec;
   std::shared_ptr<Model> model;
   DeploymentOptions options;
@@ -55,6 +59,7 @@ struct Deployment::Impl {
   std::atomic<uint64_t> next_id{1};
   std::mutex mu;
   bool stopped = false;
+  std::unique_ptr<ClusterState> cluster;  // multi-node deployments
 
   // Every actor the deployment ever had, from the Scaler (which spawns and retires them).
   std::vector<RosterEntry> roster(caf::scoped_actor& self) {
@@ -70,6 +75,23 @@ struct Deployment::Impl {
     return caf::actor{};
   }
 };
+
+namespace {
+
+// The Scaler and the first membership: common to one process and many.
+Status install_first_membership(caf::actor_system& sys, std::shared_ptr<DeploymentContext> ctx, Membership& m,
+                                std::vector<RosterEntry>& roster, SpawnKit kit, caf::actor* scaler) {
+  *scaler = sys.spawn<Scaler>(ctx, kit);
+  roster.push_back({"scaler", "Scaler", "cpu", *scaler, true, roster.empty() ? "local" : roster.front().node});
+  Status installed = internal_error("membership was not installed");
+  caf::scoped_actor self{sys};
+  self->request(*scaler, std::chrono::seconds(30), InstallMembership{m, roster})
+      .receive([&](uint32_t) { installed = Status::Ok(); },
+               [&](caf::error& e) { installed = internal_error("installing the membership failed: " + sys.render(e)); });
+  return installed;
+}
+
+}  // namespace
 
 Deployment::Deployment(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
@@ -138,15 +160,37 @@ Result<std::unique_ptr<Deployment>> Deployment::create(GraphSpec spec, const Dep
   ctx->compare_policies = options.compare_policies;
   ctx->trace = &impl->trace;
 
+  if (spec.multi_node()) {
+    // This process is the coordinator: the Frontend and the Scaler; the shards and
+    // instances live in `janus node` processes (actors/cluster.h).
+    impl->cfg = std::make_unique<caf::actor_system_config>();
+    const int threads = options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    configure_control_plane(*impl->cfg, threads, spec.coordinator.tls,
+                            {spec.coordinator.tls_cert, spec.coordinator.tls_key, spec.coordinator.tls_ca});
+    impl->sys = std::make_unique<caf::actor_system>(*impl->cfg);
+    caf::actor_system& sys = *impl->sys;
+    impl->cluster = std::make_unique<ClusterState>();
+    Membership m;
+    std::vector<RosterEntry> roster;
+    m.frontend = impl->frontend = sys.spawn<Frontend>(ctx);
+    roster.push_back({"frontend", "Frontend", "cpu", m.frontend, true, "coordinator"});
+    Status started = start_cluster(sys, spec, options, &m, &roster, impl->cluster.get());
+    if (!started.ok()) {
+      stop_cluster(sys, *impl->cluster, "the deployment could not start: " + started.message(), std::chrono::seconds(10));
+      caf::anon_send_exit(impl->frontend, caf::exit_reason::user_shutdown);
+      return started;
+    }
+    m.layout = std::make_shared<ExpertLayout>(std::move(layout));
+    impl->scheduler = m.scheduler;
+    SpawnKit kit;
+    Status installed = install_first_membership(sys, ctx, m, roster, kit, &impl->scaler);
+    std::unique_ptr<Deployment> d(new Deployment(std::move(impl)));
+    if (!installed.ok()) return installed;
+    return d;
+  }
+
   // Backends first: a device that cannot be used is a clear error before anything runs.
-  BackendOptions bo;
-  bo.kv.layers = c.num_layers;
-  bo.kv.kv_heads = c.num_kv_heads;
-  bo.kv.head_dim = c.head_dim;
-  bo.kv.block_size = spec.attention.block_size;
-  bo.kv.num_blocks = spec.attention.kv_blocks;
-  bo.kv.max_seqs = spec.attention.max_batch;
-  bo.kv.max_seq_len = spec.attention.max_seq_len;
+  const BackendOptions bo = backend_options(spec, c);
   std::vector<std::shared_ptr<AttentionBackend>> attn;
   std::vector<std::shared_ptr<RouterBackend>> route;
   std::vector<std::shared_ptr<ExpertBackend>> experts;
@@ -212,15 +256,7 @@ Result<std::unique_ptr<Deployment>> Deployment::create(GraphSpec spec, const Dep
                               std::to_string(pm->num_experts) + " experts, the model has " + std::to_string(c.num_experts));
     kit.perf = std::make_shared<PerfModel>(std::move(*pm));
   }
-  impl->scaler = sys.spawn<Scaler>(ctx, kit);
-  roster.push_back({"scaler", "Scaler", "cpu", impl->scaler, true});
-  Status installed = internal_error("membership was not installed");
-  {
-    caf::scoped_actor self{sys};
-    self->request(impl->scaler, std::chrono::seconds(30), InstallMembership{m, roster})
-        .receive([&](uint32_t) { installed = Status::Ok(); },
-                 [&](caf::error& e) { installed = internal_error("installing the membership failed: " + sys.render(e)); });
-  }
+  Status installed = install_first_membership(sys, ctx, m, roster, kit, &impl->scaler);
   std::unique_ptr<Deployment> d(new Deployment(std::move(impl)));
   if (!installed.ok()) return installed;
   return d;
@@ -316,6 +352,7 @@ std::vector<ActorSnapshot> Deployment::actors_locked(void* scoped) {
     x.name = e.name;
     x.kind = e.kind;
     x.device = e.device;
+    x.node = e.node;
     x.alive = false;  // unless it answers
     if (!e.alive) {
       out.push_back(x);
@@ -494,7 +531,12 @@ std::vector<RecoveryInfo> Deployment::recoveries() {
   self->request(impl_->scaler, std::chrono::seconds(10), RecoveryQuery{})
       .receive(
           [&](std::vector<RecoveryRecord>& v) {
-            for (const RecoveryRecord& r : v) out.push_back({r.what, r.detected_s, r.installed_s});
+            for (const RecoveryRecord& r : v) {
+              double died = r.died_s;
+              const std::string name = r.what.substr(0, r.what.find(' '));  // "expert-1 died ..."
+              if (auto it = impl_->killed_at.find(name); died == 0 && it != impl_->killed_at.end()) died = it->second;
+              out.push_back({r.what, r.detected_s, r.installed_s, died});
+            }
           },
           [&](caf::error&) {});
   return out;
@@ -531,8 +573,98 @@ Status Deployment::kill(const std::string& name) {
   caf::scoped_actor self{*impl_->sys};
   caf::actor a = impl_->find(self, name);
   if (!a) return not_found("no actor named '" + name + "'");
+  impl_->killed_at[name] = now_seconds();
   caf::anon_send_exit(a, caf::exit_reason::kill);
   return Status::Ok();
+}
+
+std::vector<NodeSnapshot> Deployment::nodes() {
+  std::vector<NodeSnapshot> out;
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  if (impl_->stopped || !impl_->cluster) return out;
+  caf::scoped_actor self{*impl_->sys};
+  const ClusterState& c = *impl_->cluster;
+  for (size_t i = 0; i < c.nodes.size(); ++i) {
+    const NodeInfo& x = c.nodes[i];
+    NodeSnapshot n;
+    n.name = x.name;
+    n.host = x.host;
+    n.role = x.moe ? "moe" : "attention";
+    n.transport = i < c.transport.size() ? c.transport[i] : "";
+    n.transport_address = x.address;
+    n.alive = false;
+    self->request(x.bridge, std::chrono::seconds(5), BridgeStatsQuery{true})
+        .receive(
+            [&](BridgeStats& st) {
+              n.alive = true;
+              n.frames_sent = st.frames_sent;
+              n.frames_received = st.frames_received;
+              n.payload_bytes_sent = st.payload_bytes_sent;
+              n.payload_bytes_received = st.payload_bytes_received;
+              n.relayed = st.relayed;
+              n.dropped_truncated = st.dropped_truncated;
+              n.dropped_malformed = st.dropped_malformed;
+              n.dropped_wrong_epoch = st.dropped_wrong_epoch;
+              n.dropped_size_mismatch = st.dropped_size_mismatch;
+              n.dropped_unknown_sender = st.dropped_unknown_sender;
+              n.dropped_stale = st.dropped_stale;
+              n.transport_dropped = st.transport_dropped;
+              n.failed_batches = st.failed_batches;
+              n.pool_slabs = st.pool_slabs;
+              n.pool_acquired = st.pool_acquired;
+              n.pool_reused = st.pool_reused;
+              n.registrations = st.registrations;
+              for (const ExchangeRecord& r : st.records) {
+                ExchangeSample e;
+                e.step = r.key.step;
+                e.layer = r.key.layer;
+                e.micro_batch = r.key.micro_batch;
+                e.mode = transport::exchange_mode_name(static_cast<transport::ExchangeMode>(r.mode));
+                e.rows = r.rows;
+                e.round_s = r.round_s;
+                e.moe_s = r.moe_s;
+                e.exchange_s = std::max(0.0, r.round_s - r.moe_s);
+                for (int k = 0; k < 3; ++k) e.predicted_s[k] = r.predicted_s[k];
+                n.exchanges.push_back(e);
+              }
+            },
+            [&](caf::error&) {});
+    out.push_back(std::move(n));
+  }
+  return out;
+}
+
+std::vector<LinkSnapshot> Deployment::links() {
+  std::vector<LinkSnapshot> out;
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  if (!impl_->cluster) return out;
+  const ClusterState& c = *impl_->cluster;
+  auto name = [&](uint32_t i) { return i < c.nodes.size() ? c.nodes[i].name : std::to_string(i); };
+  for (const transport::LinkFit& f : c.links)
+    out.push_back({name(f.from), name(f.to), f.latency_s, f.per_message_s, f.bytes_per_s, f.rtt_small_s});
+  return out;
+}
+
+uint16_t Deployment::coordinator_port() const { return impl_->cluster ? impl_->cluster->port : 0; }
+
+Status Deployment::inject_frame_fault(const std::string& node, const std::string& peer, const std::string& kind) {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  if (impl_->stopped) return unavailable("the deployment is shut down");
+  if (!impl_->cluster) return unsupported("inject_frame_fault: a deployment in one process has no frames between nodes");
+  const ClusterState& c = *impl_->cluster;
+  const NodeInfo* from = nullptr;
+  int to = -1;
+  for (const NodeInfo& x : c.nodes) {
+    if (x.name == node) from = &x;
+    if (x.name == peer) to = static_cast<int>(x.index);
+  }
+  if (from == nullptr) return not_found("no node named '" + node + "'");
+  if (to < 0) return not_found("no node named '" + peer + "'");
+  caf::scoped_actor self{*impl_->sys};
+  Status out = Status::Ok();
+  self->request(from->bridge, std::chrono::seconds(5), BridgeFault{kind, static_cast<uint32_t>(to)})
+      .receive([&]() {}, [&](caf::error& e) { out = invalid_argument("inject_frame_fault: " + impl_->sys->render(e)); });
+  return out;
 }
 
 void Deployment::shutdown() {
@@ -546,7 +678,13 @@ void Deployment::shutdown() {
   }
   {
     caf::scoped_actor self{*impl_->sys};
-    for (const RosterEntry& e : impl_->roster(self)) caf::anon_send_exit(e.actor, caf::exit_reason::user_shutdown);
+    const std::vector<RosterEntry> roster = impl_->roster(self);
+    if (impl_->cluster) {
+      // The Scaler first: nodes going away now is no failure to react to.
+      caf::anon_send_exit(impl_->scaler, caf::exit_reason::user_shutdown);
+      stop_cluster(*impl_->sys, *impl_->cluster, "the deployment shut down", std::chrono::seconds(10));
+    }
+    for (const RosterEntry& e : roster) caf::anon_send_exit(e.actor, caf::exit_reason::user_shutdown);
   }
   caf::anon_send_exit(impl_->scaler, caf::exit_reason::user_shutdown);
   impl_->sys->await_all_actors_done();

@@ -13,6 +13,7 @@ caf::behavior ExpertInstance::make_behavior() {
   return with_stats({
       [=, this](Membership& m) -> caf::result<void> {
         count();
+        localize(m);
         m_ = m;
         epoch_ = m.epoch;
         index_ = -1;

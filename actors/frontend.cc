@@ -2,15 +2,15 @@
 
 #include <algorithm>
 
+#include "runtime/kv_admission.h"
+
 namespace janus::actors {
 
 Frontend::Frontend(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx)
     : JanusActor(cfg, std::move(ctx), "frontend", "Frontend", "cpu") {}
 
 int Frontend::blocks_needed(const GenerateRequest& r) const {
-  const int bs = ctx_->spec.attention.block_size;
-  const int len = static_cast<int>(r.prompt.size()) + r.max_new_tokens;
-  return (len + bs - 1) / bs;
+  return kv_blocks_needed(static_cast<int>(r.prompt.size()), r.max_new_tokens, ctx_->spec.attention.block_size);
 }
 
 int Frontend::shard_index(const caf::actor& a) const {
@@ -129,21 +129,15 @@ void Frontend::maybe_start_step() {
   if (paused_ && budget_ == 0) return;
   const int kv_blocks = ctx_->spec.attention.kv_blocks, max_seqs = ctx_->spec.attention.max_batch;
   std::vector<std::vector<AdmittedRequest>> admit(m_.shards.size());
-  // First come, first served: stop at the first request that fits nowhere now (it waits
-  // for blocks to come back; nothing behind it overtakes it).
+  // First come, first served (runtime/kv_admission.h).
   while (!queue_.empty()) {
     Request& r = live_.at(queue_.front());
-    int best = -1;
-    int best_free = -1;
-    for (size_t i = 0; i < m_.shards.size(); ++i) {
-      const ShardUse& u = use_[m_.shards[i].address()];
-      const int free_blocks = kv_blocks - u.blocks;
-      if (u.seqs >= max_seqs || free_blocks < r.blocks) continue;
-      if (free_blocks > best_free) {
-        best = static_cast<int>(i);
-        best_free = free_blocks;
-      }
+    std::vector<ShardOccupancy> occupancy;
+    for (const caf::actor& sh : m_.shards) {
+      const ShardUse& u = use_[sh.address()];
+      occupancy.push_back({u.blocks, u.seqs});
     }
+    const int best = pick_shard(occupancy, r.blocks, kv_blocks, max_seqs);
     if (best < 0) break;
     ShardUse& u = use_[m_.shards[static_cast<size_t>(best)].address()];
     u.blocks += r.blocks;
@@ -296,6 +290,7 @@ void Frontend::install(Reconfigure r) {
   members.insert(members.end(), next.shards.begin(), next.shards.end());
   members.insert(members.end(), next.routers.begin(), next.routers.end());
   members.insert(members.end(), next.instances.begin(), next.instances.end());
+  members.insert(members.end(), next.extra.begin(), next.extra.end());
   auto left = std::make_shared<size_t>(members.size());
   auto failed = std::make_shared<std::string>();
   auto done = [=, this]() {

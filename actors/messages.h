@@ -1,8 +1,12 @@
 // The messages the actors of one deployment exchange (CAF 0.17 types).
 //
-// Inside a process, tensors travel as shared Tensor handles (zero copy), so these types
-// are process-local (CAF_ALLOW_UNSAFE_MESSAGE_TYPE); across nodes the same content goes as
-// schemas/descriptors.capnp descriptors plus transport payloads (actors/descriptor_codec.h).
+// Inside a process, tensors travel as shared Tensor handles (zero copy), so the data-plane
+// types are process-local (CAF_ALLOW_UNSAFE_MESSAGE_TYPE); across nodes the same content
+// goes as schemas/descriptors.capnp frames plus transport payloads, between the nodes'
+// bridges (actors/bridge.h, actors/wire_codec.h). The control-plane types that do cross a
+// process boundary over CAF's middleman (a step's start and end, memberships, counters)
+// have inspect() functions below and are registered by add_janus_message_types()
+// (actors/remote_types.h).
 // Every data-plane message carries a LayerBatchKey whose epoch fences membership changes:
 // a message from another epoch is dropped, logged and counted, never applied.
 //
@@ -137,8 +141,9 @@ struct ExpertPartial {
 /// shard adds them to its residual), or why there are none.
 struct MoeResult {
   LayerBatchKey key;
-  std::vector<Tensor> partials;      // [shard rows, H] each, in instance order
+  std::vector<Tensor> partials;      // [shard rows, H] each, in instance (or MoE node) order
   std::string error;
+  int32_t shard = -1;                // the shard it is for (a bridge forwards it by this)
 };
 
 // -- membership -------------------------------------------------------------------------
@@ -152,6 +157,9 @@ struct Membership {
   caf::actor scheduler;
   std::vector<caf::actor> instances;
   std::shared_ptr<const ExpertLayout> layout;
+  // Multi-node: the other members that must hear of every epoch (the MoE nodes' router
+  // and scheduler mirrors, every node's bridge). Empty in one process.
+  std::vector<caf::actor> extra;
 };
 
 // -- queries, control -------------------------------------------------------------------
@@ -261,24 +269,115 @@ struct ShutdownRequest {
 /// The tiny wall clock every actor uses for timings (seconds, monotonic).
 double now_seconds();
 
+// -- wire forms of the control-plane types (CAF 0.17 inspectors) ------------------------
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, LayerBatchKey& x) {
+  return f(caf::meta::type_name("janus.LayerBatchKey"), x.step, x.layer, x.micro_batch, x.epoch);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, AdmittedRequest& x) {
+  return f(caf::meta::type_name("janus.AdmittedRequest"), x.id, x.request, x.resume_tokens);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, StepBegin& x) {
+  return f(caf::meta::type_name("janus.StepBegin"), x.step, x.epoch, x.admitted);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, TokenOut& x) {
+  return f(caf::meta::type_name("janus.TokenOut"), x.id, x.token, x.micro_batch, x.finished, x.finish_reason, x.prompt_logits);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, RequestFailure& x) {
+  return f(caf::meta::type_name("janus.RequestFailure"), x.id, x.message);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, StepDone& x) {
+  return f(caf::meta::type_name("janus.StepDone"), x.step, x.epoch, x.shard, x.tokens, x.failures, x.free_blocks, x.free_seqs);
+}
+
+/// The replica layout travels as its placement and is rebuilt (and so checked) on arrival.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, Membership& x) {
+  int32_t experts = 0, slots = 0;
+  std::vector<std::vector<int32_t>> placement;
+  if constexpr (Inspector::reads_state) {
+    if (x.layout) {
+      experts = x.layout->num_experts();
+      slots = x.layout->slots();
+      placement = x.layout->placement();
+    }
+  }
+  auto rebuild = caf::meta::load_callback([&]() -> caf::error {
+    x.layout.reset();
+    if (placement.empty()) return caf::none;
+    auto l = ExpertLayout::create(experts, slots, placement);
+    if (!l.ok()) return caf::make_error(caf::sec::invalid_argument, "membership layout: " + l.status().message());
+    x.layout = std::make_shared<const ExpertLayout>(std::move(*l));
+    return caf::none;
+  });
+  return f(caf::meta::type_name("janus.Membership"), x.epoch, x.frontend, x.shards, x.routers, x.scheduler, x.instances, x.extra,
+           experts, slots, placement, rebuild);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ActorStats& x) {
+  return f(caf::meta::type_name("janus.ActorStats"), x.name, x.kind, x.device, x.messages, x.busy_s, x.dropped, x.mailbox, x.slow_ms,
+           x.alive_s);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, StatsQuery&) {
+  return f(caf::meta::type_name("janus.StatsQuery"));
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, SlowDown& x) {
+  return f(caf::meta::type_name("janus.SlowDown"), x.ms);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, LayerAmaxStats& x) {
+  return f(caf::meta::type_name("janus.LayerAmaxStats"), x.batches, x.sum, x.max, x.histogram);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, SchedulerStats& x) {
+  return f(caf::meta::type_name("janus.SchedulerStats"), x.layers, x.bytes_in, x.expert_counts, x.replica_counts, x.counterfactual,
+           x.window_load, x.window_coactivation, x.window_probability);
+}
+
 }  // namespace janus::actors
 
+namespace janus {
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, SamplingParams& x) {
+  return f(caf::meta::type_name("janus.SamplingParams"), x.temperature, x.top_p, x.top_k, x.seed);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, GenerateRequest& x) {
+  return f(caf::meta::type_name("janus.GenerateRequest"), x.prompt, x.max_new_tokens, x.sampling, x.stop_at_eos, x.eos_ids,
+           x.want_prompt_logits);
+}
+
+}  // namespace janus
+
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::SubmitRequest)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::StepBegin)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::StepDone)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::ShardActivations)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::RoutedBatch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::ExpertTask)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::ExpertPartial)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::MoeResult)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::Membership)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::ActorStats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::FrontendStats)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::SchedulerStats)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::StatsQuery)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::ShutdownRequest)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::RequestsQuery)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<janus::actors::RequestInfo>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::StepControl)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::StepState)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::SlowDown)

@@ -20,6 +20,7 @@ caf::behavior Router::make_behavior() {
   return with_stats({
       [=, this](Membership& m) {
         count();
+        localize(m);
         m_ = m;
         epoch_ = m.epoch;
         pending_.clear();

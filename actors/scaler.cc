@@ -5,8 +5,8 @@
 #include "actors/attention_shard.h"
 #include "actors/expert_instance.h"
 #include "actors/router.h"
-#include "runtime/amax_estimator.h"
 #include "runtime/expert_placement.h"
+#include "runtime/scaling_decision.h"
 
 namespace janus::actors {
 
@@ -72,6 +72,18 @@ void Scaler::on_down(caf::down_msg& dm) {
       if (v[i].address() == dm.source) return static_cast<int>(i);
     return -1;
   };
+  if (ctx_->spec.multi_node()) {
+    // Replacing what a node process hosted needs a node to put it on: that comes with
+    // elastic scaling across nodes. Until then a lost node ends the deployment's service,
+    // through the same path as any member the deployment cannot do without.
+    if (!lost_node_) {
+      lost_node_ = true;
+      log_error(stats_.name, "node '" + e->node + "': " + why);
+      send(planned_.frontend, Unrecoverable{"node '" + e->node + "' lost " + why +
+                                            " (recovering a node of a multi-node deployment is not supported yet)"});
+    }
+    return;
+  }
   const int inst = position(planned_.instances), shard = position(planned_.shards), router = position(planned_.routers);
   if (inst < 0 && shard < 0 && router < 0 && planned_.scheduler.address() != dm.source &&
       planned_.frontend.address() != dm.source)
@@ -137,6 +149,10 @@ void Scaler::on_down(caf::down_msg& dm) {
 
 void Scaler::scale(const ScaleTo& s, caf::response_promise rp) {
   const ModelConfig& c = ctx_->model->config();
+  if (ctx_->spec.multi_node()) {
+    rp.deliver(caf::make_error(caf::sec::feature_disabled, "scale: rescaling a multi-node deployment is not supported yet"));
+    return;
+  }
   const int slots = ctx_->spec.experts.slots;
   if (s.attention < 1 || s.moe < 1) {
     rp.deliver(caf::make_error(caf::sec::invalid_argument, "scale: attention and moe must be at least 1"));
@@ -247,35 +263,8 @@ void Scaler::autoscale() {
 
 void Scaler::decide(double lambda, const SchedulerStats& st) {
   const ScalerSpec& sp = ctx_->spec.scaler;
-  const ModelConfig& c = ctx_->model->config();
-  const int slots = ctx_->spec.experts.slots;
-  // a_max bounded per (layer, n_e, B) from the live per-expert activation probabilities,
-  // on the placement the Scaler would use for n_e instances.
-  const std::vector<double>& load = st.window_load;
-  std::vector<std::vector<double>> p = st.window_probability;
-  p.resize(static_cast<size_t>(c.num_layers));
-  for (auto& pl : p) {
-    double sum = 0;
-    for (double x : pl) sum += x;
-    if (pl.empty() || sum == 0) pl = uniform_activation(c.num_experts, c.top_k);  // no traffic yet
-  }
-  std::map<int, ExpertLayout> layouts;
-  std::map<std::tuple<int, int, int64_t>, double> memo;
-  PerfModel::AmaxFn amax = [&](int layer, int n_e, double batch) -> double {
-    const int64_t b = static_cast<int64_t>(std::ceil(batch));
-    auto key = std::make_tuple(layer, n_e, b);
-    if (auto it = memo.find(key); it != memo.end()) return it->second;
-    if (!layouts.count(n_e)) {
-      auto l = auto_placement(c.num_experts, n_e, slots, load.empty() ? std::vector<double>{} : load);
-      if (!l.ok()) return memo[key] = slots;
-      layouts.emplace(n_e, std::move(*l));
-    }
-    const auto& pl = p[static_cast<size_t>(layer)].empty() ? uniform_activation(c.num_experts, c.top_k) : p[static_cast<size_t>(layer)];
-    auto bound = amax_analytic_bound(layouts.at(n_e), pl, b);
-    return memo[key] = bound.ok() ? bound->amax : slots;
-  };
-  ScalingBounds bounds{sp.min_attention, sp.max_attention, sp.min_moe, sp.max_moe, sp.max_attention + sp.max_moe};
-  ScalingDecision d = solve_scaling(*kit_.perf, lambda, sp.tpot_slo_ms / 1e3, sp.context, amax, bounds);
+  const ScalingDecision d =
+      decide_scaling(*kit_.perf, sp, ctx_->spec.experts.slots, lambda, ActivationWindow{st.window_load, st.window_probability});
   ScalingRecord rec;
   rec.t_s = now_seconds();
   rec.lambda = lambda;

@@ -61,6 +61,7 @@ class Scaler : public JanusActor {
   std::map<uint32_t, size_t> recovery_of_epoch_;       // which record an epoch completes
   std::vector<ScalingRecord> decisions_;
   double last_tick_s_ = 0;
+  bool lost_node_ = false;  // multi-node: a member's node went away (reported once)
   int64_t last_requested_ = -1;
 };
 

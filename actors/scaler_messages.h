@@ -15,6 +15,7 @@ struct RosterEntry {
   std::string name, kind, device;
   caf::actor actor;
   bool alive = true;
+  std::string node = "local";  // the process it runs in (a node's name in a multi-node deployment)
 };
 
 struct RosterQuery {};

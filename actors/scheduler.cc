@@ -75,10 +75,15 @@ caf::behavior Scheduler::make_behavior() {
         pending_.clear();
         agate_parts_.clear();
         dead_.clear();
-        for (const auto& i : m_.instances) demonitor(i);
+        localize(m);
+        for (const auto& i : m_.instances)
+          if (i) demonitor(i);
         m_ = m;
         epoch_ = m.epoch;
-        for (const auto& i : m_.instances) monitor(i);
+        // Multi-node: instances of other MoE nodes are invalid handles here; their
+        // node's own scheduler mirror sends them their work.
+        for (const auto& i : m_.instances)
+          if (i) monitor(i);
       },
       [=, this](RoutedBatch& b) {  // EGate
         count();
@@ -162,12 +167,18 @@ void Scheduler::schedule(RoutedBatch& b) {
   p.shard_rows = b.shard_rows;
   p.rows = rows;
   for (size_t i = 0; i < work.size(); ++i) {
-    if (work[i].empty()) continue;
+    if (work[i].empty() || !m_.instances[i]) continue;
     // A dead instance's work waits for the membership that replaces it (the step is then
     // re-run); sending it would be lost anyway.
     p.waiting.insert(static_cast<int32_t>(i));
   }
   const LayerBatchKey key = b.key;
+  if (p.waiting.empty()) {
+    // A MoE node's mirror whose own instances drew no work this time still answers (with
+    // no partial sums), or the attention side would wait for it forever.
+    reply(key, p);
+    return;
+  }
   for (int32_t i : p.waiting)
     if (!dead_.count(i)) send(m_.instances[static_cast<size_t>(i)], ExpertTask{key, i, b.h, std::move(work[static_cast<size_t>(i)])});
   pending_.emplace(key, std::move(p));
@@ -209,6 +220,7 @@ void Scheduler::reply(const LayerBatchKey& key, Pending& p) {
     const int64_t n = s < p.shard_rows.size() ? p.shard_rows[s] : 0;
     MoeResult r;
     r.key = key;
+    r.shard = static_cast<int32_t>(s);
     if (n > 0)
       for (const auto& [instance, t] : p.partials) {
         // A view of the shard's rows: no copy, the storage is shared.
@@ -225,11 +237,12 @@ void Scheduler::reply(const LayerBatchKey& key, Pending& p) {
 void Scheduler::fail(const LayerBatchKey& key, const std::vector<int32_t>& shard_rows, const std::string& why) {
   (void)shard_rows;
   log_error(stats_.name, "layer batch " + key.to_string() + " failed: " + why);
-  for (const auto& s : m_.shards) {
+  for (size_t s = 0; s < m_.shards.size(); ++s) {
     MoeResult r;
     r.key = key;
     r.error = why;
-    send(s, std::move(r));
+    r.shard = static_cast<int32_t>(s);
+    send(m_.shards[s], std::move(r));
   }
 }
 

@@ -13,6 +13,8 @@ target_include_directories(caf::core INTERFACE ${CAF_INCLUDE_DIR})
 target_link_libraries(caf::core INTERFACE ${CAF_CORE_LIBRARY} Threads::Threads)
 add_library(caf::io INTERFACE IMPORTED)
 target_link_libraries(caf::io INTERFACE ${CAF_IO_LIBRARY} caf::core)
+# libcrypto: the node join handshake's HMAC (actors/node_protocol.h).
+find_package(OpenSSL REQUIRED)
 add_library(caf::openssl INTERFACE IMPORTED)
 target_link_libraries(caf::openssl INTERFACE ${CAF_OPENSSL_LIBRARY} caf::io)
 

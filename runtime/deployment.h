@@ -13,8 +13,10 @@
 //
 // One Deployment is one actor system in this process: a Frontend, the attention shards
 // (with their Routers under AGate), a Router (EGate), a Scheduler, the expert instances
-// and a Scaler, wired as the GraphSpec says. The header pulls in no actor-framework
-// headers.
+// and a Scaler, wired as the GraphSpec says. A config with nodes{} spans processes: this
+// process is the coordinator (Frontend and Scaler), `janus node` processes join it and
+// host the shards and instances (actors/cluster.h). The header pulls in no
+// actor-framework headers.
 #pragma once
 
 #include <cstdint>
@@ -44,6 +46,10 @@ struct DeploymentOptions {
   bool progress = false;
   /// The Scheduler also records the a_max other policies would give (console's amax()).
   bool compare_policies = false;
+  /// Multi-node configs: called (on the creating thread) once the coordinator listens,
+  /// with its port, before create() waits for the nodes to join — where a test or a
+  /// launcher starts the `janus node` processes.
+  std::function<void(uint16_t port)> on_listening;
 };
 
 /// A submitted request: its id and the future of its result.
@@ -113,6 +119,7 @@ struct RecoveryInfo {
   std::string what;
   double detected_s = 0;   // steady-clock seconds when the Scaler saw it go down
   double installed_s = 0;  // when the replacement membership was in place (0: not yet)
+  double died_s = 0;       // when kill() killed it (fault injection; 0: not known)
 };
 
 /// One decision of the SLO-aware autoscaler (scaler{policy="slo"}).
@@ -131,6 +138,41 @@ struct StepClock {
   int budget = 0;  // steps still allowed while paused
   uint64_t step = 0;
   bool in_step = false;
+};
+
+/// One layer batch's exchange as an attention node saw it (multi-node deployments).
+struct ExchangeSample {
+  uint64_t step = 0;
+  int layer = 0, micro_batch = 0;
+  std::string mode;         // "single", "case1", "case2"
+  int64_t rows = 0;         // rows of the node's shards
+  double round_s = 0;       // dispatch posted -> every shard's partial sums in
+  double moe_s = 0;         // of that, compute on the MoE side (the slowest MoE node)
+  double exchange_s = 0;    // round_s - moe_s: moving the layer batch there and back
+  double predicted_s[3] = {0, 0, 0};  // the cost model: single, case1, case2
+};
+
+/// A process of a multi-node deployment and its data plane.
+struct NodeSnapshot {
+  std::string name, host;
+  std::string role;          // "attention" or "moe"
+  std::string transport;     // "tcp", "shm", "verbs"
+  std::vector<char> transport_address;
+  bool alive = true;         // its bridge answered just now
+  uint64_t frames_sent = 0, frames_received = 0, payload_bytes_sent = 0, payload_bytes_received = 0, relayed = 0;
+  // Frames dropped on arrival, by reason (each also logged): the descriptor layer's ...
+  uint64_t dropped_truncated = 0, dropped_malformed = 0, dropped_wrong_epoch = 0, dropped_size_mismatch = 0,
+           dropped_unknown_sender = 0, dropped_stale = 0;
+  uint64_t transport_dropped = 0;  // ... and the transport's own (its header frames)
+  uint64_t failed_batches = 0;
+  uint64_t pool_slabs = 0, pool_acquired = 0, pool_reused = 0, registrations = 0;
+  std::vector<ExchangeSample> exchanges;  // attention nodes: the most recent layer batches
+};
+
+/// A probed link and the cost model's fit of it: T(bytes) = a + o + bytes / b.
+struct LinkSnapshot {
+  std::string from, to;
+  double latency_s = 0, per_message_s = 0, bytes_per_s = 0, rtt_small_s = 0;
 };
 
 struct MetricsSnapshot {
@@ -212,6 +254,19 @@ class Deployment {
   std::vector<ScalingInfo> scaling_decisions();
   /// Actor names, for completion.
   std::vector<std::string> actor_names() const;
+
+  // -- multi-node deployments (empty / 0 / an error in one process) ----------------------
+
+  /// The nodes and their data-plane counters and recent exchanges.
+  std::vector<NodeSnapshot> nodes();
+  /// The links probed at start-up, as the cost model uses them.
+  std::vector<LinkSnapshot> links();
+  /// The port the coordinator listens on for nodes.
+  uint16_t coordinator_port() const;
+  /// Fault injection: node `node`'s bridge sends node `peer` a bad frame of `kind`
+  /// ("truncated", "malformed", "wrong_epoch", "size_mismatch", "unknown_sender", or "raw",
+  /// garbage under the transport's own header). The peer drops, logs and counts it.
+  Status inject_frame_fault(const std::string& node, const std::string& peer, const std::string& kind);
 
   /// Fails whatever is queued or running with "shut down", stops every actor. Idempotent.
   void shutdown();

@@ -1,6 +1,7 @@
 #include "runtime/graph_spec.h"
 
 #include <algorithm>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -36,7 +37,79 @@ const std::string& instance_device(const GraphSpec& s, int i) {
   return d.size() == 1 ? d[0] : d[static_cast<size_t>(i)];
 }
 
+std::string shard_node(const GraphSpec& s, int i) {
+  const auto& n = s.attention.nodes;
+  if (n.empty()) return "";
+  return n.size() == 1 ? n[0] : n[static_cast<size_t>(i)];
+}
+
+std::string instance_node(const GraphSpec& s, int i) {
+  const auto& n = s.experts.nodes;
+  if (n.empty()) return "";
+  return n.size() == 1 ? n[0] : n[static_cast<size_t>(i)];
+}
+
+int node_index(const GraphSpec& s, const std::string& name) {
+  for (size_t i = 0; i < s.nodes.size(); ++i)
+    if (s.nodes[i].name == name) return static_cast<int>(i);
+  return -1;
+}
+
 namespace {
+
+// The placement of actors on nodes: every shard and instance on a declared node, a node
+// on one side only (attention and experts are disaggregated: a node's bridge speaks for
+// one side), every declared node used.
+Status resolve_nodes(GraphSpec& s) {
+  if (s.nodes.empty()) {
+    if (!s.attention.nodes.empty())
+      return invalid_argument(s.attention.where + ": attention{}: 'nodes' names nodes, but the config declares no nodes{}");
+    if (!s.experts.nodes.empty())
+      return invalid_argument(s.experts.where + ": experts{}: 'nodes' names nodes, but the config declares no nodes{}");
+    return Status::Ok();
+  }
+  const std::string& nw = s.nodes.front().where;
+  std::set<std::string> names;
+  for (const NodeSpec& n : s.nodes) {
+    if (n.name.empty()) return invalid_argument(n.where + ": nodes{}: a node needs a non-empty 'name'");
+    if (n.host.empty()) return invalid_argument(n.where + ": nodes{}: node '" + n.name + "' needs a non-empty 'host'");
+    if (!names.insert(n.name).second) return invalid_argument(n.where + ": nodes{}: node '" + n.name + "' is declared twice");
+  }
+  std::map<std::string, std::string> side;  // node -> "attention" / "experts"
+  auto place = [&](std::vector<std::string>& list, int count, const char* section, const std::string& where) -> Status {
+    auto err = [&](const std::string& m) { return invalid_argument(where + ": " + section + "{}: " + m); };
+    if (list.empty()) return err("'nodes' is required when the config declares nodes{} (the node of each actor, or one for all)");
+    if (list.size() != 1 && static_cast<int>(list.size()) != count)
+      return err("'nodes' lists " + std::to_string(list.size()) + " nodes for " + std::to_string(count) +
+                 " actors (give one per actor, or one for all)");
+    for (const std::string& n : list) {
+      if (!names.count(n)) {
+        std::string all;
+        for (const NodeSpec& x : s.nodes) all += (all.empty() ? "" : ", ") + x.name;
+        return err("no node named '" + n + "' (nodes: " + all + ")");
+      }
+      auto [it, fresh] = side.emplace(n, section);
+      if (!fresh && it->second != section)
+        return err("node '" + n + "' hosts both attention shards and expert instances; a node serves one side");
+    }
+    return Status::Ok();
+  };
+  JANUS_TRY(place(s.attention.nodes, s.attention.shards, "attention", s.attention.where));
+  JANUS_TRY(place(s.experts.nodes, s.experts.instances, "experts", s.experts.where));
+  for (const NodeSpec& n : s.nodes)
+    if (!side.count(n.name)) return invalid_argument(n.where + ": nodes{}: node '" + n.name + "' hosts no shard and no instance");
+  const auto& modes = {"single", "case1", "case2", "auto"};
+  if (std::find(modes.begin(), modes.end(), s.exchange.mode) == modes.end())
+    return invalid_argument(s.exchange.where + ": exchange{}: 'mode' must be \"single\", \"case1\", \"case2\" or \"auto\", got \"" +
+                            s.exchange.mode + "\"");
+  const auto& transports = {"auto", "tcp", "shm", "verbs"};
+  if (std::find(transports.begin(), transports.end(), s.exchange.transport) == transports.end())
+    return invalid_argument(s.exchange.where + ": exchange{}: 'transport' must be \"auto\", \"tcp\", \"shm\" or \"verbs\", got \"" +
+                            s.exchange.transport + "\"");
+  if (s.scaler.policy == "slo")
+    return invalid_argument(s.scaler.where + ": scaler{}: policy \"slo\" is not supported on a multi-node deployment yet (" + nw + ")");
+  return Status::Ok();
+}
 
 Status check_devices(const std::vector<std::string>& devices, int count, const std::string& section, const std::string& where,
                      int cuda_devices) {
@@ -121,6 +194,7 @@ Status resolve_graph(GraphSpec& s, const ModelConfig& m, int cuda_devices) {
     }
     if (s.workload.max_new_tokens < 0) return err("'max_new_tokens' must not be negative");
   }
+  JANUS_TRY(resolve_nodes(s));
   return Status::Ok();
 }
 
@@ -179,6 +253,24 @@ std::string graph_to_text(const GraphSpec& s, const ModelConfig& m) {
   }
   std::snprintf(line, sizeof line, "%-14s %-8s membership, epochs\n", "scaler", "cpu");
   o << line;
+  if (s.multi_node()) {
+    o << "\nnodes (frontend and scaler stay in the coordinator, listening on " << s.coordinator.listen << "; exchange "
+      << s.exchange.mode << " over " << s.exchange.transport << ")\n";
+    for (const NodeSpec& n : s.nodes) {
+      std::string who;
+      for (int i = 0; i < s.attention.shards; ++i)
+        if (shard_node(s, i) == n.name) who += " attention-" + std::to_string(i) + (s.egate() ? "" : " router-" + std::to_string(i));
+      bool moe = false;
+      for (int i = 0; i < s.experts.instances; ++i)
+        if (instance_node(s, i) == n.name) {
+          who += " expert-" + std::to_string(i);
+          moe = true;
+        }
+      if (moe) who += std::string(s.egate() ? " router" : "") + " scheduler (a mirror per MoE node)";
+      std::snprintf(line, sizeof line, "  %-8s %-15s", n.name.c_str(), n.host.c_str());
+      o << line << who << "\n";
+    }
+  }
   if (!s.workload.prompts.empty())
     o << "\nworkload   " << s.workload.prompts.size() << " prompts, max_new_tokens " << s.workload.max_new_tokens
       << (s.workload.temperature > 0 ? ", sampled" : ", greedy") << "\n";

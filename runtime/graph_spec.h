@@ -31,6 +31,7 @@ struct AttentionSpec {
   int kv_blocks = 0;                           // physical KV blocks per shard; 0 = enough for max_batch full-length requests
   int block_size = 16;                         // tokens per KV block
   int max_seq_len = 0;                         // 0 = min(model max, 4096)
+  std::vector<std::string> nodes;              // multi-node: the node of each shard (or one for all)
   std::string where;
 };
 
@@ -40,6 +41,7 @@ struct ExpertsSpec {
   std::vector<std::string> devices = {"cpu"};  // one per instance, or one for all
   bool auto_placement = true;                  // placement = "auto"
   std::vector<std::vector<int32_t>> placement; // explicit: experts per instance
+  std::vector<std::string> nodes;              // multi-node: the node of each instance (or one for all)
   std::string where;
 };
 
@@ -80,6 +82,57 @@ struct WorkloadSpec {
   std::string where;
 };
 
+/// A process of a multi-node deployment (`janus node --name NAME`): its name and the
+/// address its data-plane transport binds to (the host peers reach it at).
+struct NodeSpec {
+  std::string name;
+  std::string host = "127.0.0.1";
+  std::string where;
+};
+
+/// Where `janus node` processes join, and how (the secret stays in this process).
+struct CoordinatorSpec {
+  std::string listen = "127.0.0.1:0";  // HOST:PORT of the control endpoint; loopback unless told
+  std::string secret;                  // empty: $JANUS_SECRET
+  bool tls = false;                    // control connections over TLS (CAF's openssl module)
+  std::string tls_cert, tls_key, tls_ca;  // PEM files; without cert/key, anonymous DH
+  double join_timeout_s = 60;          // how long to wait for every node
+  std::string port_file;               // write the bound port here (tests, scripts)
+  std::string where;
+};
+
+/// How layer batches move between nodes (DESIGN.md "Data plane").
+struct ExchangeSpec {
+  std::string mode = "auto";        // "single", "case1", "case2", or "auto" (cost model per layer batch)
+  std::string transport = "auto";   // "auto" (shm when every node is on one host, else tcp), "tcp", "shm", "verbs"
+  int spin_us = 1000;               // the bridge busy-polls this long after activity, then backs off
+  bool probe = true;                // measure links at start-up (the cost model's input)
+  std::string where;
+};
+
+/// `janus simulate`: a deployment in virtual time (runtime/serving/simulator.h).
+struct SimulateSpec {
+  std::string profile;           // janus profile's JSON (relative to the config file)
+  std::string shape = "model";   // "model": the model{} section's shape; or "deepseek-v2"
+  std::string system = "janus";  // janus, megascale, monolithic
+  double duration_s = 0;         // stop admitting arrivals after this much virtual time (0: all)
+  double device_gb = 85.04;      // memory of one device (an H100 reports 79.2 GiB usable)
+  double memory_fraction = 0.92; // of it for weights and KV
+  int gpus_per_node = 8;
+  double nic_gbps = 400, nic_latency_us = 10;      // per GPU, across nodes
+  double nvlink_gbps = 3600, nvlink_latency_us = 3; // per GPU and direction, inside a node
+  double weight_load_gbps = 200;  // how fast a new instance loads its experts
+  double zipf = 0.3;              // popularity skew of the sampled routing
+  int sampled_layers = 8;
+  uint64_t seed = 1;
+  int micro_batches = 2;          // megascale's ping-pong
+  double balance = 2.0;           // megascale's attention/MoE time ratio bound
+  std::vector<int> study_batches = {64, 256, 512};
+  std::vector<double> study_slos_ms = {150, 200};
+  int study_prompt = 16, study_output = 256, max_devices = 64;
+  std::string where;
+};
+
 /// A scripted event: at `at_s` seconds into a run, do `op` ("kill", "slow", "scale").
 struct ScenarioEvent {
   double at_s = 0;
@@ -100,12 +153,17 @@ struct GraphSpec {
   ScalerSpec scaler;
   WorkloadSpec workload;
   std::vector<ScenarioEvent> scenario;
+  std::vector<NodeSpec> nodes;  // empty: the whole graph runs in this process
+  CoordinatorSpec coordinator;
+  ExchangeSpec exchange;
+  SimulateSpec simulate;
 
   // Filled by resolve_graph():
   std::string model_dir;                                  // the checkpoint actually loaded
   std::vector<std::vector<int32_t>> resolved_placement;   // experts per instance
 
   bool egate() const { return router.side == "moe"; }
+  bool multi_node() const { return !nodes.empty(); }
 };
 
 /// The default config of `janus run`: examples/configs/default.lua's graph.
@@ -126,5 +184,10 @@ std::string graph_to_json(const GraphSpec& spec, const ModelConfig& model);
 /// Device of shard i / instance i, from the devices list (one per actor or one for all).
 const std::string& shard_device(const GraphSpec& spec, int shard);
 const std::string& instance_device(const GraphSpec& spec, int instance);
+/// Node name of shard i / instance i (multi-node specs; "" otherwise).
+std::string shard_node(const GraphSpec& spec, int shard);
+std::string instance_node(const GraphSpec& spec, int instance);
+/// Index in spec.nodes of the node named `name`, or -1.
+int node_index(const GraphSpec& spec, const std::string& name);
 
 }  // namespace janus

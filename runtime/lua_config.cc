@@ -220,7 +220,8 @@ int l_model(lua_State* L) {
 }
 
 int l_attention(lua_State* L) {
-  Section s(L, "attention", {"shards", "devices", "micro_batches", "max_batch", "kv_blocks", "block_size", "max_seq_len"});
+  Section s(L, "attention",
+            {"shards", "devices", "micro_batches", "max_batch", "kv_blocks", "block_size", "max_seq_len", "nodes"});
   AttentionSpec& a = state_of(L)->spec.attention;
   a.where = s.where();
   s.integer("shards", &a.shards);
@@ -230,16 +231,18 @@ int l_attention(lua_State* L) {
   s.integer("kv_blocks", &a.kv_blocks);
   s.integer("block_size", &a.block_size);
   s.integer("max_seq_len", &a.max_seq_len);
+  s.strings("nodes", &a.nodes);
   return 0;
 }
 
 int l_experts(lua_State* L) {
-  Section s(L, "experts", {"instances", "slots", "devices", "placement"});
+  Section s(L, "experts", {"instances", "slots", "devices", "placement", "nodes"});
   ExpertsSpec& e = state_of(L)->spec.experts;
   e.where = s.where();
   s.integer("instances", &e.instances);
   s.integer("slots", &e.slots);
   s.strings("devices", &e.devices);
+  s.strings("nodes", &e.nodes);
   if (s.get("placement")) {
     if (lua_type(L, -1) == LUA_TSTRING) {
       if (std::string(lua_tostring(L, -1)) != "auto") s.fail("'placement' must be \"auto\" or a list of expert lists, one per instance");
@@ -271,6 +274,61 @@ int l_scheduler(lua_State* L) {
   return 0;
 }
 
+int l_simulate(lua_State* L) {
+  Section s(L, "simulate",
+            {"profile", "shape", "system", "duration_s", "device_gb", "memory_fraction", "gpus_per_node", "nic_gbps",
+             "nic_latency_us", "nvlink_gbps", "nvlink_latency_us", "weight_load_gbps", "zipf", "sampled_layers", "seed",
+             "micro_batches", "balance", "study_batches", "study_slos_ms", "study_prompt", "study_output", "max_devices"});
+  SimulateSpec& m = state_of(L)->spec.simulate;
+  m.where = s.where();
+  s.string("profile", &m.profile);
+  s.string("shape", &m.shape);
+  if (m.shape != "model" && m.shape != "deepseek-v2") s.fail("'shape' must be \"model\" or \"deepseek-v2\", got \"" + m.shape + "\"");
+  s.string("system", &m.system);
+  if (m.system != "janus" && m.system != "megascale" && m.system != "monolithic")
+    s.fail("'system' must be \"janus\", \"megascale\" or \"monolithic\", got \"" + m.system + "\"");
+  auto num = [&](const char* k, double* out, double lo, double hi) {
+    float v = static_cast<float>(*out);
+    s.number(k, &v, lo, hi);
+    if (v != static_cast<float>(*out)) *out = v;
+  };
+  num("duration_s", &m.duration_s, 0, 1e9);
+  num("device_gb", &m.device_gb, 0.001, 1e6);
+  num("memory_fraction", &m.memory_fraction, 0.01, 1);
+  num("nic_gbps", &m.nic_gbps, 1e-3, 1e6);
+  num("nic_latency_us", &m.nic_latency_us, 0, 1e6);
+  num("nvlink_gbps", &m.nvlink_gbps, 1e-3, 1e7);
+  num("nvlink_latency_us", &m.nvlink_latency_us, 0, 1e6);
+  num("weight_load_gbps", &m.weight_load_gbps, 1e-3, 1e7);
+  num("zipf", &m.zipf, 0, 10);
+  num("balance", &m.balance, 1, 1e3);
+  s.integer("gpus_per_node", &m.gpus_per_node);
+  s.integer("sampled_layers", &m.sampled_layers);
+  s.unsigned64("seed", &m.seed);
+  s.integer("micro_batches", &m.micro_batches);
+  s.integer("study_prompt", &m.study_prompt);
+  s.integer("study_output", &m.study_output);
+  s.integer("max_devices", &m.max_devices);
+  auto numbers = [&](const char* k, auto* out) {
+    if (!s.get(k)) return;
+    if (!lua_istable(L, -1)) s.fail("'" + std::string(k) + "' must be a list of positive numbers");
+    out->clear();
+    const lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n; ++i) {
+      lua_geti(L, -1, i);
+      if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) <= 0)
+        s.fail("'" + std::string(k) + "'[" + std::to_string(i) + "] must be a positive number");
+      out->push_back(static_cast<typename std::decay_t<decltype(*out)>::value_type>(lua_tonumber(L, -1)));
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (out->empty()) s.fail("'" + std::string(k) + "' must not be empty");
+  };
+  numbers("study_batches", &m.study_batches);
+  numbers("study_slos_ms", &m.study_slos_ms);
+  return 0;
+}
+
 int l_scaler(lua_State* L) {
   Section s(L, "scaler", {"recover", "policy", "profile", "tpot_slo_ms", "interval_s", "context", "min_attention",
                           "max_attention", "min_moe", "max_moe"});
@@ -292,10 +350,83 @@ int l_scaler(lua_State* L) {
   s.integer("min_moe", &sc.min_moe);
   s.integer("max_moe", &sc.max_moe);
   if (sc.policy == "slo" && sc.profile.empty()) s.fail("policy \"slo\" needs 'profile' (the JSON that janus profile writes)");
-  // A relative profile path is relative to the config file.
-  const std::string& src = state_of(L)->spec.source;
-  if (!sc.profile.empty() && sc.profile[0] != '/' && src.find('/') != std::string::npos && src[0] != '<')
-    sc.profile = (std::filesystem::path(src).parent_path() / sc.profile).lexically_normal().string();
+  return 0;
+}
+
+// nodes{{name="a1", host="10.0.0.1"}, {name="m1"}, ...}: a list, so not a Section.
+int l_nodes(lua_State* L) {
+  const std::string where = caller_where(L);
+  auto fail = [&](const std::string& m) {
+    lua_pushstring(L, (where + ": nodes{}: " + m).c_str());
+    lua_error(L);
+  };
+  LoadState* st = state_of(L);
+  auto [it, fresh] = st->declared.emplace("nodes", where);
+  if (!fresh) fail("given twice (first at " + it->second + ")");
+  if (lua_gettop(L) != 1 || !lua_istable(L, 1)) fail("expects a list of nodes, as in nodes{{name=\"a1\", host=\"127.0.0.1\"}, ...}");
+  const lua_Integer n = luaL_len(L, 1);
+  if (n < 1) fail("lists no node");
+  for (lua_Integer i = 1; i <= n; ++i) {
+    lua_geti(L, 1, i);
+    NodeSpec node;
+    node.where = where;
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      node.name = lua_tostring(L, -1);
+    } else if (lua_istable(L, -1)) {
+      lua_pushnil(L);
+      while (lua_next(L, -2) != 0) {
+        lua_pop(L, 1);
+        const std::string k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+        if (k != "name" && k != "host") fail("node " + std::to_string(i) + ": unknown key '" + k + "' (keys: name, host)");
+      }
+      for (const char* k : {"name", "host"}) {
+        lua_getfield(L, -1, k);
+        if (!lua_isnil(L, -1)) {
+          if (lua_type(L, -1) != LUA_TSTRING) fail("node " + std::to_string(i) + ": '" + k + "' must be a string");
+          (std::string(k) == "name" ? node.name : node.host) = lua_tostring(L, -1);
+        }
+        lua_pop(L, 1);
+      }
+    } else {
+      fail("node " + std::to_string(i) + " must be a table {name=..., host=...} or a name");
+    }
+    lua_pop(L, 1);
+    st->spec.nodes.push_back(std::move(node));
+  }
+  return 0;
+}
+
+int l_coordinator(lua_State* L) {
+  Section s(L, "coordinator", {"listen", "secret", "tls", "cert", "key", "ca", "join_timeout_s", "port_file"});
+  CoordinatorSpec& c = state_of(L)->spec.coordinator;
+  c.where = s.where();
+  s.string("listen", &c.listen);
+  s.string("secret", &c.secret);
+  s.boolean("tls", &c.tls);
+  s.string("cert", &c.tls_cert);
+  s.string("key", &c.tls_key);
+  s.string("ca", &c.tls_ca);
+  s.string("port_file", &c.port_file);
+  float t = static_cast<float>(c.join_timeout_s);
+  s.number("join_timeout_s", &t, 0.1, 1e6);
+  c.join_timeout_s = t;
+  if (c.listen.find(':') == std::string::npos) s.fail("'listen' must be HOST:PORT (PORT 0: any free port), got \"" + c.listen + "\"");
+  if (c.tls_cert.empty() != c.tls_key.empty()) s.fail("give both 'cert' and 'key' (PEM files), or neither");
+  return 0;
+}
+
+int l_exchange(lua_State* L) {
+  Section s(L, "exchange", {"mode", "transport", "spin_us", "probe"});
+  ExchangeSpec& e = state_of(L)->spec.exchange;
+  e.where = s.where();
+  s.string("mode", &e.mode);
+  if (e.mode != "single" && e.mode != "case1" && e.mode != "case2" && e.mode != "auto")
+    s.fail("'mode' must be \"single\", \"case1\", \"case2\" or \"auto\", got \"" + e.mode + "\"");
+  s.string("transport", &e.transport);
+  if (e.transport != "auto" && e.transport != "tcp" && e.transport != "shm" && e.transport != "verbs")
+    s.fail("'transport' must be \"auto\", \"tcp\", \"shm\" or \"verbs\", got \"" + e.transport + "\"");
+  s.integer("spin_us", &e.spin_us, 0);
+  s.boolean("probe", &e.probe);
   return 0;
 }
 
@@ -475,7 +606,8 @@ Result<GraphSpec> run_config(const std::function<int(lua_State*)>& load, const s
   const std::pair<const char*, lua_CFunction> api[] = {{"model", l_model},         {"attention", l_attention},
                                                        {"experts", l_experts},     {"router", l_router},
                                                        {"scheduler", l_scheduler}, {"workload", l_workload},
-                                                       {"scaler", l_scaler},
+                                                       {"scaler", l_scaler}, {"simulate", l_simulate},         {"nodes", l_nodes},
+                                                       {"coordinator", l_coordinator}, {"exchange", l_exchange},
                                                        {"at", l_at},               {"kill", l_kill_action},
                                                        {"slow", l_slow_action},    {"scale", l_scale_action}};
   for (const auto& [name, fn] : api) {
@@ -493,9 +625,13 @@ Result<GraphSpec> run_config(const std::function<int(lua_State*)>& load, const s
   // Sections never called keep their defaults; name the file for their error messages.
   GraphSpec& g = st.spec;
   for (std::string* w : {&g.model.where, &g.attention.where, &g.experts.where, &g.router.where, &g.scheduler.where,
-                         &g.scaler.where, &g.workload.where})
+                         &g.scaler.where, &g.workload.where, &g.coordinator.where, &g.exchange.where})
     if (w->empty()) *w = source;
   if (g.model.path.empty() && g.model.preset.empty()) g.model.preset = "tiny-qwen3-moe";
+  // Relative TLS files and profiles are relative to the config file, like the model path.
+  for (std::string* f : {&g.coordinator.tls_cert, &g.coordinator.tls_key, &g.coordinator.tls_ca, &g.scaler.profile, &g.simulate.profile})
+    if (!f->empty() && std::filesystem::path(*f).is_relative() && source.find('/') != std::string::npos && source[0] != '<')
+      *f = (std::filesystem::path(source).parent_path() / *f).lexically_normal().string();
   // A relative model path is relative to the config file.
   if (!g.model.path.empty() && std::filesystem::path(g.model.path).is_relative() && source.find('/') != std::string::npos &&
       source[0] != '<')

@@ -2,8 +2,9 @@
 //
 //   model{path=DIR} or model{preset="tiny-qwen3-moe", seed=0, dtype="f32"}
 //   attention{shards=N, devices={"cpu", ...} or "cpu", micro_batches=M, max_batch=B,
-//             kv_blocks=K, block_size=16, max_seq_len=L}
-//   experts{instances=N, slots=C, devices=..., placement="auto" or {{0,1,2},{3,4,5},...}}
+//             kv_blocks=K, block_size=16, max_seq_len=L, nodes={"a1", "a1", "a2"} or "a1"}
+//   experts{instances=N, slots=C, devices=..., placement="auto" or {{0,1,2},{3,4,5},...},
+//           nodes={"m1", ...} or "m1"}
 //   router{side="moe" | "attention"}
 //   scheduler{policy="aebs" | "random_replica" | "primary" | "token_balanced", seed=S}
 //   scaler{recover=true,   -- replace dead members (else requests fail with the error)
@@ -17,6 +18,12 @@
 //            shape=K (gamma), requests=N, trace="file.csv", time_scale=F,
 //            prompt_len=16 or {dist="lognormal"|"uniform"|"sharegpt_prompt", mean=, sigma=,
 //            min=, max=}, output_len=..., slo={ttft_ms=X, tpot_ms=Y}}
+//   nodes{{name="a1", host="127.0.0.1"}, {name="m1", host="10.0.0.2"}, ...}
+//            -- a multi-node deployment: `janus node --join HOST:PORT --name a1` processes
+//   coordinator{listen="127.0.0.1:0", secret="...", tls=false, cert=, key=, ca=,
+//               join_timeout_s=60, port_file=}   -- where nodes join (the secret or $JANUS_SECRET)
+//   exchange{mode="auto" | "single" | "case1" | "case2", transport="auto" | "tcp" | "shm" | "verbs",
+//            spin_us=1000, probe=true}   -- how layer batches move between nodes
 //   at(seconds, kill "expert-2") / at(t, slow("expert-1", 50)) / at(t, scale{attention=2, moe=6})
 //            -- a scenario replayed by `janus bench-serve`
 //

@@ -14,9 +14,21 @@ double PerfModel::layer_time(int layer, double batch, int n_a, int n_e, double s
   const LayerCoefficients& c = layers[static_cast<size_t>(layer)];
   const double b = batch / std::max(1, n_a);
   const double t_attn = std::max(c.c_a, c.alpha * b + c.c_kv * b * s_ctx);
-  const double t_moe = c.beta > 0 ? c.beta * amax(layer, n_e, batch) + c.c_e : 0.0;
-  const double t_comm = c.c_comm + c.comm_per_member * (n_a + n_e) + c.comm_per_row * batch;
+  const double t_moe = c.beta > 0 ? moe_time(layer, amax(layer, n_e, batch)) : 0.0;
+  const double t_comm = c.c_comm + c.comm_per_member * (n_a + n_e) + c.comm_per_row * batch + c.comm_per_shard_row * b;
   return t_attn + t_moe + t_comm;
+}
+
+double PerfModel::moe_time(int layer, double a) const {
+  const LayerCoefficients& c = layers[static_cast<size_t>(layer)];
+  if (c.beta <= 0 && c.c_e <= 0) return 0.0;
+  if (moe_curve.size() < 2) return c.beta * a + c.c_e;
+  size_t i = 1;
+  while (i + 1 < moe_curve.size() && moe_curve[i].first < a) ++i;
+  const auto [a0, t0] = moe_curve[i - 1];
+  const auto [a1, t1] = moe_curve[i];
+  const double t = t0 + (t1 - t0) * (a - a0) / std::max(1e-9, a1 - a0);
+  return std::max(a <= moe_curve.front().first ? moe_curve.front().second : 0.0, t);
 }
 
 double PerfModel::tpot(double batch, int n_a, int n_e, double s_ctx, const AmaxFn& amax) const {
@@ -96,7 +108,7 @@ std::string PerfModel::to_json() const {
   json ls = json::array();
   for (const LayerCoefficients& c : layers)
     ls.push_back({{"c_a", c.c_a}, {"alpha", c.alpha}, {"c_kv", c.c_kv}, {"beta", c.beta}, {"c_e", c.c_e},
-                  {"c_comm", c.c_comm}, {"comm_per_member", c.comm_per_member}, {"comm_per_row", c.comm_per_row}});
+                  {"c_comm", c.c_comm}, {"comm_per_member", c.comm_per_member}, {"comm_per_row", c.comm_per_row}, {"comm_per_shard_row", c.comm_per_shard_row}});
   json j = {{"source", source},
             {"units", "seconds"},
             {"num_experts", num_experts},
@@ -104,8 +116,11 @@ std::string PerfModel::to_json() const {
             {"slots", slots},
             {"attention_weight_bytes", attention_weight_bytes},
             {"kv_bytes_per_token", kv_bytes_per_token},
+            {"attention_layer_bytes", attention_layer_bytes},
+            {"expert_bytes", expert_bytes},
             {"device_bytes", device_bytes},
             {"max_batch_per_shard", max_batch_per_shard},
+            {"moe_curve", moe_curve},
             {"layers", ls}};
   return j.dump(2) + "\n";
 }
@@ -125,8 +140,11 @@ Result<PerfModel> PerfModel::from_json(const std::string& text, const std::strin
     m.slots = j.at("slots").get<int>();
     m.attention_weight_bytes = j.value("attention_weight_bytes", 0.0);
     m.kv_bytes_per_token = j.value("kv_bytes_per_token", 0.0);
+    m.attention_layer_bytes = j.value("attention_layer_bytes", 0.0);
+    m.expert_bytes = j.value("expert_bytes", 0.0);
     m.device_bytes = j.value("device_bytes", 0.0);
     m.max_batch_per_shard = j.value("max_batch_per_shard", 1024.0);
+    if (j.contains("moe_curve")) m.moe_curve = j.at("moe_curve").get<std::vector<std::pair<double, double>>>();
     for (const json& l : j.at("layers")) {
       LayerCoefficients c;
       c.c_a = l.at("c_a").get<double>();
@@ -137,12 +155,16 @@ Result<PerfModel> PerfModel::from_json(const std::string& text, const std::strin
       c.c_comm = l.value("c_comm", 0.0);
       c.comm_per_member = l.value("comm_per_member", 0.0);
       c.comm_per_row = l.value("comm_per_row", 0.0);
+      c.comm_per_shard_row = l.value("comm_per_shard_row", 0.0);
       m.layers.push_back(c);
     }
   } catch (const json::exception& e) {
     return invalid_argument(where + ": " + e.what());
   }
   if (m.layers.empty()) return invalid_argument(where + ": no layers");
+  for (size_t i = 0; i < m.moe_curve.size(); ++i)
+    if (m.moe_curve[i].first <= (i ? m.moe_curve[i - 1].first : 0.0) || m.moe_curve[i].second < 0)
+      return invalid_argument(where + ": moe_curve must list (activated experts, seconds) with increasing positive a");
   if (m.num_experts <= 0 || m.top_k <= 0 || m.slots <= 0) return invalid_argument(where + ": num_experts, top_k and slots must be positive");
   return m;
 }

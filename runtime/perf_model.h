@@ -3,7 +3,7 @@
 // Per layer l, one decode step costs
 //   T_attn(l) = max(c_a, alpha * b + c_kv * b * S_ctx)     b = B / n_a rows per shard
 //   T_moe(l)  = beta * a_max(l, n_e, B) + c_e              a_max: busiest instance's experts
-//   T_comm(l) = c_comm + comm_per_member * (n_a + n_e) + comm_per_row * B
+//   T_comm(l) = c_comm + comm_per_member * (n_a + n_e) + comm_per_row * B + comm_per_shard_row * b
 // and TPOT = sum over layers. The coefficients come from `janus profile` on the backends
 // a deployment actually uses. Scaling chooses the fewest devices n_a + n_e that keep TPOT
 // within the SLO at the batch Little's law implies (B = lambda * TPOT(B), lambda in output
@@ -23,6 +23,7 @@ struct LayerCoefficients {
   double c_a = 0, alpha = 0, c_kv = 0;  // seconds; per row; per row per context token
   double beta = 0, c_e = 0;             // seconds per activated expert; fixed
   double c_comm = 0, comm_per_member = 0, comm_per_row = 0;
+  double comm_per_shard_row = 0;        // seconds per row of one shard (its own link)
 };
 
 struct PerfModel {
@@ -31,8 +32,18 @@ struct PerfModel {
   int num_experts = 0, top_k = 0, slots = 0;
   double attention_weight_bytes = 0;  // per shard
   double kv_bytes_per_token = 0;      // all layers
+  double attention_layer_bytes = 0;   // weights one layer's attention reads (projections, norms)
+  double expert_bytes = 0;            // one expert of one layer
   double device_bytes = 0;            // memory of one device
   double max_batch_per_shard = 1024;
+  /// The measured T(a) of a MoE layer, (activated experts, seconds) in increasing a.
+  /// A GPU's expert FFN is not linear at small a (one expert cannot fill the chip), so
+  /// where these points exist moe_time interpolates them (and extrapolates the last
+  /// segment) instead of using beta * a + c_e.
+  std::vector<std::pair<double, double>> moe_curve;
+
+  /// T_moe of `layer` for `a` activated experts on the busiest instance (0 for dense layers).
+  double moe_time(int layer, double a) const;
 
   /// a_max of a layer for n_e instances at batch B.
   using AmaxFn = std::function<double(int layer, int instances, double batch)>;

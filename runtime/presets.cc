@@ -60,6 +60,15 @@ std::vector<ModelPreset> build_presets() {
                "Qwen3-30B-A3B-like for one GPU: 8 layers, hidden 2048, 32/4 heads of 128, 128 experts top-8, expert "
                "intermediate 768, vocab 32000",
                qwen3(32000, 2048, 8, 32, 4, 128, 128, 8, 768, 6144, 1e6), DType::kBF16});
+  // One DeepSeek-V2-sized MoE layer for profiling the simulator's coefficients on a GPU:
+  // DeepSeek-V2's hidden size, expert shape and top-6, 32 of its 160 experts (enough to
+  // fit T(a) up to a = 32), and GQA attention (40/8 heads: the group size of the models
+  // our attention kernel is tuned for); `janus simulate` scales its weight and KV costs
+  // by bytes to DeepSeek-V2's MLA (runtime/serving/simulator.h says how).
+  p.push_back({"dsv2-slice",
+               "one DeepSeek-V2-sized MoE layer for profiling: hidden 5120, 32 experts of intermediate 1536 top-6, GQA "
+               "40/8 heads of 128, vocab 32000",
+               qwen3(32000, 5120, 1, 40, 8, 128, 32, 6, 1536, 12288, 1e4), DType::kBF16});
   return p;
 }
 

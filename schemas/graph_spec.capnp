@@ -19,6 +19,7 @@ struct AttentionSpec {
   kvBlocks @4 :UInt32;
   blockSize @5 :UInt32;
   maxSeqLen @6 :UInt32;
+  nodes @7 :List(Text);         # per shard (or one for all); empty: this process
 }
 
 struct ExpertList {
@@ -31,6 +32,7 @@ struct ExpertsSpec {
   devices @2 :List(Text);
   autoPlacement @3 :Bool;
   placement @4 :List(ExpertList);
+  nodes @5 :List(Text);
 }
 
 struct WorkloadSpec {
@@ -41,6 +43,18 @@ struct WorkloadSpec {
   topK @4 :UInt32;
   seed @5 :UInt64;
   ignoreEos @6 :Bool;
+}
+
+struct NodeSpec {
+  name @0 :Text;
+  host @1 :Text;
+}
+
+struct ExchangeSpec {
+  mode @0 :Text;       # "single", "case1", "case2", "auto"
+  transport @1 :Text;  # "auto", "tcp", "shm", "verbs"
+  spinUs @2 :UInt32;
+  probe @3 :Bool;
 }
 
 struct GraphSpec {
@@ -54,4 +68,6 @@ struct GraphSpec {
   workload @7 :WorkloadSpec;
   modelDir @8 :Text;            # resolved
   resolvedPlacement @9 :List(ExpertList);
+  nodes @10 :List(NodeSpec);     # empty: one process; the coordinator's secret never travels
+  exchange @11 :ExchangeSpec;
 }

@@ -68,20 +68,25 @@ int cmd_bench_serve(const Argv& argv) {
   if (!plan.ok()) return fail("bench-serve", plan.status().message());
   Slo slo{g.workload.slo_ttft_ms / 1e3, g.workload.slo_tpot_ms / 1e3};
   std::fprintf(stderr, "bench-serve: %zu requests, %s arrivals\n", plan->size(), g.workload.arrivals.kind.c_str());
-  size_t next_event = 0;
-  std::vector<ScenarioEvent> events = g.scenario;
-  std::sort(events.begin(), events.end(), [](const ScenarioEvent& x, const ScenarioEvent& y) { return x.at_s < y.at_s; });
+  ScenarioPlayer scenario(**d, g.scenario);
   ServeReport rep = serve_workload(**d, *plan, slo, true, [&](double t) {
-    for (; next_event < events.size() && events[next_event].at_s <= t; ++next_event) {
-      const ScenarioEvent& e = events[next_event];
-      Status s = e.op == "kill"    ? (*d)->kill(e.actor)
-                 : e.op == "slow"  ? (*d)->slow(e.actor, e.ms)
-                                   : (*d)->scale(e.attention, e.moe);
-      std::fprintf(stderr, "bench-serve: t=%.1f s: %s %s: %s\n", t, e.op.c_str(), e.actor.c_str(), s.ok() ? "done" : s.message().c_str());
-    }
+    for (const std::string& line : scenario.advance(t)) std::fprintf(stderr, "bench-serve: %s\n", line.c_str());
   });
   if (a.flag("json")) std::printf("%s\n", rep.to_json().c_str());
   else std::fputs(rep.to_text().c_str(), stdout);
+  if (!a.flag("json")) {
+    // What the Scaler did meanwhile: recoveries and autoscaling decisions.
+    for (const RecoveryInfo& r : (*d)->recoveries())
+      std::printf("recovery: %s: detected %.2f ms after the kill, new membership installed %.2f ms after detection\n",
+                  r.what.c_str(), r.died_s > 0 ? (r.detected_s - r.died_s) * 1e3 : -1.0, (r.installed_s - r.detected_s) * 1e3);
+    const auto decisions = (*d)->scaling_decisions();
+    if (!decisions.empty()) std::printf("scaling decisions (Algorithm 2):\n%9s %12s %8s %10s  %s\n", "t s", "demand t/s", "config", "model TPOT", "");
+    const double t0 = decisions.empty() ? 0 : decisions.front().t_s;
+    for (const ScalingInfo& x : decisions)
+      std::printf("%9.2f %12.1f %8s %7.2f ms  %s\n", x.t_s - t0, x.lambda,
+                  (std::to_string(x.attention) + "A" + std::to_string(x.moe) + "E").c_str(), x.tpot_s * 1e3,
+                  !x.feasible ? ("infeasible: " + x.note).c_str() : x.changed ? "rescale" : "");
+  }
   (*d)->shutdown();
   return rep.failed == 0 ? 0 : 1;
 }

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "runtime/cli/args.h"
@@ -75,6 +76,44 @@ void print_results(const std::vector<Result<GenerateResult>>& results, bool json
   }
 }
 
+// Multi-node deployments: what each node's data plane did, and per exchange mode the
+// measured exchange time (round trip less MoE compute) beside the cost model's prediction,
+// so that a researcher sees at once whether the model that picks Case 1 or Case 2 is right.
+void print_nodes(Deployment& d) {
+  const std::vector<NodeSnapshot> nodes = d.nodes();
+  if (nodes.empty()) return;
+  std::printf("nodes (data plane over %s):\n", nodes[0].transport.c_str());
+  std::printf("  %-8s %-9s %10s %10s %12s %12s %8s %8s\n", "node", "role", "frames out", "frames in", "payload out", "payload in",
+              "relayed", "dropped");
+  std::map<std::string, std::vector<const ExchangeSample*>> by_mode;
+  for (const NodeSnapshot& n : nodes) {
+    const uint64_t dropped = n.dropped_truncated + n.dropped_malformed + n.dropped_wrong_epoch + n.dropped_size_mismatch +
+                             n.dropped_unknown_sender + n.transport_dropped;
+    std::printf("  %-8s %-9s %10llu %10llu %9.2f MB %9.2f MB %8llu %8llu%s\n", n.name.c_str(), n.role.c_str(),
+                static_cast<unsigned long long>(n.frames_sent), static_cast<unsigned long long>(n.frames_received),
+                static_cast<double>(n.payload_bytes_sent) / 1e6, static_cast<double>(n.payload_bytes_received) / 1e6,
+                static_cast<unsigned long long>(n.relayed), static_cast<unsigned long long>(dropped), n.alive ? "" : "  (gone)");
+    for (const ExchangeSample& e : n.exchanges) by_mode[e.mode].push_back(&e);
+  }
+  if (by_mode.empty()) return;
+  std::printf("exchange per layer batch (median over the recent ones; predicted by the cost model):\n");
+  const std::map<std::string, int> column = {{"single", 0}, {"case1", 1}, {"case2", 2}};
+  for (auto& [mode, xs] : by_mode) {
+    auto median = [&](auto field) {
+      std::vector<double> v;
+      for (const ExchangeSample* e : xs) v.push_back(field(*e));
+      std::nth_element(v.begin(), v.begin() + static_cast<long>(v.size() / 2), v.end());
+      return v[v.size() / 2];
+    };
+    const int c = column.count(mode) ? column.at(mode) : 1;
+    const double measured = median([](const ExchangeSample& e) { return e.exchange_s; });
+    const double predicted = median([c](const ExchangeSample& e) { return e.predicted_s[c]; });
+    const double rows = median([](const ExchangeSample& e) { return static_cast<double>(e.rows); });
+    std::printf("  %-6s %5zu batches, %6.0f rows per node: %8.1f us measured, %8.1f us predicted (%.2fx)\n", mode.c_str(), xs.size(),
+                rows, measured * 1e6, predicted * 1e6, predicted > 0 ? measured / predicted : 0.0);
+  }
+}
+
 void print_summary(Deployment& d, const std::string& trace_file) {
   MetricsSnapshot m = d.metrics();
   std::printf("\n%llu requests, %lld tokens in %.3f s: %.1f tokens/s\n", static_cast<unsigned long long>(m.completed),
@@ -85,6 +124,7 @@ void print_summary(Deployment& d, const std::string& trace_file) {
   for (const LayerAmax& l : m.amax)
     std::printf("  layer %2d  mean %5.2f  max %3d  over %llu layer batches\n", l.layer, l.mean, l.max,
                 static_cast<unsigned long long>(l.batches));
+  print_nodes(d);
   if (!trace_file.empty()) {
     const Trace& t = d.trace();
     std::ofstream out(trace_file);

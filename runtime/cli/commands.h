@@ -16,6 +16,8 @@ int cmd_graph(const Argv& args);
 int cmd_console(const Argv& args);
 int cmd_bench_serve(const Argv& args);
 int cmd_profile(const Argv& args);
+int cmd_node(const Argv& args);
+int cmd_simulate(const Argv& args);
 
 /// Prints "janus <command>: <message>" to stderr and returns `code`.
 int fail(const std::string& command, const std::string& message, int code = 1);

@@ -20,6 +20,8 @@ const Command kCommands[] = {
     {"console", janus::cli::cmd_console, "attach the Lua console to a running deployment"},
     {"bench-serve", janus::cli::cmd_bench_serve, "serve a generated workload and report TTFT, TPOT, goodput"},
     {"profile", janus::cli::cmd_profile, "measure the performance model's coefficients on a config's backends"},
+    {"simulate", janus::cli::cmd_simulate, "run a deployment in virtual time on the profiled model (up to 64+ GPUs)"},
+    {"node", janus::cli::cmd_node, "join a multi-node deployment and host its share of the actors"},
     {"generate", janus::cli::cmd_generate, "generate tokens with the single-process reference engine"},
     {"make-model", janus::cli::cmd_make_model, "write a deterministic random checkpoint of a preset shape"},
 };

@@ -10,7 +10,7 @@
 namespace janus {
 
 ServeReport serve_workload(Deployment& d, const std::vector<PlannedRequest>& plan, const Slo& slo, bool progress,
-                           const std::function<void(double)>& on_second) {
+                           const std::function<void(double)>& on_tick) {
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   auto since = [&] { return std::chrono::duration<double>(clock::now() - start).count(); };
@@ -23,12 +23,12 @@ ServeReport serve_workload(Deployment& d, const std::vector<PlannedRequest>& pla
   std::vector<RequestHandle> handles;
   std::unique_ptr<ProgressBar> bar;
   if (progress) bar = std::make_unique<ProgressBar>("serving", static_cast<int64_t>(plan.size()), "requests");
-  double next_tick = 1.0;
+  double next_tick = 0.1;
   auto tick = [&] {
     const double t = since();
-    if (on_second && t >= next_tick) {
-      on_second(t);
-      next_tick = std::floor(t) + 1.0;
+    if (on_tick && t >= next_tick) {
+      on_tick(t);
+      next_tick = t + 0.1;
     }
   };
   for (size_t i = 0; i < plan.size(); ++i) {
@@ -42,12 +42,13 @@ ServeReport serve_workload(Deployment& d, const std::vector<PlannedRequest>& pla
     r.stop_at_eos = false;  // planned lengths are the lengths
     RequestRecord* rec = &rep.records[i];
     rec->submit_s = since();
-    handles.push_back(d.submit(r, [rec, &mu, &since](int32_t) {
+    handles.push_back(d.submit(r, [rec, &mu, &since](int32_t token) {
       std::lock_guard<std::mutex> lk(mu);
       const double t = since();
       if (rec->first_s < 0) rec->first_s = t;
       rec->last_s = t;
       ++rec->tokens;
+      rec->streamed.push_back(token);
     }));
   }
   size_t done = 0;
@@ -60,6 +61,7 @@ ServeReport serve_workload(Deployment& d, const std::vector<PlannedRequest>& pla
     std::lock_guard<std::mutex> lk(mu);
     rep.records[i].ok = res.ok();
     if (!res.ok()) rep.records[i].error = res.status().message();
+    else rep.records[i].result = res->tokens;
     ++done;
     if (bar) bar->update(static_cast<int64_t>(done));
   }
@@ -118,6 +120,29 @@ std::string ServeReport::to_json() const {
                       {"ttft_ms", {{"p50", ttft_p50 * 1e3}, {"p90", ttft_p90 * 1e3}, {"p99", ttft_p99 * 1e3}}},
                       {"tpot_ms", {{"p50", tpot_p50 * 1e3}, {"p90", tpot_p90 * 1e3}, {"p99", tpot_p99 * 1e3}}}};
   return j.dump();
+}
+
+ScenarioPlayer::ScenarioPlayer(Deployment& d, std::vector<ScenarioEvent> events) : d_(d), events_(std::move(events)) {
+  std::stable_sort(events_.begin(), events_.end(), [](const ScenarioEvent& x, const ScenarioEvent& y) { return x.at_s < y.at_s; });
+}
+
+std::vector<std::string> ScenarioPlayer::advance(double t) {
+  std::vector<std::string> lines;
+  for (; next_ < events_.size() && events_[next_].at_s <= t; ++next_) {
+    const ScenarioEvent& e = events_[next_];
+    Status s = e.op == "kill"   ? d_.kill(e.actor)
+               : e.op == "slow" ? d_.slow(e.actor, e.ms)
+               : e.op == "scale" ? d_.scale(e.attention, e.moe)
+                                 : invalid_argument("unknown scenario action '" + e.op + "'");
+    char head[64];
+    std::snprintf(head, sizeof head, "t=%.2f s: ", t);
+    std::string what = e.op == "scale" ? "scale to " + std::to_string(e.attention) + "A" + std::to_string(e.moe) + "E"
+                       : e.op == "slow" ? "slow " + e.actor + " by " + std::to_string(e.ms) + " ms"
+                                        : e.op + " " + e.actor;
+    lines.push_back(head + what + (e.where.empty() ? "" : " (" + e.where + ")") + ": " + (s.ok() ? "done" : s.message()));
+    results_.push_back(s);
+  }
+  return lines;
 }
 
 }  // namespace janus

@@ -22,6 +22,8 @@ struct RequestRecord {
   int tokens = 0;
   bool ok = false;
   std::string error;
+  std::vector<int32_t> streamed;  // tokens as they streamed
+  std::vector<int32_t> result;    // the request's final tokens (when ok)
   double ttft() const { return first_s < 0 ? -1 : first_s - submit_s; }
   double tpot() const { return tokens > 1 ? (last_s - first_s) / (tokens - 1) : 0; }
 };
@@ -43,9 +45,27 @@ struct ServeReport {
 };
 
 /// Submits each planned request at its time, waits for all, reports. `progress` shows a
-/// bar on stderr. `on_second` (optional) is called about once a second with the elapsed
-/// time (scenarios hook scaling and faults there).
+/// bar on stderr. `on_tick` (optional) is called about every 100 ms with the elapsed time
+/// (scenarios hook scaling and faults there).
 ServeReport serve_workload(Deployment& d, const std::vector<PlannedRequest>& plan, const Slo& slo, bool progress,
-                           const std::function<void(double elapsed_s)>& on_second = {});
+                           const std::function<void(double elapsed_s)>& on_tick = {});
+
+/// Replays a config's scripted events (at(t, kill "expert-2"), slow, scale) on a
+/// deployment as their times pass, so the same scenario can be run again.
+class ScenarioPlayer {
+ public:
+  ScenarioPlayer(Deployment& d, std::vector<ScenarioEvent> events);
+  /// Runs every event due by `t` seconds; one line per event saying what happened.
+  std::vector<std::string> advance(double t);
+  /// What each event run so far returned, in order.
+  const std::vector<Status>& results() const { return results_; }
+  bool done() const { return next_ >= events_.size(); }
+
+ private:
+  Deployment& d_;
+  std::vector<ScenarioEvent> events_;
+  size_t next_ = 0;
+  std::vector<Status> results_;
+};
 
 }  // namespace janus

@@ -77,6 +77,12 @@ Result<PerfModel> profile_deployment(GraphSpec spec, const ProfileOptions& opt) 
   pm.attention_weight_bytes = static_cast<double>(model->weight_bytes() - model->expert_bytes());
   const double kv_elem = attn_dev.is_cpu() ? 4.0 : (model->weights().layers[0].q.dtype == DType::kF32 ? 4.0 : 2.0);
   pm.kv_bytes_per_token = 2.0 * c.num_layers * c.kv_dim() * kv_elem;
+  {
+    const LayerWeights& l0 = model->weights().layers[0];
+    pm.attention_layer_bytes = static_cast<double>(l0.input_norm.nbytes() + l0.q.nbytes() + l0.k.nbytes() + l0.v.nbytes() +
+                                                   l0.o.nbytes() + l0.q_norm.nbytes() + l0.k_norm.nbytes() + l0.post_norm.nbytes());
+    pm.expert_bytes = 3.0 * c.hidden_size * c.moe_intermediate_size * static_cast<double>(dtype_size(l0.q.dtype));
+  }
   pm.max_batch_per_shard = spec.attention.max_batch;
   if (attn_dev.is_cpu()) pm.device_bytes = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
 
@@ -84,7 +90,7 @@ Result<PerfModel> profile_deployment(GraphSpec spec, const ProfileOptions& opt) 
   const int max_ctx = std::min(spec.attention.max_seq_len - 1, 1024);
   std::vector<int> contexts = {std::max(16, max_ctx / 8), std::max(32, max_ctx / 2)};
   std::vector<int> batches;
-  for (int b = 1; b <= spec.attention.max_batch && b <= 64; b *= 4) batches.push_back(b);
+  for (int b = 1; b <= spec.attention.max_batch && b <= 256; b *= 4) batches.push_back(b);
   BackendOptions bo;
   bo.kv.layers = c.num_layers;
   bo.kv.kv_heads = c.num_kv_heads;
@@ -95,7 +101,12 @@ Result<PerfModel> profile_deployment(GraphSpec spec, const ProfileOptions& opt) 
   bo.kv.num_blocks = batches.back() * ((bo.kv.max_seq_len + bo.kv.block_size - 1) / bo.kv.block_size);
   JANUS_ASSIGN_OR_RETURN(auto attn, make_attention_backend(model, attn_dev, bo));
   std::unique_ptr<ProgressBar> bar;
-  const int points = static_cast<int>(contexts.size() * batches.size()) + c.num_experts + 2;
+  // The expert FFN at these numbers of activated experts (denser at small a, where it bends).
+  const int C = std::min(spec.experts.slots, c.num_experts);
+  std::vector<int> counts;
+  for (int a = 1; a <= C; a = a < 4 ? a + 1 : a + std::max(1, a / 2)) counts.push_back(a);
+  if (counts.back() != C) counts.push_back(C);
+  const int points = static_cast<int>(contexts.size() * batches.size() + counts.size()) + 2;
   if (opt.progress) bar = std::make_unique<ProgressBar>("profile", points, "points");
   int done = 0;
   std::vector<double> slopes, slope_ctx;
@@ -148,11 +159,11 @@ Result<PerfModel> profile_deployment(GraphSpec spec, const ProfileOptions& opt) 
   auto [c_kv, alpha] = fit_line(slope_ctx, slopes);  // slope(S) = alpha + c_kv * S
 
   // -- experts: T(a) at a fixed batch for a = 1..C activated experts ----------------------
-  const int C = std::min(spec.experts.slots, c.num_experts);
   std::vector<int32_t> held;
   for (int e = 0; e < C; ++e) held.push_back(e);
   JANUS_ASSIGN_OR_RETURN(auto experts, make_expert_backend(model, moe_dev, held));
-  const int B = 32;
+  // A batch large enough that every activated expert gets rows at every a (B * k >= C).
+  const int B = std::max(64, (C + c.top_k - 1) / c.top_k);
   Tensor hb;
   {
     std::vector<int32_t> toks;
@@ -172,10 +183,11 @@ Result<PerfModel> profile_deployment(GraphSpec spec, const ProfileOptions& opt) 
       if (c.is_sparse(l)) return l;
     return 0;
   }();
-  for (int a = 1; a <= C; a = a < 4 ? a + 1 : a * 2) {
+  for (int a : counts) {
+    // Exactly a distinct experts, spread evenly: choice j of row r goes to (r*k + j) mod a.
     std::vector<ExpertWork> work;
     for (int r = 0; r < B; ++r)
-      for (int j = 0; j < std::min(c.top_k, a); ++j) work.push_back({r, (r + j) % a, 1.0f / c.top_k});
+      for (int j = 0; j < std::min(c.top_k, a); ++j) work.push_back({r, (r * c.top_k + j) % a, 1.0f / c.top_k});
     Tensor partial;
     Status st;
     const double t = median_time(opt.repeats, [&] { st = experts->run(sparse_layer, hb, work, &partial); });
@@ -185,6 +197,7 @@ Result<PerfModel> profile_deployment(GraphSpec spec, const ProfileOptions& opt) 
     if (bar) bar->update(++done);
   }
   auto [beta, c_e] = fit_line(as, ts);
+  for (size_t i = 0; i < as.size(); ++i) pm.moe_curve.push_back({as[i], ts[i]});
 
   // -- messaging per layer batch: two shapes, with the null backend ----------------------
   double c_comm = 0, per_member = 0;

@@ -96,3 +96,33 @@ TEST_CASE("janus make-model writes a loadable checkpoint and refuses bad presets
   CHECK(bad.code == 2);
   CHECK(bad.out.find("no preset named 'nope'") != std::string::npos);
 }
+
+TEST_CASE("janus simulate runs the study and a served workload from the committed H100 profile") {
+  janus::test::TempDir d;
+  const std::string src = janus::test::source_dir();
+  // The study on a smaller grid (the example's, cut to one batch and 24 GPUs).
+  janus::test::write_file(d / "study.lua", "simulate{profile = \"" + src + "/examples/profiles/h100-dsv2-slice.json\",\n"
+                                           "  shape = \"deepseek-v2\", study_batches = {256}, study_slos_ms = {150}, max_devices = 24}\n");
+  Run s = run_janus("simulate " + d / "study.lua" + " --study --quiet --out " + d / "out");
+  REQUIRE(s.code == 0);
+  CHECK(s.out.find("28 expert slots per instance (6 instances at least)") != std::string::npos);
+  for (const char* sys : {"janus", "megascale", "monolithic", "monolithic-dp"}) CHECK(s.out.find(std::string("\n") + sys + " ") != std::string::npos);
+  const std::string csv = janus::test::read_file(d / "out/study.csv");
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == 5);
+  // Serving: a Poisson workload on a fixed Janus deployment.
+  janus::test::write_file(d / "serve.lua", "simulate{profile = \"" + src + "/examples/profiles/h100-dsv2-slice.json\", shape = \"deepseek-v2\"}\n"
+                                           "attention{shards = 2}\nexperts{instances = 6}\n"
+                                           "workload{arrivals = \"poisson\", rate = 5, requests = 50, prompt_len = 16, output_len = 64}\n");
+  Run v = run_janus("simulate " + d / "serve.lua" + " --quiet");
+  REQUIRE(v.code == 0);
+  CHECK(v.out.find("50 of 50 requests done, 3200 tokens") != std::string::npos);
+  CHECK(v.out.find("TPOT ms  p50") != std::string::npos);
+  // Bad input: no simulate{} section, an unknown system.
+  janus::test::write_file(d / "bare.lua", "attention{shards = 1}\n");
+  Run bare = run_janus("simulate " + d / "bare.lua", true);
+  CHECK(bare.code == 1);
+  CHECK(bare.out.find("simulate{} needs 'profile'") != std::string::npos);
+  Run sys = run_janus("simulate " + d / "serve.lua" + " --system vllm", true);
+  CHECK(sys.code == 2);
+  CHECK(sys.out.find("unknown system 'vllm'") != std::string::npos);
+}

@@ -122,3 +122,23 @@ TEST_CASE("the default config file is the built-in default graph") {
   CHECK(file->workload.prompts == d.workload.prompts);
   CHECK(file->workload.max_new_tokens == d.workload.max_new_tokens);
 }
+
+TEST_CASE("simulate{} reads the simulator's settings and refuses bad ones by name") {
+  GraphSpec g;
+  REQUIRE(error_of(kModel + "simulate{profile = \"p.json\", shape = \"deepseek-v2\", system = \"megascale\", nic_gbps = 200,\n"
+                            "         study_batches = {32, 64}, study_slos_ms = {100}, max_devices = 24}\n",
+                   &g) == "");
+  CHECK(g.simulate.shape == "deepseek-v2");
+  CHECK(g.simulate.system == "megascale");
+  CHECK(g.simulate.nic_gbps == doctest::Approx(200));
+  CHECK(g.simulate.study_batches == std::vector<int>{32, 64});
+  CHECK(g.simulate.study_slos_ms == std::vector<double>{100});
+  CHECK(g.simulate.max_devices == 24);
+  CHECK(g.simulate.profile.size() > 6);  // made relative to the config's folder
+  CHECK(g.simulate.profile.substr(g.simulate.profile.size() - 7) == "/p.json");
+  CHECK(has(error_of(kModel + "simulate{system = \"vllm\"}\n"), "cfg.lua:2: simulate{}: 'system' must be \"janus\""));
+  CHECK(has(error_of(kModel + "simulate{shape = \"gpt5\"}\n"), "'shape' must be \"model\" or \"deepseek-v2\""));
+  CHECK(has(error_of(kModel + "simulate{study_batches = {64, -1}}\n"), "'study_batches'[2] must be a positive number"));
+  CHECK(has(error_of(kModel + "simulate{memory_fraction = 2}\n"), "'memory_fraction' must be between"));
+  CHECK(has(error_of(kModel + "simulate{gpus = 8}\n"), "unknown key 'gpus'"));
+}

@@ -1,0 +1,181 @@
+// What a multi-node deployment does with bad input and lost nodes: a node with the wrong
+// secret or a name the config does not declare is refused (clear message on both sides);
+// every kind of bad frame is dropped, logged and counted and the deployment goes on
+// producing the reference tokens; a frame from an endpoint outside the deployment is
+// refused by the transport; a node killed mid-step fails the affected requests with an
+// error naming it within a bounded time, and the deployment says it cannot serve.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <future>
+
+#include "cluster_util.h"
+#include "transport/transport.h"
+
+using namespace janus;
+using namespace janus::test;
+
+TEST_CASE("a node with the wrong secret or an unknown name is refused") {
+  TempDir dir;
+  GraphSpec spec = cluster_spec(two_by_two(), "case1", "tcp");
+  std::string wrong_log, unknown_log;
+  int wrong_rc = -2, unknown_rc = -2;
+  auto cluster = std::make_unique<Cluster>();
+  Cluster* raw = cluster.get();
+  DeploymentOptions o;
+  o.threads = 2;
+  o.on_listening = [&, raw](uint16_t port) {
+    const std::string join = "127.0.0.1:" + std::to_string(port);
+    // First the impostors, each to its end, then the real nodes.
+    Process wrong = start_node("a1", join, "not-the-secret", dir.path() + "/wrong");
+    wrong_rc = wrong.wait(30);
+    wrong_log = wrong.output();
+    Process unknown = start_node("zz", join, kSecret, dir.path() + "/unknown");
+    unknown_rc = unknown.wait(30);
+    unknown_log = unknown.output();
+    for (const char* n : {"a1", "a2", "m1", "m2"}) raw->nodes[n] = start_node(n, join, kSecret, raw->dir.path());
+  };
+  std::filesystem::create_directories(dir.path() + "/wrong");
+  std::filesystem::create_directories(dir.path() + "/unknown");
+  auto d = Deployment::create(spec, o);
+  REQUIRE_MESSAGE(d.ok(), d.status().to_string());
+  raw->deployment = std::move(*d);
+  CHECK(wrong_rc == 1);
+  CHECK_MESSAGE(wrong_log.find("authentication failed: wrong secret") != std::string::npos, wrong_log);
+  CHECK(unknown_rc == 1);
+  CHECK_MESSAGE(unknown_log.find("no node named 'zz'") != std::string::npos, unknown_log);
+  // The refusals cost nothing: the right nodes joined and serve.
+  CHECK_MESSAGE(check_reference_tokens(raw->d()) == "", raw->logs());
+}
+
+TEST_CASE("a multi-node config without a secret is refused before anything listens") {
+  GraphSpec spec = cluster_spec(two_by_two(), "case1", "tcp");
+  spec.coordinator.secret.clear();
+  if (std::getenv("JANUS_SECRET")) unsetenv("JANUS_SECRET");
+  auto d = Deployment::create(spec);
+  REQUIRE(!d.ok());
+  CHECK(d.status().message().find("needs the shared secret") != std::string::npos);
+}
+
+TEST_CASE("every kind of bad frame is dropped, logged, counted, and serving goes on") {
+  auto cluster = start_cluster(cluster_spec(two_by_two(), "case2", "tcp"));
+  REQUIRE_MESSAGE(cluster->status.ok(), (cluster->status.to_string() + "\n" + cluster->logs()));
+  Deployment& d = cluster->d();
+  REQUIRE(check_reference_tokens(d) == "");
+  struct Fault {
+    const char* kind;
+    uint64_t NodeSnapshot::*counter;
+  };
+  const Fault faults[] = {{"truncated", &NodeSnapshot::dropped_truncated},
+                          {"malformed", &NodeSnapshot::dropped_malformed},
+                          {"wrong_epoch", &NodeSnapshot::dropped_wrong_epoch},
+                          {"size_mismatch", &NodeSnapshot::dropped_size_mismatch},
+                          {"unknown_sender", &NodeSnapshot::dropped_unknown_sender},
+                          {"raw", &NodeSnapshot::transport_dropped}};
+  auto snapshot = [&](const std::string& name) {
+    for (NodeSnapshot& n : d.nodes())
+      if (n.name == name) return n;
+    return NodeSnapshot{};
+  };
+  // Both directions: an attention node's bridge to a MoE node's, and back.
+  for (const auto& [from, to] : {std::pair<std::string, std::string>{"a1", "m1"}, {"m2", "a2"}})
+    for (const Fault& f : faults) {
+      CAPTURE(f.kind);
+      CAPTURE(from);
+      const uint64_t before = snapshot(to).*f.counter;
+      REQUIRE(d.inject_frame_fault(from, to, f.kind).ok());
+      uint64_t after = before;
+      for (int i = 0; i < 200 && after == before; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        after = snapshot(to).*f.counter;
+      }
+      CHECK(after == before + 1);
+    }
+  CHECK(!d.inject_frame_fault("a1", "a2", "malformed").ok());  // same side: nothing to fake
+  CHECK(!d.inject_frame_fault("a1", "m1", "bogus").ok());
+  // The nodes are fine and still exact.
+  CHECK_MESSAGE(check_reference_tokens(d) == "", cluster->logs());
+  for (const NodeSnapshot& n : d.nodes()) CHECK(n.alive);
+  // The drops were logged by the receivers.
+  const std::string m1 = cluster->nodes["m1"].output();
+  CHECK(m1.find("dropped a frame from node 'a1' (truncated)") != std::string::npos);
+  CHECK(m1.find("(wrong epoch)") != std::string::npos);
+  CHECK(m1.find("(size mismatch)") != std::string::npos);
+}
+
+TEST_CASE("a frame from an endpoint outside the deployment is refused by the transport") {
+  auto cluster = start_cluster(cluster_spec(two_by_two(), "case1", "tcp"));
+  REQUIRE_MESSAGE(cluster->status.ok(), (cluster->status.to_string() + "\n" + cluster->logs()));
+  Deployment& d = cluster->d();
+  NodeSnapshot target;
+  for (NodeSnapshot& n : d.nodes())
+    if (n.name == "m1") target = n;
+  REQUIRE(!target.transport_address.empty());
+  // libfabric only in a child process (tests/transport's rule): the outsider sends a
+  // well-formed frame from an id the node never connected.
+  const pid_t pid = fork();
+  if (pid == 0) {
+    transport::EndpointConfig ec;
+    ec.self_id = 77;
+    auto ep = transport::Endpoint::open("tcp", ec);
+    if (!ep.ok()) _exit(2);
+    auto peer = (*ep)->connect(target.transport_address, 2);
+    if (!peer.ok()) _exit(3);
+    char payload[64] = {};
+    if (!(*ep)->send(*peer, 1, payload, sizeof payload).ok()) _exit(4);
+    std::vector<transport::Completion> done;
+    (void)(*ep)->wait(done, 1, 5.0);
+    _exit(0);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);
+  uint64_t dropped = 0;
+  for (int i = 0; i < 200 && dropped == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (NodeSnapshot& n : d.nodes())
+      if (n.name == "m1") dropped = n.transport_dropped;
+  }
+  CHECK(dropped == 1);
+  CHECK(check_reference_tokens(d) == "");
+}
+
+TEST_CASE("a node killed mid-step fails the affected requests with a clear error, in bounded time") {
+  for (const char* victim : {"m2", "a1"}) {
+    CAPTURE(victim);
+    GraphSpec spec = cluster_spec(two_by_two(), "case1", "tcp");
+    auto cluster = start_cluster(spec);
+    REQUIRE_MESSAGE(cluster->status.ok(), (cluster->status.to_string() + "\n" + cluster->logs()));
+    Deployment& d = cluster->d();
+    // Long requests, so that the kill lands while they decode.
+    std::vector<RequestHandle> handles;
+    std::atomic<int> tokens{0};
+    for (const auto& p : reference().prompts) {
+      GenerateRequest g;
+      g.prompt = p;
+      g.max_new_tokens = 400;
+      g.stop_at_eos = false;
+      handles.push_back(d.submit(g, [&](int32_t) { ++tokens; }));
+    }
+    for (int i = 0; i < 500 && tokens < 20; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    REQUIRE(tokens >= 20);
+    cluster->nodes[victim].kill_now();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (RequestHandle& h : handles) {
+      REQUIRE(h.result.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+      auto r = h.result.get();
+      REQUIRE(!r.ok());
+      CHECK_MESSAGE(r.status().message().find(std::string("node '") + victim + "'") != std::string::npos, r.status().message());
+    }
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    CHECK(waited < 10);
+    // Nothing more is admitted, and it says why.
+    GenerateRequest g;
+    g.prompt = {1, 2, 3};
+    g.max_new_tokens = 2;
+    auto late = d.submit(g).result.get();
+    REQUIRE(!late.ok());
+    CHECK(late.status().message().find("cannot serve") != std::string::npos);
+  }
+}
