@@ -1326,6 +1326,8 @@ Bridge::Bridge(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> 
 
 Bridge::~Bridge() = default;
 
+void Bridge::on_exit() { impl_.reset(); }
+
 caf::behavior Bridge::make_behavior() {
   impl_->kick();
   return with_stats({

@@ -60,6 +60,10 @@ class Bridge : public JanusActor {
   Bridge(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, BridgeSetup setup);
   ~Bridge() override;
   caf::behavior make_behavior() override;
+  /// Closes the endpoint as soon as the bridge exits: the actors that name it keep its
+  /// object alive, and an endpoint left open to the process's end leaves its shm region
+  /// in /dev/shm.
+  void on_exit() override;
 
   struct Impl;
 

@@ -32,8 +32,15 @@
 #include <rdma/fi_errno.h>
 #include <rdma/fi_tagged.h>
 #include <sys/mman.h>
+#include <dirent.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -666,6 +673,35 @@ size_t eager_limit() {
   return limit + 4096;
 }
 
+/// The shm provider names an endpoint's region in /dev/shm after the process id. A process
+/// that is killed leaves its region behind, and a later process that gets the same pid
+/// then fails fi_enable with EBUSY. So each endpoint gets a name of its own,
+/// "janus-PID-NONCE", and opening one first removes the regions of janus processes that
+/// no longer exist (what a killed node left; a clean close removes its own).
+void name_shm_endpoint(fi_info* info) {
+  static std::atomic<uint64_t> seq{0};
+  static std::once_flag swept;
+  std::call_once(swept, [] {
+    DIR* dir = opendir("/dev/shm");
+    if (dir == nullptr) return;
+    while (dirent* d = readdir(dir)) {
+      int pid = 0;
+      if (std::sscanf(d->d_name, "janus-%d-", &pid) != 1 || pid <= 0) continue;
+      if (kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive, or not ours to judge
+      const std::string path = std::string("/dev/shm/") + d->d_name;
+      (void)unlink(path.c_str());
+    }
+    closedir(dir);
+  });
+  const auto now = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  char name[96];
+  std::snprintf(name, sizeof name, "fi_shm://janus-%d-%llx", static_cast<int>(getpid()),
+                static_cast<unsigned long long>((now ^ (seq.fetch_add(1) << 48)) & 0xffffffffffffull));
+  std::free(info->src_addr);
+  info->src_addr = strdup(name);
+  info->src_addrlen = std::strlen(name) + 1;
+}
+
 int fabric_listen(const Profile& p, const janus_transport_config_v1_t* cfg, void** out) {
   if (cfg == nullptr || out == nullptr) return fail_thread(JANUS_TRANSPORT_INVALID, "null config or handle");
   auto e = std::make_unique<FabricEndpoint>();
@@ -700,6 +736,7 @@ int fabric_listen(const Profile& p, const janus_transport_config_v1_t* cfg, void
     if (r == 0) return JANUS_TRANSPORT_OK;
     return fail_thread(result_from_fi(r), std::string(what) + " (" + p.provider + "): " + fi_error(r));
   };
+  if (!p.ip) name_shm_endpoint(e->info);
   if (int rc2 = step(fi_fabric(e->info->fabric_attr, &e->fabric, nullptr), "fi_fabric")) return rc2;
   if (int rc2 = step(fi_domain(e->fabric, e->info, &e->domain, nullptr), "fi_domain")) return rc2;
   fi_cq_attr cq_attr{};

@@ -7,8 +7,10 @@
 
 #include <cstdlib>
 #include <deque>
+#include <filesystem>
 
 #include "scenarios.h"
+#include "test_util.h"
 
 using namespace janus;
 using namespace janus::test;
@@ -239,4 +241,41 @@ TEST_CASE("verbs: without an RDMA device, opening says so") {
           TEST_EXPECT(ep.status().message().find("verbs") != std::string::npos, ep.status().to_string());
           return "";
         }) == "");
+}
+
+TEST_CASE("shm: what a killed process left in /dev/shm neither blocks nor outlives a new endpoint") {
+  // A pid that no longer exists: a child that has exited and been reaped.
+  const pid_t gone = fork();
+  if (gone == 0) _exit(0);
+  REQUIRE(gone > 0);
+  waitpid(gone, nullptr, 0);
+  const std::string stale = "/dev/shm/janus-" + std::to_string(gone) + "-5eed:0:" + std::to_string(gone) + ":0";
+  write_file(stale, "a region whose process was killed");
+  REQUIRE(std::filesystem::exists(stale));
+  auto regions_of = [](pid_t pid) {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator("/dev/shm"))
+      if (e.path().filename().string().rfind("janus-" + std::to_string(pid) + "-", 0) == 0) ++n;
+    return n;
+  };
+  // The child opens and closes an endpoint and says its pid; its region is gone after.
+  int pipefd[2];
+  REQUIRE(pipe(pipefd) == 0);
+  CHECK(run_in_child([&] {
+          const pid_t me = getpid();
+          if (write(pipefd[1], &me, sizeof me) != sizeof me) return std::string("pipe");
+          transport::EndpointConfig ec;
+          ec.self_id = 1;
+          auto ep = transport::Endpoint::open("shm", ec);
+          if (!ep.ok()) return ep.status().to_string();
+          if (regions_of(me) != 1) return "expected one region named after this process, found " + std::to_string(regions_of(me));
+          ep->reset();
+          return regions_of(me) == 0 ? std::string() : std::string("a closed endpoint left its region");
+        }) == "");
+  pid_t child = 0;
+  REQUIRE(read(pipefd[0], &child, sizeof child) == sizeof child);
+  close(pipefd[0]);
+  close(pipefd[1]);
+  CHECK(!std::filesystem::exists(stale));
+  CHECK(regions_of(child) == 0);
 }
