@@ -179,3 +179,30 @@ TEST_CASE("a node killed mid-step fails the affected requests with a clear error
     CHECK(late.status().message().find("cannot serve") != std::string::npos);
   }
 }
+
+TEST_CASE("control connections over TLS: nodes with --tls serve exactly, a plain node cannot join") {
+  TempDir dir;
+  GraphSpec spec = cluster_spec(two_by_two(), "case1", "shm");
+  spec.coordinator.tls = true;  // no certificate: anonymous Diffie-Hellman (CAF's openssl module)
+  spec.coordinator.join_timeout_s = 30;
+  auto cluster = std::make_unique<Cluster>();
+  Cluster* raw = cluster.get();
+  int plain_rc = -2;
+  std::string plain_log;
+  DeploymentOptions o = cluster_options();
+  o.on_listening = [&, raw](uint16_t port) {
+    const std::string join = "127.0.0.1:" + std::to_string(port);
+    // A node that speaks plain CAF to a TLS port never gets in; it gives up after its
+    // connect timeout, saying where it could not connect.
+    Process plain = start_node("a1", join, kSecret, dir.path(), {}, {"--connect-timeout", "2"});
+    plain_rc = plain.wait(30);
+    plain_log = plain.output();
+    for (const char* n : {"a1", "a2", "m1", "m2"}) raw->nodes[n] = start_node(n, join, kSecret, raw->dir.path(), {}, {"--tls"});
+  };
+  auto d = Deployment::create(spec, o);
+  REQUIRE_MESSAGE(d.ok(), (d.status().to_string() + "\n" + raw->logs()));
+  raw->deployment = std::move(*d);
+  CHECK(plain_rc == 1);
+  CHECK_MESSAGE(plain_log.find("cannot reach the coordinator") != std::string::npos, plain_log);
+  CHECK_MESSAGE(check_reference_tokens(raw->d()) == "", raw->logs());
+}
