@@ -108,6 +108,7 @@ struct Bridge::Impl {
   transport::ExchangeTopology topo;
   transport::CostModel cost;
   std::map<uint32_t, std::string> dead;  // nodes whose bridge went down, and why
+  std::set<uint32_t> moving;             // lost MoE nodes whose instances the Scaler is moving
 
   // -- membership ----------------------------------------------------------------------------
   bool member = false;
@@ -627,7 +628,16 @@ struct Bridge::Impl {
   }
 
   void dispatch(const LayerBatchKey& key, std::map<int32_t, ShardActivations>& parts) {
-    if (!dead.empty()) return fail_shards(key, "node '" + name_of(dead.begin()->first) + "' went away (" + dead.begin()->second + ")");
+    for (const auto& [n, why] : dead) {
+      const bool needed = std::find(topo.moe_nodes.begin(), topo.moe_nodes.end(), n) != topo.moe_nodes.end() || rank[n] >= 0;
+      if (!needed) continue;
+      // A lost MoE node the Scaler is replacing: this step is about to be aborted and re-run.
+      if (moving.count(n)) {
+        ++stats.dropped_stale;
+        return;
+      }
+      return fail_shards(key, "node '" + name_of(n) + "' went away (" + why + ")");
+    }
     Await a;
     a.t0 = now_seconds();
     for (const auto& [s, x] : parts) a.rows += x.h.rows;
@@ -1082,19 +1092,7 @@ struct Bridge::Impl {
     instances_on.assign(n, 0);
     rank.assign(n, -1);
     for (size_t s = 0; s < shard_node.size(); ++s) shards_of.at(static_cast<size_t>(shard_node[s])).push_back(static_cast<int32_t>(s));
-    for (int32_t x : instance_node) ++instances_on.at(static_cast<size_t>(x));
-    topo = {};
-    for (const NodeInfo& x : nodes) {
-      if (x.moe) {
-        topo.moe_nodes.push_back(x.index);
-        topo.instances.push_back(instances_on[x.index]);
-      } else {
-        rank[x.index] = static_cast<int>(topo.attention_nodes.size());
-        topo.attention_nodes.push_back(x.index);
-        topo.shards.push_back(static_cast<int>(shards_of[x.index].size()));
-      }
-    }
-    if (topo.moe_nodes.empty() || topo.attention_nodes.empty()) return invalid_argument("the directory has no MoE node or no attention node");
+    JANUS_TRY(rebuild_topology());
     for (const NodeInfo& x : nodes) {
       if (x.index == me()) continue;
       auto p = ep.connect(x.address, x.index);
@@ -1114,10 +1112,64 @@ struct Bridge::Impl {
     return Status::Ok();
   }
 
+  /// Who exchanges with whom, from the directory less the nodes that went away.
+  Status rebuild_topology() {
+    instances_on.assign(nodes.size(), 0);
+    for (int32_t x : instance_node)
+      if (x >= 0 && static_cast<size_t>(x) < nodes.size()) ++instances_on[static_cast<size_t>(x)];
+    topo = {};
+    for (const NodeInfo& x : nodes) {
+      if (x.moe) {
+        if (dead.count(x.index)) continue;
+        topo.moe_nodes.push_back(x.index);
+        topo.instances.push_back(instances_on[x.index]);
+      } else {
+        rank[x.index] = static_cast<int>(topo.attention_nodes.size());
+        topo.attention_nodes.push_back(x.index);
+        topo.shards.push_back(static_cast<int>(shards_of[x.index].size()));
+      }
+    }
+    if (topo.moe_nodes.empty() || topo.attention_nodes.empty()) return invalid_argument("the directory has no MoE node or no attention node");
+    return Status::Ok();
+  }
+
+  /// A lost MoE node's instances live elsewhere now (the Scaler moved them): exchange
+  /// with the MoE nodes that are left. Comes before the membership that names them.
+  Status on_directory_update(const DirectoryUpdate& u) {
+    if (!connected) return invalid_argument("no directory yet");
+    if (u.instance_node.size() != instance_node.size() || u.lost >= nodes.size())
+      return invalid_argument("a directory update for another deployment");
+    if (!dead.count(u.lost)) dead[u.lost] = "moved away by the scaler";
+    moving.erase(u.lost);
+    instance_node = u.instance_node;
+    return rebuild_topology();
+  }
+
+  /// Whether the Scaler will replace node `index`: a MoE node, with another one left.
+  bool recoverable(uint32_t index) const {
+    if (!ctx->spec.scaler.recover || !nodes[index].moe) return false;
+    for (const NodeInfo& x : nodes)
+      if (x.moe && x.index != index && !dead.count(x.index)) return true;
+    return false;
+  }
+
   void on_node_lost(const NodeLost& l) {
     if (l.index >= nodes.size() || dead.count(l.index)) return;
-    dead[l.index] = l.reason;
     const std::string why = "node '" + nodes[l.index].name + "' went away (" + l.reason + ")";
+    if (recoverable(l.index)) {
+      // The Scaler moves its instances to the other MoE nodes and the Frontend re-runs the
+      // step under the next epoch: what is in flight here is dropped, not failed.
+      dead[l.index] = l.reason;
+      moving.insert(l.index);
+      log_warn(who, why + ": dropping " + std::to_string(awaits.size() + gathers.size() + ingress.size() + egress.size()) +
+                        " layer batch(es) in flight; the step re-runs once its instances have moved");
+      awaits.clear();
+      gathers.clear();
+      ingress.clear();
+      egress.clear();
+      return;
+    }
+    dead[l.index] = l.reason;
     if (awaits.empty() && gathers.empty()) log_info(who, why);
     else log_error(who, why);
     fail_all(why);
@@ -1363,6 +1415,12 @@ caf::behavior Bridge::make_behavior() {
       [=, this](const NodeLost& l) {
         count();
         impl_->on_node_lost(l);
+      },
+      [=, this](const DirectoryUpdate& u) -> caf::result<void> {
+        count();
+        Status s = impl_->on_directory_update(u);
+        if (!s.ok()) return caf::make_error(caf::sec::runtime_error, impl_->who + ": " + s.message());
+        return caf::unit;
       },
       [=, this](const LinkTable& t) {
         count();

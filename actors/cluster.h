@@ -23,6 +23,7 @@ struct ClusterState {
   uint16_t port = 0;
   bool tls = false;
   std::vector<NodeInfo> nodes;
+  std::vector<int32_t> instance_node;  // node index of each instance position
   std::vector<std::string> transport;  // per node
   std::vector<transport::LinkFit> links;
 };

@@ -183,6 +183,9 @@ Result<std::unique_ptr<Deployment>> Deployment::create(GraphSpec spec, const Dep
     m.layout = std::make_shared<ExpertLayout>(std::move(layout));
     impl->scheduler = m.scheduler;
     SpawnKit kit;
+    kit.nodes = impl->cluster->nodes;
+    kit.instance_node = impl->cluster->instance_node;
+    kit.next_instance_id = spec.experts.instances;
     Status installed = install_first_membership(sys, ctx, m, roster, kit, &impl->scaler);
     std::unique_ptr<Deployment> d(new Deployment(std::move(impl)));
     if (!installed.ok()) return installed;

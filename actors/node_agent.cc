@@ -68,6 +68,8 @@ struct NodeAgent::Impl {
   std::vector<caf::actor> hosted;  // every actor this node spawned, the bridge included
   caf::actor bridge;
   bool planned = false;
+  std::shared_ptr<const DeploymentContext> ctx;  // once planned
+  std::string instance_device;                   // where this node's expert instances run
 };
 
 NodeAgent::NodeAgent(caf::actor_config& cfg, NodeAgentSetup setup)
@@ -95,6 +97,8 @@ Result<NodeReady> build(NodeAgent* self, NodeAgent::Impl& impl, const NodePlan& 
   ctx->null_backend = plan.null_backend;
   ctx->compare_policies = plan.compare_policies;
   ctx->view = impl.view;
+  impl.ctx = ctx;
+  impl.instance_device = plan.instances.empty() ? "cpu" : instance_device(spec, plan.instances[0]);
 
   // Backends and the endpoint first: a device or a transport that cannot be used is a
   // clear error before anything is spawned.
@@ -178,6 +182,29 @@ Result<NodeReady> build(NodeAgent* self, NodeAgent::Impl& impl, const NodePlan& 
   return ready;
 }
 
+/// Expert instances that move here from a lost MoE node: same positions, same experts,
+/// on this node's instance device. They are local actors, so this node's view gives them
+/// this node's share of the work as soon as the membership naming them arrives.
+Result<std::vector<HostedActor>> host_instances(NodeAgent* self, NodeAgent::Impl& impl, const HostInstances& h) {
+  if (!impl.ctx) return invalid_argument("this node has no plan yet");
+  if (h.ids.size() != h.positions.size() || h.experts.size() != h.positions.size())
+    return invalid_argument("HostInstances: positions, ids and experts differ in length");
+  JANUS_ASSIGN_OR_RETURN(Device d, Device::parse(impl.instance_device));
+  std::vector<std::shared_ptr<ExpertBackend>> backends;
+  for (size_t i = 0; i < h.positions.size(); ++i) {
+    JANUS_ASSIGN_OR_RETURN(auto b, make_expert_backend(impl.ctx->model, d, h.experts[i], impl.ctx->null_backend));
+    backends.emplace_back(std::move(b));
+  }
+  std::vector<HostedActor> out;
+  for (size_t i = 0; i < h.positions.size(); ++i) {
+    caf::actor a = self->spawn<ExpertInstance>(impl.ctx, h.ids[i], backends[i]);
+    impl.hosted.push_back(a);
+    out.push_back({"expert-" + std::to_string(h.ids[i]), "ExpertInstance", backends[i]->device().name(), a, h.positions[i]});
+  }
+  log_info(self->name(), "now hosting expert instance(s) of a lost node: " + std::to_string(out.size()));
+  return out;
+}
+
 }  // namespace
 
 caf::behavior NodeAgent::make_behavior() {
@@ -200,6 +227,11 @@ caf::behavior NodeAgent::make_behavior() {
         if (impl_->planned) return caf::make_error(caf::sec::runtime_error, "node '" + impl_->setup.name + "' already has a plan");
         impl_->planned = true;
         auto r = build(this, *impl_, p);
+        if (!r.ok()) return caf::make_error(caf::sec::runtime_error, "node '" + impl_->setup.name + "': " + r.status().message());
+        return std::move(*r);
+      },
+      [=, this](const HostInstances& h) -> caf::result<std::vector<HostedActor>> {
+        auto r = host_instances(this, *impl_, h);
         if (!r.ok()) return caf::make_error(caf::sec::runtime_error, "node '" + impl_->setup.name + "': " + r.status().message());
         return std::move(*r);
       },

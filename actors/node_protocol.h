@@ -10,6 +10,8 @@
 //                                     <-   ProbeLinks                 (answered with the link fits)
 //                                     <-   LinkTable                  (every link's fit: the cost model)
 //                                     <-   NodeLost                   (another node's process went away)
+//                                     <-   HostInstances              (a lost MoE node's instances move here)
+//                                     <-   DirectoryUpdate            (where instances live now)
 //                                     <-   Membership (to each actor, from the Frontend), steps ...
 //                                     <-   NodeShutdown
 //
@@ -109,6 +111,21 @@ struct NodeLost {
   std::string reason;
 };
 
+/// Scaler -> a MoE node's agent, when another MoE node went away: host expert instances
+/// at these membership positions (ids name the new actors; experts[i] are position i's
+/// experts), answered with their handles (std::vector<HostedActor>).
+struct HostInstances {
+  std::vector<int32_t> positions, ids;
+  std::vector<std::vector<int32_t>> experts;
+};
+
+/// Scaler -> every surviving bridge, before the membership that replaces a lost MoE
+/// node: where each instance position lives now, and which node is gone.
+struct DirectoryUpdate {
+  std::vector<int32_t> instance_node;
+  uint32_t lost = 0;
+};
+
 /// One layer batch as the attention node that dispatched it saw it.
 struct ExchangeRecord {
   LayerBatchKey key;
@@ -206,6 +223,14 @@ typename Inspector::result_type inspect(Inspector& f, NodeShutdown& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, NodeLost& x) {
   return f(caf::meta::type_name("janus.NodeLost"), x.index, x.reason);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, HostInstances& x) {
+  return f(caf::meta::type_name("janus.HostInstances"), x.positions, x.ids, x.experts);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, DirectoryUpdate& x) {
+  return f(caf::meta::type_name("janus.DirectoryUpdate"), x.instance_node, x.lost);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ExchangeRecord& x) {

@@ -46,6 +46,9 @@ void add_janus_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<BridgeStatsQuery>("janus.BridgeStatsQuery");
   cfg.add_message_type<BridgeFault>("janus.BridgeFault");
   cfg.add_message_type<NodeLost>("janus.NodeLost");
+  cfg.add_message_type<HostInstances>("janus.HostInstances");
+  cfg.add_message_type<DirectoryUpdate>("janus.DirectoryUpdate");
+  cfg.add_message_type<std::vector<HostedActor>>("janus.HostedActors");
 }
 
 void configure_control_plane(caf::actor_system_config& cfg, int threads, bool tls, const TlsFiles& files) {

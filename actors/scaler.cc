@@ -72,18 +72,7 @@ void Scaler::on_down(caf::down_msg& dm) {
       if (v[i].address() == dm.source) return static_cast<int>(i);
     return -1;
   };
-  if (ctx_->spec.multi_node()) {
-    // Replacing what a node process hosted needs a node to put it on: that comes with
-    // elastic scaling across nodes. Until then a lost node ends the deployment's service,
-    // through the same path as any member the deployment cannot do without.
-    if (!lost_node_) {
-      lost_node_ = true;
-      log_error(stats_.name, "node '" + e->node + "': " + why);
-      send(planned_.frontend, Unrecoverable{"node '" + e->node + "' lost " + why +
-                                            " (recovering a node of a multi-node deployment is not supported yet)"});
-    }
-    return;
-  }
+  if (ctx_->spec.multi_node()) return on_node_down(e->node, why, detected);
   const int inst = position(planned_.instances), shard = position(planned_.shards), router = position(planned_.routers);
   if (inst < 0 && shard < 0 && router < 0 && planned_.scheduler.address() != dm.source &&
       planned_.frontend.address() != dm.source)
@@ -145,6 +134,129 @@ void Scaler::on_down(caf::down_msg& dm) {
   recoveries_.push_back(rec);
   propose(std::move(next), /*abort=*/true, std::move(retire), rec.what, detected);
   recovery_of_epoch_[planned_.epoch] = recoveries_.size() - 1;
+}
+
+void Scaler::node_unrecoverable(const std::string& why) {
+  if (lost_node_) return;
+  lost_node_ = true;
+  log_error(stats_.name, why);
+  send(planned_.frontend, Unrecoverable{why});
+}
+
+void Scaler::on_node_down(const std::string& node, const std::string& why, double detected) {
+  uint32_t lost = 0;
+  while (lost < kit_.nodes.size() && kit_.nodes[lost].name != node) ++lost;
+  if (lost == kit_.nodes.size() || lost_nodes_.count(lost)) return;  // the coordinator's own, or told already
+  lost_nodes_.insert(lost);
+  const std::string head = "node '" + node + "' lost " + why;
+  if (!ctx_->spec.scaler.recover) return node_unrecoverable(head + " (recovery is off: scaler{recover=false})");
+  if (!kit_.nodes[lost].moe)
+    return node_unrecoverable(head + " (recovering an attention node of a multi-node deployment is not supported yet)");
+  if (moving_) return node_unrecoverable(head + " while another node's instances were moving");
+  std::vector<uint32_t> left;
+  for (const NodeInfo& n : kit_.nodes)
+    if (n.moe && !lost_nodes_.count(n.index)) left.push_back(n.index);
+  if (left.empty()) return node_unrecoverable(head + " and no MoE node is left to take its experts");
+  log_warn(stats_.name, head + ": moving its expert instances to the other MoE nodes");
+
+  // Its instances, round robin over the MoE nodes left; same positions, same experts.
+  std::map<uint32_t, HostInstances> moves;
+  size_t next_target = 0;
+  for (size_t p = 0; p < kit_.instance_node.size(); ++p) {
+    if (kit_.instance_node[p] != static_cast<int32_t>(lost)) continue;
+    HostInstances& h = moves[left[next_target++ % left.size()]];
+    h.positions.push_back(static_cast<int32_t>(p));
+    h.ids.push_back(kit_.next_instance_id++);
+    h.experts.push_back(planned_.layout->experts_on(static_cast<int>(p)));
+  }
+  moving_ = true;
+  auto next = std::make_shared<Membership>(planned_);
+  auto placed = std::make_shared<std::vector<int32_t>>(kit_.instance_node);
+  auto left_to_hear = std::make_shared<size_t>(moves.size());
+  auto moved = std::make_shared<std::string>();
+  if (moves.empty()) return finish_node_recovery(lost, *next, head + ": it hosted no instances", detected);
+  for (auto& [target, h] : moves) {
+    const uint32_t t = target;
+    const std::string target_name = kit_.nodes[t].name;
+    request(kit_.nodes[t].agent, std::chrono::seconds(120), h)
+        .then(
+            [=, this](std::vector<HostedActor>& got) {
+              for (HostedActor& a : got) {
+                next->instances.at(static_cast<size_t>(a.position)) = a.actor;
+                (*placed)[static_cast<size_t>(a.position)] = static_cast<int32_t>(t);
+                roster_.push_back({a.name, a.kind, a.device, a.actor, true, target_name});
+                monitor(a.actor);
+                *moved += (moved->empty() ? "" : ", ") + a.name + "@" + target_name;
+              }
+              if (--*left_to_hear > 0) return;
+              kit_.instance_node = *placed;
+              finish_node_recovery(lost, *next, head + ": its instances moved to " + *moved, detected);
+            },
+            [=, this](caf::error& err) {
+              moving_ = false;
+              node_unrecoverable(head + "; node '" + target_name + "' could not take its instances: " + to_string(err));
+            });
+  }
+}
+
+void Scaler::finish_node_recovery(uint32_t lost, Membership next, const std::string& what, double detected) {
+  const std::string lost_name = kit_.nodes[lost].name;
+  auto on_lost = [&](const caf::actor& a) {
+    const RosterEntry* e = entry(a.address());
+    return e != nullptr && e->node == lost_name;
+  };
+  // The MoE side's primary mirrors (the ones the membership names) move with it: the
+  // first MoE node that is left takes over.
+  if (on_lost(next.scheduler) || (next.routers.size() == 1 && on_lost(next.routers[0]) && ctx_->spec.egate())) {
+    std::string heir;
+    for (const NodeInfo& n : kit_.nodes)
+      if (n.moe && !lost_nodes_.count(n.index)) {
+        heir = n.name;
+        break;
+      }
+    for (const RosterEntry& e : roster_) {
+      if (e.node != heir) continue;
+      if (e.kind == "Scheduler") next.scheduler = e.actor;
+      if (e.kind == "Router" && ctx_->spec.egate()) next.routers = {e.actor};
+    }
+  }
+  std::vector<caf::actor> extra;
+  for (const caf::actor& a : next.extra)
+    if (!on_lost(a) && a != next.scheduler && (next.routers.empty() || a != next.routers[0])) extra.push_back(a);
+  // The old primary mirrors stay members as mirrors when they were not on the lost node.
+  for (const caf::actor& a : {planned_.scheduler, planned_.routers.empty() ? caf::actor{} : planned_.routers[0]})
+    if (a && !on_lost(a) && a != next.scheduler && (next.routers.empty() || a != next.routers[0]) &&
+        std::find(extra.begin(), extra.end(), a) == extra.end())
+      extra.push_back(a);
+  next.extra = std::move(extra);
+
+  // Every bridge left learns where the instances live before the membership names them.
+  std::vector<caf::actor> bridges;
+  for (const NodeInfo& n : kit_.nodes)
+    if (!lost_nodes_.count(n.index) && n.bridge) bridges.push_back(n.bridge);
+  auto pending = std::make_shared<size_t>(bridges.size());
+  auto shared_next = std::make_shared<Membership>(std::move(next));
+  auto go = [=, this]() {
+    moving_ = false;
+    RecoveryRecord rec;
+    rec.detected_s = detected;
+    rec.what = what;
+    recoveries_.push_back(rec);
+    propose(*shared_next, /*abort=*/true, {}, what, detected);
+    recovery_of_epoch_[planned_.epoch] = recoveries_.size() - 1;
+  };
+  const DirectoryUpdate update{kit_.instance_node, lost};
+  for (const caf::actor& b : bridges)
+    request(b, std::chrono::seconds(30), update)
+        .then(
+            [=]() {
+              if (--*pending == 0) go();
+            },
+            [=, this](caf::error& err) {
+              moving_ = false;
+              node_unrecoverable(what + "; a bridge refused the new directory: " + to_string(err));
+            });
+  if (bridges.empty()) go();
 }
 
 void Scaler::scale(const ScaleTo& s, caf::response_promise rp) {

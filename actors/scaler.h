@@ -11,6 +11,8 @@
 //    one holding the same experts, and replicas elsewhere keep serving meanwhile; a dead
 //    shard's requests resume on the others. The step in flight is aborted and re-run
 //    under the new epoch, so every admitted request still produces exactly its tokens.
+//    In a multi-node deployment a MoE node whose process died has its instances rebuilt
+//    on the other MoE nodes the same way; a lost attention node is not recovered yet.
 //
 //  * with scaler{policy="slo"}: every interval it measures the demand (output tokens/s
 //    asked for) and runs Janus Algorithm 2 on the profiled performance model, with a_max
@@ -22,7 +24,10 @@
 
 #include <map>
 
+#include <set>
+
 #include "actors/actor_common.h"
+#include "actors/node_protocol.h"
 #include "actors/scaler_messages.h"
 #include "runtime/perf_model.h"
 
@@ -34,6 +39,9 @@ struct SpawnKit {
   std::vector<std::string> shard_devices, instance_devices;  // cycled through
   int next_shard_id = 0, next_instance_id = 0, next_router_id = 0;
   std::shared_ptr<const PerfModel> perf;  // for scaler{policy="slo"}
+  // Multi-node: the nodes (agents, bridges) and the node index of each instance position.
+  std::vector<NodeInfo> nodes;
+  std::vector<int32_t> instance_node;
 };
 
 class Scaler : public JanusActor {
@@ -43,6 +51,12 @@ class Scaler : public JanusActor {
 
  private:
   void on_down(caf::down_msg& dm);
+  /// Multi-node: a member on node `node` died, so the node's process is gone. A MoE node's
+  /// instances move to the MoE nodes that are left (HostInstances), every bridge learns
+  /// where they live (DirectoryUpdate), and the step re-runs under the new membership.
+  void on_node_down(const std::string& node, const std::string& why, double detected);
+  void finish_node_recovery(uint32_t lost, Membership next, const std::string& what, double detected);
+  void node_unrecoverable(const std::string& why);
   /// Hands the Frontend a change from `planned_` to `next`.
   void propose(Membership next, bool abort, std::vector<caf::actor> retire, const std::string& reason, double detected_s);
   Result<caf::actor> spawn_shard(int* id);
@@ -61,7 +75,9 @@ class Scaler : public JanusActor {
   std::map<uint32_t, size_t> recovery_of_epoch_;       // which record an epoch completes
   std::vector<ScalingRecord> decisions_;
   double last_tick_s_ = 0;
-  bool lost_node_ = false;  // multi-node: a member's node went away (reported once)
+  bool lost_node_ = false;  // multi-node: the deployment cannot serve any more (reported once)
+  std::set<uint32_t> lost_nodes_;  // multi-node: nodes whose process went away
+  bool moving_ = false;            // multi-node: a lost node's instances are being moved
   int64_t last_requested_ = -1;
 };
 

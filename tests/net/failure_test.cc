@@ -142,9 +142,11 @@ TEST_CASE("a frame from an endpoint outside the deployment is refused by the tra
 }
 
 TEST_CASE("a node killed mid-step fails the affected requests with a clear error, in bounded time") {
+  // An attention node (not recovered yet), and a MoE node with recovery turned off.
   for (const char* victim : {"m2", "a1"}) {
     CAPTURE(victim);
     GraphSpec spec = cluster_spec(two_by_two(), "case1", "tcp");
+    if (std::string(victim) == "m2") spec.scaler.recover = false;
     auto cluster = start_cluster(spec);
     REQUIRE_MESSAGE(cluster->status.ok(), (cluster->status.to_string() + "\n" + cluster->logs()));
     Deployment& d = cluster->d();
@@ -205,4 +207,56 @@ TEST_CASE("control connections over TLS: nodes with --tls serve exactly, a plain
   CHECK(plain_rc == 1);
   CHECK_MESSAGE(plain_log.find("cannot reach the coordinator") != std::string::npos, plain_log);
   CHECK_MESSAGE(check_reference_tokens(raw->d()) == "", raw->logs());
+}
+
+TEST_CASE("a MoE node killed mid-run: its instances move to the other MoE node, every request completes exactly") {
+  // Longer generations than the fixture's, from the reference engine itself.
+  const Reference& ref = reference();
+  auto model = Model::load(ref.dir);
+  REQUIRE(model.ok());
+  ReferenceEngine engine(*model);
+  std::vector<GenerateRequest> reqs;
+  for (const auto& p : ref.prompts) {
+    GenerateRequest g;
+    g.prompt = p;
+    g.max_new_tokens = 64;
+    g.stop_at_eos = false;
+    reqs.push_back(g);
+  }
+  auto expected = engine.generate(reqs);
+  REQUIRE(expected.ok());
+  for (const char* mode : {"case1", "case2", "single"}) {
+    for (const char* victim : {"m2", "m1"}) {  // m1 also hosts the primary router and scheduler
+      CAPTURE(mode);
+      CAPTURE(victim);
+      auto cluster = start_cluster(cluster_spec(two_by_two(), mode, "tcp"));
+      REQUIRE_MESSAGE(cluster->status.ok(), (cluster->status.to_string() + "\n" + cluster->logs()));
+      Deployment& d = cluster->d();
+      std::vector<RequestHandle> handles;
+      std::atomic<int> tokens{0};
+      for (const GenerateRequest& g : reqs) handles.push_back(d.submit(g, [&](int32_t) { ++tokens; }));
+      for (int i = 0; i < 500 && tokens < 12; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      REQUIRE(tokens >= 12);
+      REQUIRE(tokens < static_cast<int>(reqs.size()) * 64);  // the kill lands mid-run
+      const double killed_s = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+      cluster->nodes[victim].kill_now();
+      for (size_t i = 0; i < handles.size(); ++i) {
+        REQUIRE(handles[i].result.wait_for(std::chrono::seconds(60)) == std::future_status::ready);
+        auto r = handles[i].result.get();
+        REQUIRE_MESSAGE(r.ok(), (r.status().to_string() + "\n" + cluster->logs()));
+        CHECK(r->tokens == (*expected)[i].tokens);
+      }
+      // The recovery is on record, and the deployment goes on serving exactly.
+      auto recoveries = d.recoveries();
+      REQUIRE(recoveries.size() == 1);
+      CHECK(recoveries[0].what.find(std::string("node '") + victim + "'") != std::string::npos);
+      CHECK(recoveries[0].installed_s >= recoveries[0].detected_s);
+      // Detection: the coordinator's CAF connection to the node breaks with the process.
+      const double detect_ms = (recoveries[0].detected_s - killed_s) * 1e3, recover_ms = (recoveries[0].installed_s - recoveries[0].detected_s) * 1e3;
+      MESSAGE(std::string(mode) << " " << victim << ": detected " << detect_ms << " ms after the kill, recovered " << recover_ms << " ms later");
+      CHECK(detect_ms < 5000);
+      CHECK(recover_ms < 5000);
+      CHECK_MESSAGE(check_reference_tokens(d) == "", cluster->logs());
+    }
+  }
 }
