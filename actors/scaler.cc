@@ -11,7 +11,7 @@
 namespace janus::actors {
 
 Scaler::Scaler(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, SpawnKit kit)
-    : JanusActor(cfg, std::move(ctx), "scaler", "Scaler", "cpu"), kit_(std::move(kit)) {}
+    : JanusActor(cfg, std::move(ctx), "scaler", "Scaler", "cpu"), kit_(std::move(kit)), shrink_hold_(ctx_->spec.scaler.shrink_after) {}
 
 RosterEntry* Scaler::entry(const caf::actor_addr& a) {
   for (RosterEntry& e : roster_)
@@ -392,7 +392,14 @@ void Scaler::decide(double lambda, const SchedulerStats& st) {
     rec.moe = sp.max_moe;
     rec.note = d.why;
   }
-  rec.changed = rec.attention != static_cast<int>(planned_.shards.size()) || rec.moe != static_cast<int>(planned_.instances.size());
+  const int now_attention = static_cast<int>(planned_.shards.size()), now_moe = static_cast<int>(planned_.instances.size());
+  const ShrinkHold::Target to = shrink_hold_.next(now_attention, now_moe, rec.attention, rec.moe);
+  if (to.held)
+    rec.note = "held: Algorithm 2 asks for " + std::to_string(rec.attention) + "A" + std::to_string(rec.moe) + "E (shrinks after " +
+               std::to_string(sp.shrink_after) + " such decisions in a row)";
+  rec.attention = to.attention;
+  rec.moe = to.moe;
+  rec.changed = rec.attention != now_attention || rec.moe != now_moe;
   decisions_.push_back(rec);
   log_info(stats_.name, "demand " + std::to_string(lambda) + " tokens/s: " + std::to_string(rec.attention) + " shards, " +
                             std::to_string(rec.moe) + " instances" + (rec.changed ? " (rescaling)" : ""));

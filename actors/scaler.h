@@ -30,6 +30,7 @@
 #include "actors/node_protocol.h"
 #include "actors/scaler_messages.h"
 #include "runtime/perf_model.h"
+#include "runtime/scaling_decision.h"
 
 namespace janus::actors {
 
@@ -79,6 +80,7 @@ class Scaler : public JanusActor {
   std::set<uint32_t> lost_nodes_;  // multi-node: nodes whose process went away
   bool moving_ = false;            // multi-node: a lost node's instances are being moved
   int64_t last_requested_ = -1;
+  ShrinkHold shrink_hold_;
 };
 
 }  // namespace janus::actors

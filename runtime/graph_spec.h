@@ -65,6 +65,7 @@ struct ScalerSpec {
   double context = 512;         // S_ctx: mean context length assumed by the model
   int min_attention = 1, max_attention = 4;
   int min_moe = 1, max_moe = 8;
+  int shrink_after = 3;         // decisions in a row that ask for fewer devices before shrinking (1: at once)
   std::string where;
 };
 

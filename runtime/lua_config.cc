@@ -331,7 +331,7 @@ int l_simulate(lua_State* L) {
 
 int l_scaler(lua_State* L) {
   Section s(L, "scaler", {"recover", "policy", "profile", "tpot_slo_ms", "interval_s", "context", "min_attention",
-                          "max_attention", "min_moe", "max_moe"});
+                          "max_attention", "min_moe", "max_moe", "shrink_after"});
   ScalerSpec& sc = state_of(L)->spec.scaler;
   sc.where = s.where();
   s.boolean("recover", &sc.recover);
@@ -349,6 +349,7 @@ int l_scaler(lua_State* L) {
   s.integer("max_attention", &sc.max_attention);
   s.integer("min_moe", &sc.min_moe);
   s.integer("max_moe", &sc.max_moe);
+  s.integer("shrink_after", &sc.shrink_after);
   if (sc.policy == "slo" && sc.profile.empty()) s.fail("policy \"slo\" needs 'profile' (the JSON that janus profile writes)");
   return 0;
 }

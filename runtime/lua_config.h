@@ -9,7 +9,8 @@
 //   scheduler{policy="aebs" | "random_replica" | "primary" | "token_balanced", seed=S}
 //   scaler{recover=true,   -- replace dead members (else requests fail with the error)
 //          policy="none" | "slo", profile="profile.json", tpot_slo_ms=100, interval_s=5,
-//          context=512, min_attention=1, max_attention=4, min_moe=1, max_moe=8}
+//          context=512, min_attention=1, max_attention=4, min_moe=1, max_moe=8,
+//          shrink_after=3}  -- grow at once, shrink after 3 decisions in a row ask for less
 //            -- "slo": Janus Algorithm 2 every interval on the measured demand
 //   workload{prompts={{5,17,99},...}, max_new_tokens=N, temperature=T, top_p=P, top_k=K,
 //            seed=S, ignore_eos=false,

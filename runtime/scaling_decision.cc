@@ -1,5 +1,6 @@
 #include "runtime/scaling_decision.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <tuple>
@@ -36,6 +37,22 @@ ScalingDecision decide_scaling(const PerfModel& m, const ScalerSpec& sp, int slo
   PerfModel sized = m;
   sized.slots = slots;
   return solve_scaling(sized, lambda, sp.tpot_slo_ms / 1e3, sp.context, amax, bounds);
+}
+
+ShrinkHold::Target ShrinkHold::next(int attention, int moe, int want_attention, int want_moe) {
+  if (want_attention >= attention && want_moe >= moe) {
+    streak_ = 0;
+    return {want_attention, want_moe, false};
+  }
+  if (want_attention > attention || want_moe > moe) {
+    streak_ = 0;
+    return {std::max(attention, want_attention), std::max(moe, want_moe), false};
+  }
+  most_attention_ = streak_ == 0 ? want_attention : std::max(most_attention_, want_attention);
+  most_moe_ = streak_ == 0 ? want_moe : std::max(most_moe_, want_moe);
+  if (++streak_ < after_) return {attention, moe, true};
+  streak_ = 0;
+  return {most_attention_, most_moe_, false};
 }
 
 }  // namespace janus

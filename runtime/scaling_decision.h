@@ -23,4 +23,25 @@ struct ActivationWindow {
 ScalingDecision decide_scaling(const PerfModel& model, const ScalerSpec& scaler, int slots, double lambda,
                                const ActivationWindow& window);
 
+/// Hysteresis, so that bursty demand does not make the deployment flap between
+/// neighbouring configurations (each change moves requests and weights): growing happens
+/// at once, since the SLO is at stake; shrinking only once `shrink_after` decisions in a row
+/// asked for fewer devices, and then to the most any of them asked for. A decision that
+/// grows one pool and shrinks the other grows it and keeps the other.
+class ShrinkHold {
+ public:
+  explicit ShrinkHold(int shrink_after) : after_(shrink_after < 1 ? 1 : shrink_after) {}
+  struct Target {
+    int attention = 0, moe = 0;
+    bool held = false;  // Algorithm 2 asked for less, and the hold kept the current size
+  };
+  /// Where to go from (attention, moe) when Algorithm 2 picks (want_attention, want_moe).
+  Target next(int attention, int moe, int want_attention, int want_moe);
+
+ private:
+  int after_;
+  int streak_ = 0;
+  int most_attention_ = 0, most_moe_ = 0;
+};
+
 }  // namespace janus

@@ -508,6 +508,7 @@ Result<SimServingReport> simulate_serving(const SimCosts& costs, const SimServin
     return w;
   };
   const PerfModel& sm = o.scaling_model;
+  ShrinkHold shrink_hold(o.scaler.shrink_after);
   while (true) {
     const bool open = o.duration_s <= 0 || t <= o.duration_s;
     while (open && next < reqs.size() && reqs[next].at <= t) {
@@ -527,6 +528,9 @@ Result<SimServingReport> simulate_serving(const SimCosts& costs, const SimServin
       rec.moe = d.feasible ? d.moe : o.scaler.max_moe;
       rec.predicted_tpot = d.tpot;
       const SimConfig& target = pending ? pending->config : cfg;
+      const ShrinkHold::Target to = shrink_hold.next(target.attention, target.moe, rec.attention, rec.moe);
+      rec.attention = to.attention;
+      rec.moe = to.moe;
       rec.changed = rec.attention != target.attention || rec.moe != target.moe;
       if (rec.changed) {
         SimConfig nc = cfg;

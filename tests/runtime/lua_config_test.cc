@@ -102,6 +102,7 @@ TEST_CASE("config errors name the file and line and say what is wrong") {
   CHECK(has(error_of(kModel + "workload{prompts = {{1, 999}}}\n"), "cfg.lua:2: workload{}: prompt 1 holds token id 999"));
   CHECK(has(error_of(kModel + "workload{prompts = {{1, -2}}}\n"), "must be a non-negative integer, got -2"));
   CHECK(has(error_of(kModel + "attention(5)\n"), "cfg.lua:2: attention{}: expects one table argument"));
+  CHECK(has(error_of(kModel + "scaler{shrink_after = 0}\n"), "cfg.lua:2: scaler{}: 'shrink_after' must be an integer >= 1, got 0"));
   CHECK(has(error_of("model{path = \"/nonexistent\", preset = \"x\"}\n"), "cfg.lua:1: model{}: give exactly one of 'path' and 'preset'"));
   CHECK(has(error_of(kModel + "os.exit(1)\n"), "attempt to index a nil value (global 'os')"));  // no os in configs
   auto missing = load_lua_config("/nonexistent/config.lua");

@@ -135,3 +135,31 @@ TEST_CASE("the Scaler's rule asks for more devices as demand grows and meets the
   const ScalingDecision d = decide_scaling(m, sp, 8, 100, none);
   CHECK_FALSE(d.feasible);
 }
+
+TEST_CASE("the scaler's hold: grow at once, shrink only after demand stays low, to the most it asked for") {
+  ShrinkHold h(3);
+  // Growing is never held, nor is staying.
+  auto t = h.next(1, 4, 2, 4);
+  CHECK((t.attention == 2 && t.moe == 4 && !t.held));
+  t = h.next(2, 4, 2, 4);
+  CHECK((t.attention == 2 && t.moe == 4 && !t.held));
+  // A burst that comes and goes every interval (the flapping the hold is for): no shrink.
+  for (int i = 0; i < 6; ++i) {
+    t = h.next(2, 4, i % 2 == 0 ? 1 : 2, 4);
+    CHECK((t.attention == 2 && t.moe == 4));
+  }
+  // Low three times in a row: shrink, to the largest of the three asks.
+  t = h.next(2, 6, 1, 4);
+  CHECK((t.attention == 2 && t.moe == 6 && t.held));
+  t = h.next(2, 6, 1, 5);
+  CHECK((t.attention == 2 && t.moe == 6 && t.held));
+  t = h.next(2, 6, 1, 4);
+  CHECK((t.attention == 1 && t.moe == 5 && !t.held));
+  // One pool grows while the other would shrink: grow it, keep the other.
+  t = h.next(1, 5, 2, 3);
+  CHECK((t.attention == 2 && t.moe == 5 && !t.held));
+  // shrink_after = 1: no hold at all.
+  ShrinkHold now(1);
+  t = now.next(3, 6, 1, 4);
+  CHECK((t.attention == 1 && t.moe == 4 && !t.held));
+}
