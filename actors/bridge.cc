@@ -1091,7 +1091,6 @@ struct Bridge::Impl {
     shards_of.assign(n, {});
     instances_on.assign(n, 0);
     rank.assign(n, -1);
-    for (size_t s = 0; s < shard_node.size(); ++s) shards_of.at(static_cast<size_t>(shard_node[s])).push_back(static_cast<int32_t>(s));
     JANUS_TRY(rebuild_topology());
     for (const NodeInfo& x : nodes) {
       if (x.index == me()) continue;
@@ -1118,9 +1117,14 @@ struct Bridge::Impl {
     for (int32_t x : instance_node)
       if (x >= 0 && static_cast<size_t>(x) < nodes.size()) ++instances_on[static_cast<size_t>(x)];
     topo = {};
+    shards_of.assign(nodes.size(), {});
+    for (size_t s = 0; s < shard_node.size(); ++s) shards_of.at(static_cast<size_t>(shard_node[s])).push_back(static_cast<int32_t>(s));
     for (const NodeInfo& x : nodes) {
+      if (dead.count(x.index) && !moving.count(x.index)) {
+        rank[x.index] = -1;
+        continue;
+      }
       if (x.moe) {
-        if (dead.count(x.index)) continue;
         topo.moe_nodes.push_back(x.index);
         topo.instances.push_back(instances_on[x.index]);
       } else {
@@ -1133,23 +1137,28 @@ struct Bridge::Impl {
     return Status::Ok();
   }
 
-  /// A lost MoE node's instances live elsewhere now (the Scaler moved them): exchange
-  /// with the MoE nodes that are left. Comes before the membership that names them.
+  /// A lost node's members are elsewhere now (the Scaler moved a MoE node's instances,
+  /// or dropped an attention node's shards): exchange with the nodes that are left. Comes
+  /// before the membership that names them.
   Status on_directory_update(const DirectoryUpdate& u) {
     if (!connected) return invalid_argument("no directory yet");
     if (u.instance_node.size() != instance_node.size() || u.lost >= nodes.size())
       return invalid_argument("a directory update for another deployment");
+    for (int32_t n : u.shard_node)
+      if (n < 0 || static_cast<size_t>(n) >= nodes.size() || nodes[static_cast<size_t>(n)].moe)
+        return invalid_argument("a directory update puts a shard on node " + std::to_string(n));
     if (!dead.count(u.lost)) dead[u.lost] = "moved away by the scaler";
     moving.erase(u.lost);
     instance_node = u.instance_node;
+    if (!u.shard_node.empty()) shard_node = u.shard_node;
     return rebuild_topology();
   }
 
-  /// Whether the Scaler will replace node `index`: a MoE node, with another one left.
+  /// Whether the Scaler will recover from losing node `index`: another node of its kind is left.
   bool recoverable(uint32_t index) const {
-    if (!ctx->spec.scaler.recover || !nodes[index].moe) return false;
+    if (!ctx->spec.scaler.recover) return false;
     for (const NodeInfo& x : nodes)
-      if (x.moe && x.index != index && !dead.count(x.index)) return true;
+      if (x.moe == nodes[index].moe && x.index != index && !dead.count(x.index)) return true;
     return false;
   }
 
@@ -1157,12 +1166,12 @@ struct Bridge::Impl {
     if (l.index >= nodes.size() || dead.count(l.index)) return;
     const std::string why = "node '" + nodes[l.index].name + "' went away (" + l.reason + ")";
     if (recoverable(l.index)) {
-      // The Scaler moves its instances to the other MoE nodes and the Frontend re-runs the
-      // step under the next epoch: what is in flight here is dropped, not failed.
+      // The Scaler moves its members elsewhere and the Frontend re-runs the step under
+      // the next epoch: what is in flight here is dropped, not failed.
       dead[l.index] = l.reason;
       moving.insert(l.index);
       log_warn(who, why + ": dropping " + std::to_string(awaits.size() + gathers.size() + ingress.size() + egress.size()) +
-                        " layer batch(es) in flight; the step re-runs once its instances have moved");
+                        " layer batch(es) in flight; the step re-runs once its members have moved");
       awaits.clear();
       gathers.clear();
       ingress.clear();

@@ -140,6 +140,7 @@ Status start_cluster(caf::actor_system& sys, const GraphSpec& spec, const Deploy
     out->transport.push_back(ready[i].transport);
   }
   out->instance_node = instance_at;
+  out->shard_node = shard_at;
   NodeDirectory dir;
   dir.nodes = out->nodes;
   dir.shard_node = shard_at;

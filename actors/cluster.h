@@ -24,6 +24,7 @@ struct ClusterState {
   bool tls = false;
   std::vector<NodeInfo> nodes;
   std::vector<int32_t> instance_node;  // node index of each instance position
+  std::vector<int32_t> shard_node;     // node index of each shard position
   std::vector<std::string> transport;  // per node
   std::vector<transport::LinkFit> links;
 };

@@ -185,6 +185,7 @@ Result<std::unique_ptr<Deployment>> Deployment::create(GraphSpec spec, const Dep
     SpawnKit kit;
     kit.nodes = impl->cluster->nodes;
     kit.instance_node = impl->cluster->instance_node;
+    kit.shard_node = impl->cluster->shard_node;
     kit.next_instance_id = spec.experts.instances;
     Status installed = install_first_membership(sys, ctx, m, roster, kit, &impl->scaler);
     std::unique_ptr<Deployment> d(new Deployment(std::move(impl)));

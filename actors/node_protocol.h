@@ -119,10 +119,10 @@ struct HostInstances {
   std::vector<std::vector<int32_t>> experts;
 };
 
-/// Scaler -> every surviving bridge, before the membership that replaces a lost MoE
-/// node: where each instance position lives now, and which node is gone.
+/// Scaler -> every surviving bridge, before the membership that replaces a lost node:
+/// where each instance and shard position lives now, and which node is gone.
 struct DirectoryUpdate {
-  std::vector<int32_t> instance_node;
+  std::vector<int32_t> instance_node, shard_node;
   uint32_t lost = 0;
 };
 
@@ -230,7 +230,7 @@ typename Inspector::result_type inspect(Inspector& f, HostInstances& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, DirectoryUpdate& x) {
-  return f(caf::meta::type_name("janus.DirectoryUpdate"), x.instance_node, x.lost);
+  return f(caf::meta::type_name("janus.DirectoryUpdate"), x.instance_node, x.shard_node, x.lost);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ExchangeRecord& x) {

@@ -150,9 +150,27 @@ void Scaler::on_node_down(const std::string& node, const std::string& why, doubl
   lost_nodes_.insert(lost);
   const std::string head = "node '" + node + "' lost " + why;
   if (!ctx_->spec.scaler.recover) return node_unrecoverable(head + " (recovery is off: scaler{recover=false})");
-  if (!kit_.nodes[lost].moe)
-    return node_unrecoverable(head + " (recovering an attention node of a multi-node deployment is not supported yet)");
-  if (moving_) return node_unrecoverable(head + " while another node's instances were moving");
+  if (moving_) return node_unrecoverable(head + " while another node's members were moving");
+  if (!kit_.nodes[lost].moe) {
+    // Its shards leave; the Frontend resumes their requests on the others (recomputing
+    // their KV from the tokens so far), as for a dead shard in one process.
+    Membership next = planned_;
+    std::vector<int32_t> shard_node;
+    std::vector<caf::actor> shards, routers;
+    for (size_t p = 0; p < kit_.shard_node.size(); ++p) {
+      if (kit_.shard_node[p] == static_cast<int32_t>(lost)) continue;
+      shard_node.push_back(kit_.shard_node[p]);
+      shards.push_back(next.shards.at(p));
+      if (!ctx_->spec.egate()) routers.push_back(next.routers.at(p));
+    }
+    if (shards.empty()) return node_unrecoverable(head + " and no attention node is left to take its requests");
+    log_warn(stats_.name, head + ": its requests resume on the other attention nodes");
+    next.shards = std::move(shards);
+    if (!ctx_->spec.egate()) next.routers = std::move(routers);
+    kit_.shard_node = std::move(shard_node);
+    moving_ = true;
+    return finish_node_recovery(lost, std::move(next), head + ": its requests resume on the other attention nodes", detected);
+  }
   std::vector<uint32_t> left;
   for (const NodeInfo& n : kit_.nodes)
     if (n.moe && !lost_nodes_.count(n.index)) left.push_back(n.index);
@@ -245,7 +263,7 @@ void Scaler::finish_node_recovery(uint32_t lost, Membership next, const std::str
     propose(*shared_next, /*abort=*/true, {}, what, detected);
     recovery_of_epoch_[planned_.epoch] = recoveries_.size() - 1;
   };
-  const DirectoryUpdate update{kit_.instance_node, lost};
+  const DirectoryUpdate update{kit_.instance_node, kit_.shard_node, lost};
   for (const caf::actor& b : bridges)
     request(b, std::chrono::seconds(30), update)
         .then(

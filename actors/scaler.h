@@ -12,7 +12,8 @@
 //    shard's requests resume on the others. The step in flight is aborted and re-run
 //    under the new epoch, so every admitted request still produces exactly its tokens.
 //    In a multi-node deployment a MoE node whose process died has its instances rebuilt
-//    on the other MoE nodes the same way; a lost attention node is not recovered yet.
+//    on the other MoE nodes the same way, and a lost attention node's requests resume on
+//    the other attention nodes' shards.
 //
 //  * with scaler{policy="slo"}: every interval it measures the demand (output tokens/s
 //    asked for) and runs Janus Algorithm 2 on the profiled performance model, with a_max
@@ -40,9 +41,9 @@ struct SpawnKit {
   std::vector<std::string> shard_devices, instance_devices;  // cycled through
   int next_shard_id = 0, next_instance_id = 0, next_router_id = 0;
   std::shared_ptr<const PerfModel> perf;  // for scaler{policy="slo"}
-  // Multi-node: the nodes (agents, bridges) and the node index of each instance position.
+  // Multi-node: the nodes (agents, bridges) and the node index of each instance and shard position.
   std::vector<NodeInfo> nodes;
-  std::vector<int32_t> instance_node;
+  std::vector<int32_t> instance_node, shard_node;
 };
 
 class Scaler : public JanusActor {
@@ -53,8 +54,9 @@ class Scaler : public JanusActor {
  private:
   void on_down(caf::down_msg& dm);
   /// Multi-node: a member on node `node` died, so the node's process is gone. A MoE node's
-  /// instances move to the MoE nodes that are left (HostInstances), every bridge learns
-  /// where they live (DirectoryUpdate), and the step re-runs under the new membership.
+  /// instances move to the MoE nodes that are left (HostInstances); an attention node's
+  /// shards leave and their requests resume on the others. Every bridge learns the new
+  /// directory (DirectoryUpdate), and the step re-runs under the new membership.
   void on_node_down(const std::string& node, const std::string& why, double detected);
   void finish_node_recovery(uint32_t lost, Membership next, const std::string& what, double detected);
   void node_unrecoverable(const std::string& why);

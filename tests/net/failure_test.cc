@@ -142,11 +142,11 @@ TEST_CASE("a frame from an endpoint outside the deployment is refused by the tra
 }
 
 TEST_CASE("a node killed mid-step fails the affected requests with a clear error, in bounded time") {
-  // An attention node (not recovered yet), and a MoE node with recovery turned off.
+  // With recovery turned off (scaler{recover=false}); with it on, see the next test.
   for (const char* victim : {"m2", "a1"}) {
     CAPTURE(victim);
     GraphSpec spec = cluster_spec(two_by_two(), "case1", "tcp");
-    if (std::string(victim) == "m2") spec.scaler.recover = false;
+    spec.scaler.recover = false;
     auto cluster = start_cluster(spec);
     REQUIRE_MESSAGE(cluster->status.ok(), (cluster->status.to_string() + "\n" + cluster->logs()));
     Deployment& d = cluster->d();
@@ -209,7 +209,9 @@ TEST_CASE("control connections over TLS: nodes with --tls serve exactly, a plain
   CHECK_MESSAGE(check_reference_tokens(raw->d()) == "", raw->logs());
 }
 
-TEST_CASE("a MoE node killed mid-run: its instances move to the other MoE node, every request completes exactly") {
+TEST_CASE("a node killed mid-run is recovered from, and every request completes exactly") {
+  // A MoE node: its instances move to the other MoE node (m1 also hosts the primary router
+  // and scheduler). An attention node: its requests resume on the other one's shards.
   // Longer generations than the fixture's, from the reference engine itself.
   const Reference& ref = reference();
   auto model = Model::load(ref.dir);
@@ -225,8 +227,8 @@ TEST_CASE("a MoE node killed mid-run: its instances move to the other MoE node, 
   }
   auto expected = engine.generate(reqs);
   REQUIRE(expected.ok());
-  for (const char* mode : {"case1", "case2", "single"}) {
-    for (const char* victim : {"m2", "m1"}) {  // m1 also hosts the primary router and scheduler
+  for (const std::string mode : {"case1", "case2", "single"}) {
+    for (const std::string victim : {"m2", "m1", "a1", "a2"}) {
       CAPTURE(mode);
       CAPTURE(victim);
       auto cluster = start_cluster(cluster_spec(two_by_two(), mode, "tcp"));
@@ -253,7 +255,7 @@ TEST_CASE("a MoE node killed mid-run: its instances move to the other MoE node, 
       CHECK(recoveries[0].installed_s >= recoveries[0].detected_s);
       // Detection: the coordinator's CAF connection to the node breaks with the process.
       const double detect_ms = (recoveries[0].detected_s - killed_s) * 1e3, recover_ms = (recoveries[0].installed_s - recoveries[0].detected_s) * 1e3;
-      MESSAGE(std::string(mode) << " " << victim << ": detected " << detect_ms << " ms after the kill, recovered " << recover_ms << " ms later");
+      MESSAGE(mode << " " << victim << ": detected " << detect_ms << " ms after the kill, recovered " << recover_ms << " ms later");
       CHECK(detect_ms < 5000);
       CHECK(recover_ms < 5000);
       CHECK_MESSAGE(check_reference_tokens(d) == "", cluster->logs());
