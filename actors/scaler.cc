@@ -242,7 +242,7 @@ void Scaler::finish_node_recovery(uint32_t lost, Membership next, const std::str
   for (const caf::actor& a : next.extra)
     if (!on_lost(a) && a != next.scheduler && (next.routers.empty() || a != next.routers[0])) extra.push_back(a);
   // The old primary mirrors stay members as mirrors when they were not on the lost node.
-  for (const caf::actor& a : {planned_.scheduler, planned_.routers.empty() ? caf::actor{} : planned_.routers[0]})
+  for (const caf::actor& a : {planned_.scheduler, ctx_->spec.egate() && !planned_.routers.empty() ? planned_.routers[0] : caf::actor{}})
     if (a && !on_lost(a) && a != next.scheduler && (next.routers.empty() || a != next.routers[0]) &&
         std::find(extra.begin(), extra.end(), a) == extra.end())
       extra.push_back(a);
