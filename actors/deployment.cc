@@ -691,7 +691,15 @@ void Deployment::shutdown() {
     for (const RosterEntry& e : roster) caf::anon_send_exit(e.actor, caf::exit_reason::user_shutdown);
   }
   caf::anon_send_exit(impl_->scaler, caf::exit_reason::user_shutdown);
-  impl_->sys->await_all_actors_done();
+  // Every actor has been told to exit. Wait for them, but not forever: an actor that never
+  // goes (a bug) must not hang the embedding program; it is reported and left behind.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (impl_->sys->registry().running() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  if (const size_t left = impl_->sys->registry().running(); left > 0) {
+    log_error("deployment", std::to_string(left) + " actor(s) did not exit within 30 s of shutdown; leaving them behind");
+    impl_->sys->await_actors_before_shutdown(false);
+  }
   impl_->frontend = impl_->scheduler = impl_->scaler = caf::actor{};
   impl_->sys.reset();
 }
