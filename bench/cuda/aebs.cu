@@ -31,7 +31,7 @@
 #include <string>
 #include <vector>
 
-#include "bench/bench_util.h"
+#include "bench/cuda/cuda_bench_util.h"
 #include "gpu/cpu/aebs.h"
 #include "gpu/cuda/aebs.h"
 #include "gpu/cuda/device.h"
@@ -42,14 +42,6 @@ using namespace janus;
 
 namespace {
 
-#define CK(call)                                                                                     \
-  do {                                                                                               \
-    cudaError_t e_ = (call);                                                                         \
-    if (e_ != cudaSuccess) {                                                                         \
-      std::fprintf(stderr, "%s failed at %s:%d: %s\n", #call, __FILE__, __LINE__, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                                  \
-    }                                                                                                \
-  } while (0)
 #define OK(expr)                                                 \
   do {                                                           \
     ::janus::Status s_ = (expr);                                 \
@@ -94,25 +86,10 @@ double graph_median_us(cudaStream_t s, int replays, int per_graph, F&& launch) {
   for (int i = 0; i < per_graph; ++i) launch(i);
   CK(cudaStreamEndCapture(s, &g));
   CK(cudaGraphInstantiate(&x, g, 0));
-  for (int i = 0; i < 3; ++i) CK(cudaGraphLaunch(x, s));
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  std::vector<double> t;
-  for (int r = 0; r < replays; ++r) {
-    CK(cudaEventRecord(a, s));
-    CK(cudaGraphLaunch(x, s));
-    CK(cudaEventRecord(b, s));
-    CK(cudaEventSynchronize(b));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms * 1e3 / per_graph);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
+  const double t = bench::time_graph(x, s, replays, /*warmup=*/3) * 1e6 / per_graph;
   cudaGraphExecDestroy(x);
   cudaGraphDestroy(g);
-  return bench::median(t);
+  return t;
 }
 
 // Number of output arrays in which the GPU result differs from the CPU's.

@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "bench/bench_util.h"
+#include "bench/cuda/cuda_bench_util.h"
 #include "gpu/cpu/kernels.h"
 #include "gpu/cuda/attention.h"
 #include "gpu/cuda/device.h"
@@ -37,15 +37,6 @@ constexpr int kHeads = 32, kKvHeads = 4, kHeadDim = 128, kBlock = 16;
 const int kBatches[] = {1, 8, 32, 64, 128, 256};
 const int kContexts[] = {512, 2048, 8192};
 constexpr double kMaxCacheBytes = 8e9;
-
-#define CK(call)                                                                                           \
-  do {                                                                                                     \
-    cudaError_t e_ = (call);                                                                               \
-    if (e_ != cudaSuccess) {                                                                               \
-      std::fprintf(stderr, "%s failed at %s:%d: %s\n", #call, __FILE__, __LINE__, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                                        \
-    }                                                                                                      \
-  } while (0)
 
 #define ST(expr)                                                          \
   do {                                                                    \
@@ -72,50 +63,6 @@ __global__ void fill_bf16(__nv_bfloat16* p, size_t n, uint64_t seed) {
   }
 }
 
-double copy_bandwidth(cudaStream_t stream) {
-  const size_t bytes = size_t{1} << 30;
-  void *a, *b;
-  CK(cudaMalloc(&a, bytes));
-  CK(cudaMalloc(&b, bytes));
-  CK(cudaMemsetAsync(a, 1, bytes, stream));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  std::vector<double> t;
-  for (int i = 0; i < 12; ++i) {
-    CK(cudaEventRecord(e0, stream));
-    CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream));
-    CK(cudaEventRecord(e1, stream));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    if (i >= 2) t.push_back(ms * 1e-3);
-  }
-  CK(cudaFree(a));
-  CK(cudaFree(b));
-  return 2.0 * static_cast<double>(bytes) / bench::median(t);
-}
-
-double time_graph(cudaGraphExec_t exec, cudaStream_t stream, int iters) {
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  for (int i = 0; i < 2; ++i) CK(cudaGraphLaunch(exec, stream));
-  std::vector<double> t;
-  for (int i = 0; i < iters; ++i) {
-    CK(cudaEventRecord(e0, stream));
-    CK(cudaGraphLaunch(exec, stream));
-    CK(cudaEventRecord(e1, stream));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    t.push_back(ms * 1e-3);
-  }
-  CK(cudaEventDestroy(e0));
-  CK(cudaEventDestroy(e1));
-  return bench::median(t);
-}
-
 float bf16_bits_to_f32(uint16_t h) { return bf16_to_f32(h); }
 
 struct Row {
@@ -140,7 +87,7 @@ int main(int argc, char** argv) {
   std::printf("device: %s\n", cuda::device_description(0).c_str());
   cudaStream_t stream;
   CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  const double copy_bw = copy_bandwidth(stream);
+  const double copy_bw = bench::copy_bandwidth(stream);
   const size_t token_elems = static_cast<size_t>(kKvHeads) * kHeadDim;
   std::mt19937 rng(7);
   std::vector<Row> rows;
@@ -201,7 +148,7 @@ int main(int argc, char** argv) {
       for (const auto& a : args) ST(cuda::paged_attention(a, stream));
       CK(cudaStreamEndCapture(stream, &graph));
       CK(cudaGraphInstantiate(&exec, graph, 0));
-      Row row{B, ctx, R, cache_bytes, time_graph(exec, stream, iters) / R};
+      Row row{B, ctx, R, cache_bytes, bench::time_graph(exec, stream, iters) / R};
       CK(cudaGraphExecDestroy(exec));
       CK(cudaGraphDestroy(graph));
 

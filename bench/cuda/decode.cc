@@ -33,7 +33,7 @@
 #include <string>
 #include <vector>
 
-#include "bench/bench_util.h"
+#include "bench/cuda/cuda_bench_util.h"
 #include "gpu/cuda/backend.h"
 #include "gpu/cuda/device.h"
 #include "gpu/cuda/memory.h"
@@ -44,15 +44,6 @@
 using namespace janus;
 
 namespace {
-
-#define CK(call)                                                                                            \
-  do {                                                                                                      \
-    cudaError_t e_ = (call);                                                                                \
-    if (e_ != cudaSuccess) {                                                                                \
-      std::fprintf(stderr, "%s failed at %s:%d: %s\n", #call, __FILE__, __LINE__, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                                         \
-    }                                                                                                       \
-  } while (0)
 
 std::vector<int> parse_ints(const std::string& s) {
   std::vector<int> v;
@@ -82,36 +73,6 @@ std::vector<Config> parse_configs(const std::string& s) {
     v.push_back(c);
   }
   return v;
-}
-
-// Device-to-device copy bandwidth, bytes read + written per second (1 GiB buffers).
-double copy_bandwidth() {
-  const size_t bytes = size_t{1} << 30;
-  void *a, *b;
-  cudaStream_t s;
-  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  CK(cudaMalloc(&a, bytes));
-  CK(cudaMalloc(&b, bytes));
-  CK(cudaMemsetAsync(a, 1, bytes, s));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  std::vector<double> t;
-  for (int i = 0; i < 12; ++i) {
-    CK(cudaEventRecord(e0, s));
-    CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s));
-    CK(cudaEventRecord(e1, s));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    if (i >= 2) t.push_back(ms * 1e-3);
-  }
-  CK(cudaFree(a));
-  CK(cudaFree(b));
-  CK(cudaEventDestroy(e0));
-  CK(cudaEventDestroy(e1));
-  CK(cudaStreamDestroy(s));
-  return 2.0 * static_cast<double>(bytes) / bench::median(t);
 }
 
 // The same prompts as the transformers peer: row i, position t.
@@ -271,7 +232,13 @@ int main(int argc, char** argv) {
   if (!model.ok()) return std::fprintf(stderr, "%s\n", model.status().to_string().c_str()), 1;
   const ModelConfig& c = (*model)->config();
   const double t_model = bench::now_s();
-  const double bw = copy_bandwidth();
+  double bw = 0;
+  {
+    cudaStream_t s;
+    CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    bw = bench::copy_bandwidth(s);
+    CK(cudaStreamDestroy(s));
+  }
   std::printf("model gpu-qwen3-moe BF16 (%s): %d layers, hidden %d, %d experts top-%d, %s of weights (%s experts); made/loaded in "
               "%.1f s\n",
               dir->c_str(), c.num_layers, c.hidden_size, c.num_experts, c.top_k, human_bytes(static_cast<double>((*model)->weight_bytes())).c_str(),

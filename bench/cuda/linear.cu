@@ -15,22 +15,13 @@
 #include <cstring>
 #include <vector>
 
-#include "bench/bench_util.h"
+#include "bench/cuda/cuda_bench_util.h"
 #include "gpu/cuda/device.h"
 #include "gpu/cuda/gemm.h"
 
 using namespace janus;
 
 namespace {
-
-#define CK(call)                                                                                           \
-  do {                                                                                                     \
-    cudaError_t e_ = (call);                                                                               \
-    if (e_ != cudaSuccess) {                                                                               \
-      std::fprintf(stderr, "%s failed at %s:%d: %s\n", #call, __FILE__, __LINE__, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                                        \
-    }                                                                                                      \
-  } while (0)
 
 __global__ void fill_bf16(__nv_bfloat16* p, size_t n, unsigned seed) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
@@ -40,29 +31,6 @@ __global__ void fill_bf16(__nv_bfloat16* p, size_t n, unsigned seed) {
     h ^= h >> 13;
     p[i] = __float2bfloat16_rn((static_cast<float>(h & 0xffff) + 0.5f) / 32768.f - 1.f);
   }
-}
-
-double copy_bandwidth(cudaStream_t stream) {
-  const size_t bytes = size_t{1} << 30;
-  void *a, *b;
-  CK(cudaMalloc(&a, bytes));
-  CK(cudaMalloc(&b, bytes));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  std::vector<double> t;
-  for (int i = 0; i < 10; ++i) {
-    CK(cudaEventRecord(e0, stream));
-    CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream));
-    CK(cudaEventRecord(e1, stream));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    if (i >= 2) t.push_back(ms * 1e-3);
-  }
-  CK(cudaFree(a));
-  CK(cudaFree(b));
-  return 2.0 * static_cast<double>(bytes) / bench::median(t);
 }
 
 struct Shape {
@@ -88,7 +56,7 @@ int main(int argc, char** argv) {
   void* cublas_ws;
   CK(cudaMalloc(&cublas_ws, 32u << 20));
   cublasSetWorkspace(handle, cublas_ws, 32u << 20);
-  const double copy_bw = copy_bandwidth(stream);
+  const double copy_bw = bench::copy_bandwidth(stream);
   const Shape shapes[] = {{"q_proj", 2048, 4096}, {"k_proj", 2048, 512}, {"o_proj", 4096, 2048},
                           {"router", 2048, 128},  {"lm_head", 2048, 32000}};
   const int64_t ms[] = {1, 4, 8, 16, 32, 64};
@@ -125,25 +93,9 @@ int main(int argc, char** argv) {
         }
         CK(cudaStreamEndCapture(stream, &graph));
         CK(cudaGraphInstantiate(&exec, graph, 0));
-        cudaEvent_t e0, e1;
-        CK(cudaEventCreate(&e0));
-        CK(cudaEventCreate(&e1));
-        CK(cudaGraphLaunch(exec, stream));
-        std::vector<double> ts;
-        for (int i = 0; i < iters; ++i) {
-          CK(cudaEventRecord(e0, stream));
-          CK(cudaGraphLaunch(exec, stream));
-          CK(cudaEventRecord(e1, stream));
-          CK(cudaEventSynchronize(e1));
-          float msec;
-          CK(cudaEventElapsedTime(&msec, e0, e1));
-          ts.push_back(msec * 1e-3 / R);
-        }
-        t[algo] = bench::median(ts);
+        t[algo] = bench::time_graph(exec, stream, iters, /*warmup=*/1) / R;
         CK(cudaGraphExecDestroy(exec));
         CK(cudaGraphDestroy(graph));
-        CK(cudaEventDestroy(e0));
-        CK(cudaEventDestroy(e1));
       }
       char c[2][32];
       for (int i = 0; i < 2; ++i) {

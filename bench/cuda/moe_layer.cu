@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "bench/bench_util.h"
+#include "bench/cuda/cuda_bench_util.h"
 #include "gpu/cpu/moe.h"
 #include "gpu/cuda/device.h"
 #include "gpu/cuda/moe.h"
@@ -38,15 +38,6 @@ namespace {
 
 constexpr int kHidden = 2048, kInter = 768, kExperts = 128, kTopK = 8;
 const int kBatches[] = {1, 8, 32, 64, 128, 256};
-
-#define CK(call)                                                                                   \
-  do {                                                                                             \
-    cudaError_t e_ = (call);                                                                       \
-    if (e_ != cudaSuccess) {                                                                       \
-      std::fprintf(stderr, "%s failed at %s:%d: %s\n", #call, __FILE__, __LINE__, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                                \
-    }                                                                                              \
-  } while (0)
 
 #define ST(expr)                                                                        \
   do {                                                                                  \
@@ -100,51 +91,6 @@ Routing random_routing(int B, std::mt19937& rng) {
   return r;
 }
 
-double copy_bandwidth(cudaStream_t stream) {
-  const size_t bytes = size_t{1} << 30;
-  void *a, *b;
-  CK(cudaMalloc(&a, bytes));
-  CK(cudaMalloc(&b, bytes));
-  CK(cudaMemsetAsync(a, 1, bytes, stream));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  std::vector<double> t;
-  for (int i = 0; i < 12; ++i) {
-    CK(cudaEventRecord(e0, stream));
-    CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream));
-    CK(cudaEventRecord(e1, stream));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    if (i >= 2) t.push_back(ms * 1e-3);
-  }
-  CK(cudaFree(a));
-  CK(cudaFree(b));
-  return 2.0 * static_cast<double>(bytes) / bench::median(t);
-}
-
-// Median seconds per graph replay.
-double time_graph(cudaGraphExec_t exec, cudaStream_t stream, int iters) {
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  for (int i = 0; i < 2; ++i) CK(cudaGraphLaunch(exec, stream));
-  std::vector<double> t;
-  for (int i = 0; i < iters; ++i) {
-    CK(cudaEventRecord(e0, stream));
-    CK(cudaGraphLaunch(exec, stream));
-    CK(cudaEventRecord(e1, stream));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    t.push_back(ms * 1e-3);
-  }
-  CK(cudaEventDestroy(e0));
-  CK(cudaEventDestroy(e1));
-  return bench::median(t);
-}
-
 struct Row {
   int batch = 0, rotations = 0;
   double distinct = 0, bytes = 0, layer_s = 0, ffn_s = 0;
@@ -169,7 +115,7 @@ int main(int argc, char** argv) {
   std::printf("device: %s\n", cuda::device_description(0).c_str());
   cudaStream_t stream;
   CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  const double copy_bw = copy_bandwidth(stream);
+  const double copy_bw = bench::copy_bandwidth(stream);
 
   // The instance: every expert in one slot, weights of one expert contiguous.
   const size_t per_matrix = static_cast<size_t>(kHidden) * kInter;
@@ -268,7 +214,7 @@ int main(int argc, char** argv) {
     for (const auto& a : args) ST(cuda::moe_expert_layer(a, stream));
     CK(cudaStreamEndCapture(stream, &graph));
     CK(cudaGraphInstantiate(&exec, graph, 0));
-    row.layer_s = time_graph(exec, stream, iters) / R;
+    row.layer_s = bench::time_graph(exec, stream, iters) / R;
     CK(cudaGraphExecDestroy(exec));
     CK(cudaGraphDestroy(graph));
     // The FFN kernel alone over each routing's (already built) work list would reuse
@@ -280,7 +226,7 @@ int main(int argc, char** argv) {
     }
     CK(cudaStreamEndCapture(stream, &graph));
     CK(cudaGraphInstantiate(&exec, graph, 0));
-    row.ffn_s = time_graph(exec, stream, iters) / R;
+    row.ffn_s = bench::time_graph(exec, stream, iters) / R;
     CK(cudaGraphExecDestroy(exec));
     CK(cudaGraphDestroy(graph));
 

@@ -20,7 +20,7 @@
 #include <thread>
 #include <vector>
 
-#include "bench/bench_util.h"
+#include "bench/cuda/cuda_bench_util.h"
 #include "gpu/cuda/device.h"
 #include "transport/nccl_group.h"
 
@@ -28,15 +28,6 @@ using namespace janus;
 using namespace janus::transport;
 
 namespace {
-
-#define CHECK_CUDA(call)                                                                          \
-  do {                                                                                            \
-    cudaError_t e_ = (call);                                                                      \
-    if (e_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "bench_nccl_exchange: %s: %s\n", #call, cudaGetErrorString(e_));       \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
 
 void check(const Status& s, const char* what) {
   if (s.ok()) return;
@@ -49,41 +40,19 @@ struct Row {
   double exchange_s, gather_s, copy_s;
 };
 
-// Median seconds of `iters` runs of `op` on `stream` (after 3 warm-ups), by events.
-template <class Op>
-double time_on(cudaStream_t stream, int iters, Op op) {
-  cudaEvent_t a, b;
-  CHECK_CUDA(cudaEventCreate(&a));
-  CHECK_CUDA(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) op();
-  std::vector<double> t;
-  for (int i = 0; i < iters; ++i) {
-    CHECK_CUDA(cudaEventRecord(a, stream));
-    op();
-    CHECK_CUDA(cudaEventRecord(b, stream));
-    CHECK_CUDA(cudaEventSynchronize(b));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms * 1e-3);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return bench::median(t);
-}
-
 void rank_main(const NcclUniqueId& id, int n, int r, int iters, const std::vector<size_t>& sizes,
                std::vector<Row>* rows) {
   auto g = NcclGroup::create(id, n, r, r);
   check(g.status(), "NcclGroup::create");
   cudaStream_t stream;
-  CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   const size_t max_bytes = sizes.back();
   void *src, *dst;
-  CHECK_CUDA(cudaMalloc(&src, max_bytes));
-  CHECK_CUDA(cudaMalloc(&dst, max_bytes));
-  CHECK_CUDA(cudaMemset(src, 0x5A, max_bytes));  // never time on zeros
-  CHECK_CUDA(cudaMemset(dst, 0xA5, max_bytes));
-  CHECK_CUDA(cudaDeviceSynchronize());
+  CK(cudaMalloc(&src, max_bytes));
+  CK(cudaMalloc(&dst, max_bytes));
+  CK(cudaMemset(src, 0x5A, max_bytes));  // never time on zeros
+  CK(cudaMemset(dst, 0xA5, max_bytes));
+  CK(cudaDeviceSynchronize());
   for (size_t bytes : sizes) {
     const size_t part = bytes / n;
     std::vector<NcclSend> sends;
@@ -94,10 +63,10 @@ void rank_main(const NcclUniqueId& id, int n, int r, int iters, const std::vecto
     }
     Row row{part * n, 0, 0, 0};
     // Every op is collective, so all rank threads stay in step; rank 0's clock is reported.
-    row.exchange_s = time_on(stream, iters, [&] { check((*g)->send_recv(sends, recvs, stream), "send_recv"); });
-    row.gather_s = time_on(stream, iters, [&] { check((*g)->all_gather(src, dst, part, stream), "all_gather"); });
-    row.copy_s = time_on(stream, iters, [&] {
-      CHECK_CUDA(cudaMemcpyAsync(dst, src, part * n, cudaMemcpyDeviceToDevice, stream));
+    row.exchange_s = bench::time_stream(stream, 3, iters, [&] { check((*g)->send_recv(sends, recvs, stream), "send_recv"); });
+    row.gather_s = bench::time_stream(stream, 3, iters, [&] { check((*g)->all_gather(src, dst, part, stream), "all_gather"); });
+    row.copy_s = bench::time_stream(stream, 3, iters, [&] {
+      CK(cudaMemcpyAsync(dst, src, part * n, cudaMemcpyDeviceToDevice, stream));
     });
     if (r == 0) rows->push_back(row);
   }
