@@ -11,6 +11,7 @@
 
 #include "runtime/deployment.h"
 #include "runtime/reference_engine.h"
+#include "deployment_checks.h"
 #include "test_util.h"
 
 using namespace janus;
@@ -146,36 +147,7 @@ TEST_CASE("requests of mixed lengths arriving while others decode, some waiting 
   o.threads = 2;
   auto d = Deployment::create(g, o);
   REQUIRE_MESSAGE(d.ok(), d.status().to_string());
-  std::mutex mu;
-  std::condition_variable cv;
-  int first_tokens = 0;
-  auto make = [&](size_t i) {
-    GenerateRequest r;
-    r.prompt = f.prompts[i];
-    r.max_new_tokens = 16;
-    r.stop_at_eos = false;
-    return r;
-  };
-  std::vector<std::pair<size_t, RequestHandle>> handles;
-  for (size_t i : {5u, 0u, 3u})
-    handles.emplace_back(i, (*d)->submit(make(i), [&](int32_t) {
-      std::lock_guard<std::mutex> lk(mu);
-      ++first_tokens;
-      cv.notify_all();
-    }));
-  {
-    std::unique_lock<std::mutex> lk(mu);
-    REQUIRE(cv.wait_for(lk, 30s, [&] { return first_tokens >= 4; }));
-  }
-  // Three more join while the first ones decode.
-  for (size_t i : {1u, 4u, 2u}) handles.emplace_back(i, (*d)->submit(make(i)));
-  for (auto& [i, h] : handles) {
-    CAPTURE(i);
-    REQUIRE(h.result.wait_for(60s) == std::future_status::ready);
-    auto r = h.result.get();
-    REQUIRE_MESSAGE(r.ok(), r.status().to_string());
-    CHECK(r->tokens == f.reference[i]);
-  }
+  test::check_requests_joining_while_others_decode(**d, f.prompts, f.reference, {5, 0, 3}, {1, 4, 2}, 30s);
 }
 
 TEST_CASE("a request that can never fit a shard's cache is refused at once") {

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "backend_test_util.h"
+#include "deployment_checks.h"
 #include "runtime/deployment.h"
 #include "runtime/reference_engine.h"
 
@@ -251,35 +252,7 @@ TEST_CASE("cuda decode: requests arriving while others decode, some waiting for 
   o.threads = 4;
   auto d = Deployment::create(g, o);
   REQUIRE_MESSAGE(d.ok(), d.status().to_string());
-  std::mutex mu;
-  std::condition_variable cv;
-  int seen = 0;
-  auto make = [&](size_t i) {
-    GenerateRequest r;
-    r.prompt = f.prompts[i];
-    r.max_new_tokens = 16;
-    r.stop_at_eos = false;
-    return r;
-  };
-  std::vector<std::pair<size_t, RequestHandle>> hs;
-  for (size_t i : {5u, 0u, 3u})
-    hs.emplace_back(i, (*d)->submit(make(i), [&](int32_t) {
-      std::lock_guard<std::mutex> lk(mu);
-      ++seen;
-      cv.notify_all();
-    }));
-  {
-    std::unique_lock<std::mutex> lk(mu);
-    REQUIRE(cv.wait_for(lk, 60s, [&] { return seen >= 4; }));
-  }
-  for (size_t i : {1u, 4u, 2u}) hs.emplace_back(i, (*d)->submit(make(i)));
-  for (auto& [i, h] : hs) {
-    CAPTURE(i);
-    REQUIRE(h.result.wait_for(60s) == std::future_status::ready);
-    auto r = h.result.get();
-    REQUIRE_MESSAGE(r.ok(), r.status().to_string());
-    CHECK(r->tokens == f.greedy[i]);
-  }
+  janus::test::check_requests_joining_while_others_decode(**d, f.prompts, f.greedy, {5, 0, 3}, {1, 4, 2}, 60s);
 }
 
 TEST_CASE("cuda decode: BF16 models on the tensor-core paths, prompt logits near the CPU reference engine's") {
