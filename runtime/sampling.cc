@@ -5,16 +5,9 @@
 #include <numeric>
 #include <vector>
 
-namespace janus {
+#include "runtime/splitmix64.h"
 
-namespace {
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-}  // namespace
+namespace janus {
 
 double counter_uniform(uint64_t seed, uint64_t counter) {
   uint64_t h = splitmix64(splitmix64(seed) ^ counter);

@@ -4,17 +4,11 @@
 #include <numeric>
 
 #include "gpu/cpu/aebs.h"
+#include "runtime/splitmix64.h"
 
 namespace janus {
 
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 Status check_input(const std::string& policy, const ExpertLayout& layout, const int32_t* ids, int64_t tokens, int k,
                    const int32_t* out) {
