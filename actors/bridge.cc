@@ -1088,9 +1088,6 @@ struct Bridge::Impl {
     instance_node = d.instance_node;
     const size_t n = nodes.size();
     peer.assign(n, transport::kAnyPeer);
-    shards_of.assign(n, {});
-    instances_on.assign(n, 0);
-    rank.assign(n, -1);
     JANUS_TRY(rebuild_topology());
     for (const NodeInfo& x : nodes) {
       if (x.index == me()) continue;
@@ -1114,16 +1111,14 @@ struct Bridge::Impl {
   /// Who exchanges with whom, from the directory less the nodes that went away.
   Status rebuild_topology() {
     instances_on.assign(nodes.size(), 0);
+    rank.assign(nodes.size(), -1);
     for (int32_t x : instance_node)
       if (x >= 0 && static_cast<size_t>(x) < nodes.size()) ++instances_on[static_cast<size_t>(x)];
     topo = {};
     shards_of.assign(nodes.size(), {});
     for (size_t s = 0; s < shard_node.size(); ++s) shards_of.at(static_cast<size_t>(shard_node[s])).push_back(static_cast<int32_t>(s));
     for (const NodeInfo& x : nodes) {
-      if (dead.count(x.index) && !moving.count(x.index)) {
-        rank[x.index] = -1;
-        continue;
-      }
+      if (dead.count(x.index) && !moving.count(x.index)) continue;
       if (x.moe) {
         topo.moe_nodes.push_back(x.index);
         topo.instances.push_back(instances_on[x.index]);

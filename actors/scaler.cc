@@ -241,11 +241,6 @@ void Scaler::finish_node_recovery(uint32_t lost, Membership next, const std::str
   std::vector<caf::actor> extra;
   for (const caf::actor& a : next.extra)
     if (!on_lost(a) && a != next.scheduler && (next.routers.empty() || a != next.routers[0])) extra.push_back(a);
-  // The old primary mirrors stay members as mirrors when they were not on the lost node.
-  for (const caf::actor& a : {planned_.scheduler, ctx_->spec.egate() && !planned_.routers.empty() ? planned_.routers[0] : caf::actor{}})
-    if (a && !on_lost(a) && a != next.scheduler && (next.routers.empty() || a != next.routers[0]) &&
-        std::find(extra.begin(), extra.end(), a) == extra.end())
-      extra.push_back(a);
   next.extra = std::move(extra);
 
   // Every bridge left learns where the instances live before the membership names them.
