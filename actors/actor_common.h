@@ -7,10 +7,10 @@
 #include <string>
 
 #include "actors/messages.h"
-#include "gpu/backend.h"
-#include "runtime/graph_spec.h"
-#include "runtime/log.h"
-#include "runtime/trace.h"
+#include "gpu/backend/backend.h"
+#include "runtime/config/graph_spec.h"
+#include "runtime/base/log.h"
+#include "runtime/base/trace.h"
 
 namespace janus::actors {
 

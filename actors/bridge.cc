@@ -7,7 +7,7 @@
 #include <set>
 
 #include "actors/wire_codec.h"
-#include "gpu/backend.h"
+#include "gpu/backend/backend.h"
 #include "transport/buffer_pool.h"
 #include "transport/cost_model.h"
 

@@ -10,7 +10,7 @@
 
 #include "actors/gatekeeper.h"
 #include "actors/wire_codec.h"
-#include "runtime/log.h"
+#include "runtime/base/log.h"
 
 namespace janus::actors {
 

@@ -14,7 +14,7 @@
 
 #include "actors/node_protocol.h"
 #include "actors/scaler_messages.h"
-#include "runtime/deployment.h"
+#include "actors/deployment.h"
 
 namespace janus::actors {
 

@@ -1,6 +1,6 @@
 // Deployment: builds the actor graph a GraphSpec describes and is the embedding API's
-// implementation (runtime/deployment.h).
-#include "runtime/deployment.h"
+// implementation (actors/deployment.h).
+#include "actors/deployment.h"
 
 #include <algorithm>
 #include <caf/all.hpp>
@@ -17,11 +17,11 @@
 #include "actors/scaler.h"
 #include "actors/scaler_messages.h"
 #include "actors/scheduler.h"
-#include "runtime/lua_config.h"
-#include "runtime/presets.h"
+#include "runtime/config/lua_config.h"
+#include "runtime/model/presets.h"
 
 #ifdef JANUS_HAVE_CUDA
-#include "gpu/cuda/backend.h"
+#include "gpu/backend/cuda/backend.h"
 #include "gpu/cuda/device.h"
 #endif
 
@@ -136,7 +136,7 @@ Result<std::unique_ptr<Deployment>> Deployment::from_config(const std::string& p
 
 void Deployment::register_backends() {
 #ifdef JANUS_HAVE_CUDA
-  cuda::register_backends();  // "cuda:N" devices get the CUDA backend (gpu/cuda/backend.h)
+  cuda::register_backends();  // "cuda:N" devices get the CUDA backend (gpu/backend/cuda/backend.h)
 #endif
 }
 

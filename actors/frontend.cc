@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "runtime/kv_admission.h"
+#include "runtime/scheduling/kv_admission.h"
 
 namespace janus::actors {
 
@@ -129,7 +129,7 @@ void Frontend::maybe_start_step() {
   if (paused_ && budget_ == 0) return;
   const int kv_blocks = ctx_->spec.attention.kv_blocks, max_seqs = ctx_->spec.attention.max_batch;
   std::vector<std::vector<AdmittedRequest>> admit(m_.shards.size());
-  // First come, first served (runtime/kv_admission.h).
+  // First come, first served (runtime/scheduling/kv_admission.h).
   while (!queue_.empty()) {
     Request& r = live_.at(queue_.front());
     std::vector<ShardOccupancy> occupancy;

@@ -21,9 +21,9 @@
 #include <string>
 #include <vector>
 
-#include "gpu/backend.h"
-#include "runtime/expert_layout.h"
-#include "runtime/reference_engine.h"
+#include "gpu/backend/backend.h"
+#include "runtime/base/expert_layout.h"
+#include "runtime/model/reference_engine.h"
 
 namespace janus::actors {
 
@@ -208,7 +208,7 @@ struct SchedulerStats {
   // Per policy name: what a_max that policy would have given on the same layer batches
   // (only when the deployment compares policies).
   std::map<std::string, std::vector<LayerAmaxStats>> counterfactual;
-  // The sliding window of recent layer batches (runtime/activation_stats.h), summed over
+  // The sliding window of recent layer batches (runtime/scheduling/activation_stats.h), summed over
   // layers: c(e) [E] and co-activation a(e, f) [E*E]; per layer p(e) [L][E].
   std::vector<double> window_load;
   std::vector<double> window_coactivation;

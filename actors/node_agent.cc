@@ -8,8 +8,8 @@
 #include "actors/router.h"
 #include "actors/scheduler.h"
 #include "actors/wire_codec.h"
-#include "runtime/deployment.h"
-#include "runtime/scheduling_policy.h"
+#include "actors/deployment.h"
+#include "runtime/scheduling/scheduling_policy.h"
 
 namespace janus::actors {
 

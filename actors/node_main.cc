@@ -1,4 +1,4 @@
-// run_node (runtime/node.h): a `janus node` process's main loop.
+// run_node (actors/node.h): a `janus node` process's main loop.
 #include <unistd.h>
 
 #include <caf/io/all.hpp>
@@ -9,7 +9,7 @@
 
 #include "actors/node_agent.h"
 #include "actors/remote_types.h"
-#include "runtime/node.h"
+#include "actors/node.h"
 
 namespace janus {
 

@@ -5,8 +5,8 @@
 #include "actors/attention_shard.h"
 #include "actors/expert_instance.h"
 #include "actors/router.h"
-#include "runtime/expert_placement.h"
-#include "runtime/scaling_decision.h"
+#include "runtime/scheduling/expert_placement.h"
+#include "runtime/config/scaling_decision.h"
 
 namespace janus::actors {
 

@@ -30,8 +30,8 @@
 #include "actors/actor_common.h"
 #include "actors/node_protocol.h"
 #include "actors/scaler_messages.h"
-#include "runtime/perf_model.h"
-#include "runtime/scaling_decision.h"
+#include "runtime/scheduling/perf_model.h"
+#include "runtime/config/scaling_decision.h"
 
 namespace janus::actors {
 

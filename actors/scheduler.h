@@ -14,8 +14,8 @@
 #include <set>
 
 #include "actors/actor_common.h"
-#include "runtime/activation_stats.h"
-#include "runtime/scheduling_policy.h"
+#include "runtime/scheduling/activation_stats.h"
+#include "runtime/scheduling/scheduling_policy.h"
 
 namespace janus::actors {
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "actors/messages.h"
-#include "runtime/graph_spec.h"
+#include "runtime/config/graph_spec.h"
 #include "transport/cost_model.h"
 
 namespace janus::actors {

@@ -1,6 +1,6 @@
 // bench_amax: a_max (the most distinct activated experts on one instance, what a
 // memory-bound MoE layer costs) per scheduling policy, beside the exact optimum
-// (runtime/aebs_optimum.h) and the Appendix A bound, on
+// (runtime/scheduling/aebs_optimum.h) and the Appendix A bound, on
 //   1. synthetic routing: uniform and Zipf (s = 0.5, 1.0, 1.5) top-k, Algorithm 3
 //      placement from a warm-up window of the same routing;
 //   2. the greedy's visiting-order and tie-break variants against the optimum;
@@ -20,13 +20,13 @@
 
 #include "bench/bench_util.h"
 #include "gpu/cpu/aebs.h"
-#include "runtime/activation_stats.h"
-#include "runtime/aebs_optimum.h"
-#include "runtime/aebs_synthetic.h"
-#include "runtime/amax_estimator.h"
-#include "runtime/expert_placement.h"
-#include "runtime/reference_engine.h"
-#include "runtime/scheduling_policy.h"
+#include "runtime/scheduling/activation_stats.h"
+#include "runtime/scheduling/aebs_optimum.h"
+#include "runtime/scheduling/aebs_synthetic.h"
+#include "runtime/scheduling/amax_estimator.h"
+#include "runtime/scheduling/expert_placement.h"
+#include "runtime/model/reference_engine.h"
+#include "runtime/scheduling/scheduling_policy.h"
 
 using namespace janus;
 

@@ -10,10 +10,10 @@
 #include <string>
 
 #include "bench/bench_util.h"
-#include "runtime/parallel.h"
-#include "runtime/presets.h"
-#include "runtime/progress.h"
-#include "runtime/reference_engine.h"
+#include "runtime/base/parallel.h"
+#include "runtime/model/presets.h"
+#include "runtime/base/progress.h"
+#include "runtime/model/reference_engine.h"
 
 using namespace janus;
 

@@ -43,10 +43,10 @@
 #include "bench/bench_util.h"
 #include "net/cluster_util.h"  // tests/net: Process, start_node, Cluster
 #include "net/netns.h"         // tests/net: Hosts
-#include "runtime/deployment.h"
-#include "runtime/kv_admission.h"
-#include "runtime/presets.h"
-#include "runtime/progress.h"
+#include "actors/deployment.h"
+#include "runtime/scheduling/kv_admission.h"
+#include "runtime/model/presets.h"
+#include "runtime/base/progress.h"
 
 using namespace janus;
 using janus::test::Cluster;

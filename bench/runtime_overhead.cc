@@ -12,8 +12,8 @@
 #include <string>
 
 #include "bench/bench_util.h"
-#include "runtime/deployment.h"
-#include "runtime/progress.h"
+#include "actors/deployment.h"
+#include "runtime/base/progress.h"
 
 using namespace janus;
 

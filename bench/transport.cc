@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
-#include "runtime/progress.h"
+#include "runtime/base/progress.h"
 #include "transport/transport.h"
 
 using namespace janus;

@@ -3,20 +3,9 @@
 find_package(Threads REQUIRED)
 find_package(nlohmann_json 3.10 CONFIG REQUIRED)
 
-# CAF 0.17 ships no CMake config: wrap its libraries in imported targets.
-find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)
-find_library(CAF_CORE_LIBRARY caf_core REQUIRED)
-find_library(CAF_IO_LIBRARY caf_io REQUIRED)
-find_library(CAF_OPENSSL_LIBRARY caf_openssl REQUIRED)
-add_library(caf::core INTERFACE IMPORTED)
-target_include_directories(caf::core INTERFACE ${CAF_INCLUDE_DIR})
-target_link_libraries(caf::core INTERFACE ${CAF_CORE_LIBRARY} Threads::Threads)
-add_library(caf::io INTERFACE IMPORTED)
-target_link_libraries(caf::io INTERFACE ${CAF_IO_LIBRARY} caf::core)
+include(${CMAKE_CURRENT_LIST_DIR}/JanusCaf.cmake)
 # libcrypto: the node join handshake's HMAC (actors/node_protocol.h).
 find_package(OpenSSL REQUIRED)
-add_library(caf::openssl INTERFACE IMPORTED)
-target_link_libraries(caf::openssl INTERFACE ${CAF_OPENSSL_LIBRARY} caf::io)
 
 find_package(CapnProto CONFIG REQUIRED)
 find_package(PkgConfig REQUIRED)

@@ -1,5 +1,5 @@
 # GraphSpec on the wire: what the coordinator ships to nodes so they build their part of
-# the actor graph (runtime/graph_spec.h is the in-memory form).
+# the actor graph (runtime/config/graph_spec.h is the in-memory form).
 @0xc751adf7978b3e64;
 
 $import "/capnp/c++.capnp".namespace("janus::wire");

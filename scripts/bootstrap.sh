@@ -15,7 +15,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libcaf-dev libcapnp-dev capnproto libfabric-dev libfabric-bin doctest-dev
   liblua5.4-dev libreadline-dev nlohmann-json3-dev libssl-dev
-  tmux iproute2 procps
+  tmux iproute2 procps python3
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-#include "runtime/deployment.h"
+#include "actors/deployment.h"
 
 namespace janus::test {
 

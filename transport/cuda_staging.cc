@@ -6,7 +6,7 @@
 
 #include <cuda_runtime.h>
 
-#include "runtime/log.h"
+#include "runtime/base/log.h"
 #include "transport/staging.h"
 
 namespace janus::transport {

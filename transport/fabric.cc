@@ -50,7 +50,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "runtime/log.h"
+#include "runtime/base/log.h"
 #include "transport/endpoint_base.h"
 #include "transport/reg_cache.h"
 #include "transport/transport.h"

@@ -39,8 +39,8 @@
 #include <memory>
 #include <vector>
 
-#include "runtime/dtype.h"
-#include "runtime/status.h"
+#include "runtime/base/dtype.h"
+#include "runtime/base/status.h"
 
 namespace janus::transport {
 

@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "runtime/status.h"
+#include "runtime/base/status.h"
 #include "transport/transport.h"
 
 namespace janus::transport {

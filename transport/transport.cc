@@ -4,7 +4,7 @@
 #include <chrono>
 #include <cstring>
 
-#include "runtime/log.h"
+#include "runtime/base/log.h"
 #include "transport/endpoint_base.h"
 
 extern "C" const janus_transport_v1_t* janus_transport_find_v1(const char* name) {

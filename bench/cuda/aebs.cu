@@ -35,8 +35,8 @@
 #include "gpu/cpu/aebs.h"
 #include "gpu/cuda/aebs.h"
 #include "gpu/cuda/device.h"
-#include "runtime/aebs_synthetic.h"
-#include "runtime/expert_placement.h"
+#include "runtime/scheduling/aebs_synthetic.h"
+#include "runtime/scheduling/expert_placement.h"
 
 using namespace janus;
 

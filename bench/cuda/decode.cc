@@ -34,12 +34,12 @@
 #include <vector>
 
 #include "bench/cuda/cuda_bench_util.h"
-#include "gpu/cuda/backend.h"
+#include "gpu/backend/cuda/backend.h"
 #include "gpu/cuda/device.h"
-#include "gpu/cuda/memory.h"
-#include "runtime/deployment.h"
-#include "runtime/presets.h"
-#include "runtime/progress.h"
+#include "gpu/backend/cuda/memory.h"
+#include "actors/deployment.h"
+#include "runtime/model/presets.h"
+#include "runtime/base/progress.h"
 
 using namespace janus;
 

@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <mutex>
 
-#include "runtime/deployment.h"
-#include "runtime/reference_engine.h"
+#include "actors/deployment.h"
+#include "runtime/model/reference_engine.h"
 
 int main(int argc, char** argv) {
   janus::Result<std::unique_ptr<janus::Deployment>> deployment = [&]() -> janus::Result<std::unique_ptr<janus::Deployment>> {

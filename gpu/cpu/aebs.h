@@ -22,7 +22,7 @@
 // not tokens: an instance's MoE time is proportional to the experts it runs.
 //
 // Why the repair: minimising a_max is scheduling unit jobs on machines with eligibility
-// sets, a bipartite b-matching (runtime/aebs_optimum.h). An assignment is optimal iff no
+// sets, a bipartite b-matching (runtime/scheduling/aebs_optimum.h). An assignment is optimal iff no
 // such path exists (the difference to an optimal assignment decomposes into paths, one
 // of which starts at a max instance and ends at one the optimum loads more, so <= L-2).
 // So a stopped repair without hitting max_repairs is an optimal a_max, not an
@@ -68,8 +68,8 @@
 #include <vector>
 
 #include "gpu/cpu/aebs_table.h"
-#include "runtime/expert_layout.h"
-#include "runtime/status.h"
+#include "runtime/base/expert_layout.h"
+#include "runtime/base/status.h"
 
 namespace janus {
 

@@ -3,7 +3,7 @@
 // include it. The pointers are host pointers for the CPU and device pointers for the GPU;
 // the layout is identical so one table is built once (AebsReplicaTable) and copied.
 //
-// Replica table, a compact CSR over an ExpertLayout (runtime/expert_layout.h):
+// Replica table, a compact CSR over an ExpertLayout (runtime/base/expert_layout.h):
 //
 //   replica ids are instance-major (instance 0's slots, then instance 1's, ...), so
 //   the replicas of instance g are the contiguous id range

@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "gpu/cpu/kernels.h"
-#include "runtime/dtype.h"
+#include "runtime/base/dtype.h"
 
 namespace janus::cpu {
 

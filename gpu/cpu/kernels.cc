@@ -6,7 +6,7 @@
 #include <numeric>
 #include <vector>
 
-#include "runtime/parallel.h"
+#include "runtime/base/parallel.h"
 
 namespace janus::cpu {
 namespace {

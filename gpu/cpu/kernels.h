@@ -5,12 +5,12 @@
 // row depends only on its own input row, never on how many other rows share the call:
 // that is what lets the actor graph, which batches rows differently, reproduce the
 // reference engine bit for bit. Kernels may split work over the pool in
-// runtime/parallel.h; results do not depend on the thread count.
+// runtime/base/parallel.h; results do not depend on the thread count.
 #pragma once
 
 #include <cstdint>
 
-#include "runtime/dtype.h"
+#include "runtime/base/dtype.h"
 
 namespace janus::cpu {
 

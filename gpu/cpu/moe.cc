@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "gpu/cpu/kernels.h"
-#include "runtime/parallel.h"
+#include "runtime/base/parallel.h"
 
 namespace janus::cpu {
 

@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-#include "runtime/dtype.h"
+#include "runtime/base/dtype.h"
 
 namespace janus::cpu {
 

@@ -45,7 +45,7 @@
 #include <vector>
 
 #include "gpu/cpu/aebs_table.h"
-#include "runtime/status.h"
+#include "runtime/base/status.h"
 
 namespace janus::cuda {
 

@@ -13,8 +13,8 @@
 #include <cstdint>
 
 #include "gpu/cpu/kernels.h"
-#include "runtime/dtype.h"
-#include "runtime/status.h"
+#include "runtime/base/dtype.h"
+#include "runtime/base/status.h"
 
 namespace janus::cuda {
 

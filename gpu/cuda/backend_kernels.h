@@ -1,4 +1,4 @@
-// The small kernels the CUDA backend (gpu/cuda/backend.h) needs between the kernel
+// The small kernels the CUDA backend (gpu/backend/cuda/backend.h) needs between the kernel
 // families: adding the expert instances' partial sums to the residual, gathering rows,
 // and SwiGLU's activation for dense layers. Launchers of plain types, as the others in
 // this folder: no allocation, no host synchronisation.
@@ -13,8 +13,8 @@
 
 #include <cstdint>
 
-#include "runtime/dtype.h"
-#include "runtime/status.h"
+#include "runtime/base/dtype.h"
+#include "runtime/base/status.h"
 
 namespace janus::cuda {
 

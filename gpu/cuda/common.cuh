@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "gpu/cuda/device.h"
-#include "runtime/dtype.h"
-#include "runtime/status.h"
+#include "runtime/base/dtype.h"
+#include "runtime/base/status.h"
 
 namespace janus::cuda::detail {
 

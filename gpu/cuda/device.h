@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "runtime/status.h"
+#include "runtime/base/status.h"
 
 namespace janus::cuda {
 

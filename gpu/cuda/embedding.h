@@ -5,8 +5,8 @@
 
 #include <cstdint>
 
-#include "runtime/dtype.h"
-#include "runtime/status.h"
+#include "runtime/base/dtype.h"
+#include "runtime/base/status.h"
 
 namespace janus::cuda {
 

@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-#include "runtime/status.h"
+#include "runtime/base/status.h"
 
 namespace janus::cuda {
 

@@ -9,8 +9,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "runtime/dtype.h"
-#include "runtime/status.h"
+#include "runtime/base/dtype.h"
+#include "runtime/base/status.h"
 
 namespace janus::cuda {
 

@@ -17,7 +17,7 @@ struct MinInt {
   __device__ int operator()(int a, int b) const { return a < b ? a : b; }
 };
 
-// The same bits as runtime/sampling.cc.
+// The same bits as runtime/model/sampling.cc.
 __device__ uint64_t splitmix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;

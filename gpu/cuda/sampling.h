@@ -1,5 +1,5 @@
 // Choosing the next token on the GPU: greedy argmax (lowest id on ties) or temperature
-// with top-k and top-p, drawn with the counter-based uniform of runtime/sampling.h
+// with top-k and top-p, drawn with the counter-based uniform of runtime/model/sampling.h
 // (splitmix64 of (seed, step)). CPU twin: janus::sample_token. Both sort by (logit desc,
 // id asc) and walk the same cumulative distribution with the same draw, so they pick the
 // same token; only sums of doubles are added in a different order (parallel here), which
@@ -11,7 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "runtime/status.h"
+#include "runtime/base/status.h"
 
 namespace janus::cuda {
 

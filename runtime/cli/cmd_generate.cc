@@ -4,9 +4,9 @@
 
 #include "runtime/cli/args.h"
 #include "runtime/cli/commands.h"
-#include "runtime/parallel.h"
-#include "runtime/presets.h"
-#include "runtime/reference_engine.h"
+#include "runtime/base/parallel.h"
+#include "runtime/model/presets.h"
+#include "runtime/model/reference_engine.h"
 
 namespace janus::cli {
 

@@ -2,8 +2,8 @@
 
 #include "runtime/cli/args.h"
 #include "runtime/cli/commands.h"
-#include "runtime/deployment.h"
-#include "runtime/lua_config.h"
+#include "actors/deployment.h"
+#include "runtime/config/lua_config.h"
 
 namespace janus::cli {
 

@@ -2,7 +2,7 @@
 
 #include "runtime/cli/args.h"
 #include "runtime/cli/commands.h"
-#include "runtime/presets.h"
+#include "runtime/model/presets.h"
 
 namespace janus::cli {
 

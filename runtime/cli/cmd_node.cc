@@ -3,7 +3,7 @@
 
 #include "runtime/cli/args.h"
 #include "runtime/cli/commands.h"
-#include "runtime/node.h"
+#include "actors/node.h"
 
 namespace janus::cli {
 

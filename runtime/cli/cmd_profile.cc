@@ -3,7 +3,7 @@
 
 #include "runtime/cli/args.h"
 #include "runtime/cli/commands.h"
-#include "runtime/lua_config.h"
+#include "runtime/config/lua_config.h"
 #include "runtime/serving/profiler.h"
 
 namespace janus::cli {

@@ -12,8 +12,8 @@
 #include "runtime/cli/commands.h"
 #include "runtime/console/console_remote.h"
 #include "runtime/console/repl.h"
-#include "runtime/deployment.h"
-#include "runtime/lua_config.h"
+#include "actors/deployment.h"
+#include "runtime/config/lua_config.h"
 
 namespace janus::cli {
 

@@ -4,9 +4,9 @@
 
 #include "runtime/cli/args.h"
 #include "runtime/cli/commands.h"
-#include "runtime/lua_config.h"
-#include "runtime/model_config.h"
-#include "runtime/presets.h"
+#include "runtime/config/lua_config.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/presets.h"
 #include "runtime/serving/simulator.h"
 
 namespace janus::cli {

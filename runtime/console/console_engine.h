@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/deployment.h"
+#include "actors/deployment.h"
 
 struct lua_State;
 

@@ -4,7 +4,7 @@
 #include <caf/io/all.hpp>
 #include <random>
 
-#include "runtime/log.h"
+#include "runtime/base/log.h"
 
 namespace janus {
 namespace {

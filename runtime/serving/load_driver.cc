@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "runtime/progress.h"
+#include "runtime/base/progress.h"
 
 namespace janus {
 

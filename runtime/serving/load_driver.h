@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/deployment.h"
-#include "runtime/workload.h"
+#include "actors/deployment.h"
+#include "runtime/config/workload.h"
 
 namespace janus {
 

@@ -6,9 +6,9 @@
 #include <chrono>
 #include <random>
 
-#include "gpu/backend.h"
-#include "runtime/deployment.h"
-#include "runtime/progress.h"
+#include "gpu/backend/backend.h"
+#include "actors/deployment.h"
+#include "runtime/base/progress.h"
 
 namespace janus {
 namespace {

@@ -1,4 +1,4 @@
-// `janus profile`: measures the coefficients of the performance model (runtime/perf_model.h)
+// `janus profile`: measures the coefficients of the performance model (runtime/scheduling/perf_model.h)
 // on the backends a deployment config actually uses — attention over the paged cache at
 // several batches and context lengths, the expert FFN at several numbers of activated
 // experts, and the runtime's per-layer-batch messaging cost — and fits them.
@@ -6,8 +6,8 @@
 
 #include <string>
 
-#include "runtime/graph_spec.h"
-#include "runtime/perf_model.h"
+#include "runtime/config/graph_spec.h"
+#include "runtime/scheduling/perf_model.h"
 
 namespace janus {
 

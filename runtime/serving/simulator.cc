@@ -10,13 +10,13 @@
 #include <optional>
 #include <sstream>
 
-#include "runtime/activation_stats.h"
-#include "runtime/aebs_synthetic.h"
-#include "runtime/expert_placement.h"
-#include "runtime/kv_admission.h"
-#include "runtime/progress.h"
-#include "runtime/scaling_decision.h"
-#include "runtime/scheduling_policy.h"
+#include "runtime/scheduling/activation_stats.h"
+#include "runtime/scheduling/aebs_synthetic.h"
+#include "runtime/scheduling/expert_placement.h"
+#include "runtime/scheduling/kv_admission.h"
+#include "runtime/base/progress.h"
+#include "runtime/config/scaling_decision.h"
+#include "runtime/scheduling/scheduling_policy.h"
 
 namespace janus {
 namespace {

@@ -2,10 +2,10 @@
 // performance model measured by `janus profile`.
 //
 // What is real and what is simulated. The decisions are the runtime's own code: the
-// Frontend's admission rule (runtime/kv_admission.h), the Scheduler's policies on each
-// layer batch's routing (runtime/scheduling_policy.h: AEBS, random_replica, primary), its
-// activation window (runtime/activation_stats.h), the Scaler's placement (Algorithm 3,
-// runtime/expert_placement.h) and its Algorithm 2 decision (runtime/scaling_decision.h).
+// Frontend's admission rule (runtime/scheduling/kv_admission.h), the Scheduler's policies on each
+// layer batch's routing (runtime/scheduling/scheduling_policy.h: AEBS, random_replica, primary), its
+// activation window (runtime/scheduling/activation_stats.h), the Scaler's placement (Algorithm 3,
+// runtime/scheduling/expert_placement.h) and its Algorithm 2 decision (runtime/config/scaling_decision.h).
 // What is simulated is the backend: each step's time is computed, not measured, from
 //
 //   * attention per shard:  max(c_a, alpha * rows + c_kv * context tokens)  per layer,
@@ -47,11 +47,11 @@
 #include <string>
 #include <vector>
 
-#include "runtime/graph_spec.h"
-#include "runtime/model_config.h"
-#include "runtime/perf_model.h"
-#include "runtime/status.h"
-#include "runtime/workload.h"
+#include "runtime/config/graph_spec.h"
+#include "runtime/model/model_config.h"
+#include "runtime/scheduling/perf_model.h"
+#include "runtime/base/status.h"
+#include "runtime/config/workload.h"
 
 namespace janus {
 

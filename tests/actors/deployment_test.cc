@@ -9,8 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "runtime/deployment.h"
-#include "runtime/reference_engine.h"
+#include "actors/deployment.h"
+#include "runtime/model/reference_engine.h"
 #include "deployment_checks.h"
 #include "test_util.h"
 

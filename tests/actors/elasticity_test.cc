@@ -8,8 +8,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "runtime/deployment.h"
-#include "runtime/reference_engine.h"
+#include "actors/deployment.h"
+#include "runtime/model/reference_engine.h"
 #include "test_util.h"
 
 using namespace janus;

@@ -20,8 +20,8 @@
 #include "cuda_test_util.h"
 #include "gpu/cpu/aebs.h"
 #include "gpu/cuda/aebs.h"
-#include "runtime/aebs_synthetic.h"
-#include "runtime/expert_placement.h"
+#include "runtime/scheduling/aebs_synthetic.h"
+#include "runtime/scheduling/expert_placement.h"
 
 using namespace janus;
 

@@ -1,4 +1,4 @@
-// The CUDA backend (gpu/cuda/backend.h) op by op against the CPU backend, the reference:
+// The CUDA backend (gpu/backend/cuda/backend.h) op by op against the CPU backend, the reference:
 // embed, attention over the paged cache (prefill, decode, a sequence slot reused with new
 // blocks), dense MLP, router, experts (held subsets, set_experts changes, every row-count
 // class of the MoE kernel), the combine of partial sums from GPUs and hosts, sampling,
@@ -18,7 +18,7 @@
 #include <sstream>
 
 #include "backend_test_util.h"
-#include "runtime/sampling.h"
+#include "runtime/model/sampling.h"
 
 using namespace janus;
 using namespace janus::cuda::test;

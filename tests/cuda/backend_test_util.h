@@ -12,11 +12,11 @@
 #include <string>
 #include <vector>
 
-#include "gpu/backend.h"
-#include "gpu/cuda/backend.h"
+#include "gpu/backend/backend.h"
+#include "gpu/backend/cuda/backend.h"
 #include "kernel_test_util.h"
-#include "runtime/model.h"
-#include "runtime/presets.h"
+#include "runtime/model/model.h"
+#include "runtime/model/presets.h"
 #include "test_util.h"
 
 namespace janus::cuda::test {

@@ -15,8 +15,8 @@
 
 #include "backend_test_util.h"
 #include "deployment_checks.h"
-#include "runtime/deployment.h"
-#include "runtime/reference_engine.h"
+#include "actors/deployment.h"
+#include "runtime/model/reference_engine.h"
 
 using namespace janus;
 using namespace janus::cuda::test;

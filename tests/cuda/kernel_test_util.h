@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "cuda_test_util.h"
-#include "runtime/dtype.h"
-#include "runtime/status.h"
+#include "runtime/base/dtype.h"
+#include "runtime/base/status.h"
 
 namespace janus::cuda::test {
 

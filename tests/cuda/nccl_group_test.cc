@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "cuda_test_util.h"
-#include "runtime/dtype.h"
+#include "runtime/base/dtype.h"
 #include "transport/nccl_group.h"
 
 using janus::DType;

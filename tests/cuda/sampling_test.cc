@@ -6,7 +6,7 @@
 
 #include "gpu/cuda/sampling.h"
 #include "kernel_test_util.h"
-#include "runtime/sampling.h"
+#include "runtime/model/sampling.h"
 
 using namespace janus;
 using namespace janus::cuda::test;

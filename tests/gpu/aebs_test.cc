@@ -8,10 +8,10 @@
 #include <set>
 
 #include "gpu/cpu/aebs.h"
-#include "runtime/aebs_optimum.h"
-#include "runtime/aebs_synthetic.h"
-#include "runtime/expert_placement.h"
-#include "runtime/scheduling_policy.h"
+#include "runtime/scheduling/aebs_optimum.h"
+#include "runtime/scheduling/aebs_synthetic.h"
+#include "runtime/scheduling/expert_placement.h"
+#include "runtime/scheduling/scheduling_policy.h"
 
 using namespace janus;
 

@@ -8,7 +8,7 @@
 #include <random>
 
 #include "gpu/cpu/kernels.h"
-#include "runtime/parallel.h"
+#include "runtime/base/parallel.h"
 #include "test_util.h"
 
 using namespace janus;

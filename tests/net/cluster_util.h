@@ -19,8 +19,8 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/deployment.h"
-#include "runtime/reference_engine.h"
+#include "actors/deployment.h"
+#include "runtime/model/reference_engine.h"
 #include "test_util.h"
 
 namespace janus::test {

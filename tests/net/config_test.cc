@@ -11,8 +11,8 @@
 #include "actors/node_protocol.h"
 #include "actors/remote_types.h"
 #include "actors/wire_codec.h"
-#include "runtime/lua_config.h"
-#include "runtime/model.h"
+#include "runtime/config/lua_config.h"
+#include "runtime/model/model.h"
 #include "test_util.h"
 
 using namespace janus;

@@ -1,11 +1,11 @@
-// Sliding-window activation statistics (runtime/activation_stats.h).
+// Sliding-window activation statistics (runtime/scheduling/activation_stats.h).
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <deque>
 
-#include "runtime/activation_stats.h"
-#include "runtime/aebs_synthetic.h"
+#include "runtime/scheduling/activation_stats.h"
+#include "runtime/scheduling/aebs_synthetic.h"
 
 using namespace janus;
 

@@ -1,13 +1,13 @@
-// The a_max estimator (runtime/amax_estimator.h): the Appendix A bound never
+// The a_max estimator (runtime/scheduling/amax_estimator.h): the Appendix A bound never
 // under-predicts, and the Monte Carlo estimate matches an exact computation.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <functional>
 
-#include "runtime/aebs_synthetic.h"
-#include "runtime/amax_estimator.h"
-#include "runtime/expert_placement.h"
+#include "runtime/scheduling/aebs_synthetic.h"
+#include "runtime/scheduling/amax_estimator.h"
+#include "runtime/scheduling/expert_placement.h"
 
 using namespace janus;
 

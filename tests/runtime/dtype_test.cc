@@ -4,7 +4,7 @@
 #include <cstring>
 #include <string>
 
-#include "runtime/dtype.h"
+#include "runtime/base/dtype.h"
 
 using namespace janus;
 

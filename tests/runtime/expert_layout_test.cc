@@ -1,7 +1,7 @@
 // ExpertLayout: validation errors name what is wrong; replica ids are instance-major.
 #include <doctest/doctest.h>
 
-#include "runtime/expert_layout.h"
+#include "runtime/base/expert_layout.h"
 
 using namespace janus;
 

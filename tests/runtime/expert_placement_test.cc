@@ -1,14 +1,14 @@
-// Replica counts and placement (runtime/expert_placement.h, Janus Appendix B).
+// Replica counts and placement (runtime/scheduling/expert_placement.h, Janus Appendix B).
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <numeric>
 #include <random>
 
-#include "runtime/activation_stats.h"
-#include "runtime/aebs_synthetic.h"
-#include "runtime/expert_placement.h"
-#include "runtime/scheduling_policy.h"
+#include "runtime/scheduling/activation_stats.h"
+#include "runtime/scheduling/aebs_synthetic.h"
+#include "runtime/scheduling/expert_placement.h"
+#include "runtime/scheduling/scheduling_policy.h"
 
 using namespace janus;
 

@@ -1,7 +1,7 @@
-// The Frontend's admission rule (runtime/kv_admission.h).
+// The Frontend's admission rule (runtime/scheduling/kv_admission.h).
 #include <doctest/doctest.h>
 
-#include "runtime/kv_admission.h"
+#include "runtime/scheduling/kv_admission.h"
 
 using namespace janus;
 

@@ -2,7 +2,7 @@
 
 #include <set>
 
-#include "runtime/kv_cache.h"
+#include "runtime/model/kv_cache.h"
 
 using namespace janus;
 

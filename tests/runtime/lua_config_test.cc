@@ -1,7 +1,7 @@
 #include <doctest/doctest.h>
 
-#include "runtime/lua_config.h"
-#include "runtime/model.h"
+#include "runtime/config/lua_config.h"
+#include "runtime/model/model.h"
 #include "test_util.h"
 
 using namespace janus;

@@ -1,6 +1,6 @@
 #include <doctest/doctest.h>
 
-#include "runtime/model_config.h"
+#include "runtime/model/model_config.h"
 
 using namespace janus;
 

@@ -3,8 +3,8 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "runtime/model.h"
-#include "runtime/presets.h"
+#include "runtime/model/model.h"
+#include "runtime/model/presets.h"
 #include "test_util.h"
 
 using namespace janus;

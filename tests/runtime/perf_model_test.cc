@@ -3,9 +3,9 @@
 
 #include <random>
 
-#include "runtime/amax_estimator.h"
-#include "runtime/perf_model.h"
-#include "runtime/scaling_decision.h"
+#include "runtime/scheduling/amax_estimator.h"
+#include "runtime/scheduling/perf_model.h"
+#include "runtime/config/scaling_decision.h"
 
 using namespace janus;
 

@@ -4,7 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/reference_engine.h"
+#include "runtime/model/reference_engine.h"
 #include "test_util.h"
 
 using namespace janus;

@@ -3,7 +3,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
-#include "runtime/safetensors.h"
+#include "runtime/model/safetensors.h"
 #include "test_util.h"
 
 using namespace janus;

@@ -4,7 +4,7 @@
 #include <map>
 #include <vector>
 
-#include "runtime/sampling.h"
+#include "runtime/model/sampling.h"
 
 using namespace janus;
 

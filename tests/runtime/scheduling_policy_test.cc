@@ -1,6 +1,6 @@
-// Scheduling policies (runtime/scheduling_policy.h): every choice lands on a replica of
+// Scheduling policies (runtime/scheduling/scheduling_policy.h): every choice lands on a replica of
 // its expert, answers are deterministic, AEBS lowers a_max, and the greedy's gap to the
-// exact optimum (runtime/aebs_optimum.h) is measured.
+// exact optimum (runtime/scheduling/aebs_optimum.h) is measured.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -8,11 +8,11 @@
 #include <numeric>
 
 #include "gpu/cpu/aebs.h"
-#include "runtime/activation_stats.h"
-#include "runtime/aebs_optimum.h"
-#include "runtime/aebs_synthetic.h"
-#include "runtime/expert_placement.h"
-#include "runtime/scheduling_policy.h"
+#include "runtime/scheduling/activation_stats.h"
+#include "runtime/scheduling/aebs_optimum.h"
+#include "runtime/scheduling/aebs_synthetic.h"
+#include "runtime/scheduling/expert_placement.h"
+#include "runtime/scheduling/scheduling_policy.h"
 
 using namespace janus;
 

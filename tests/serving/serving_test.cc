@@ -7,9 +7,9 @@
 #include <chrono>
 #include <thread>
 
-#include "runtime/model.h"
-#include "runtime/perf_model.h"
-#include "runtime/reference_engine.h"
+#include "runtime/model/model.h"
+#include "runtime/scheduling/perf_model.h"
+#include "runtime/model/reference_engine.h"
 #include "runtime/serving/load_driver.h"
 #include "test_util.h"
 

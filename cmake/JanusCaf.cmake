@@ -1,0 +1,15 @@
+# CAF 0.17 ships no CMake config: wrap its libraries in imported targets. Used by the
+# build (cmake/JanusDependencies.cmake) and installed for the package (janusConfig.cmake).
+if(NOT TARGET caf::core)
+  find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)
+  find_library(CAF_CORE_LIBRARY caf_core REQUIRED)
+  find_library(CAF_IO_LIBRARY caf_io REQUIRED)
+  find_library(CAF_OPENSSL_LIBRARY caf_openssl REQUIRED)
+  add_library(caf::core INTERFACE IMPORTED)
+  target_include_directories(caf::core INTERFACE ${CAF_INCLUDE_DIR})
+  target_link_libraries(caf::core INTERFACE ${CAF_CORE_LIBRARY} Threads::Threads)
+  add_library(caf::io INTERFACE IMPORTED)
+  target_link_libraries(caf::io INTERFACE ${CAF_IO_LIBRARY} caf::core)
+  add_library(caf::openssl INTERFACE IMPORTED)
+  target_link_libraries(caf::openssl INTERFACE ${CAF_OPENSSL_LIBRARY} caf::io)
+endif()

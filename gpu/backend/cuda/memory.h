@@ -1,0 +1,141 @@
+// Memory for the CUDA backend (gpu/backend/cuda/backend.h): a caching device allocator per backend,
+// pinned host staging for the small per-call uploads and downloads, and the process-wide
+// cache of uploaded checkpoint weights. Plain C++ over the CUDA runtime API (no kernels).
+//
+// The one rule that makes the caching allocator safe without stream-ordered frees: a
+// block goes back to its pool only when no queued GPU work can still touch it. The
+// backends keep it by synchronising their stream at the end of every call that hands a
+// tensor to another actor (so its producer is done), by synchronising before they return
+// from any call that read another actor's tensor (so its consumers are done), and by
+// holding every scratch block of a call until that call's synchronisation.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime/base/dtype.h"
+#include "runtime/model/model.h"
+#include "runtime/base/status.h"
+
+namespace janus::cuda {
+
+/// Makes `device` current for the scope (and restores the previous one): actors run on
+/// whatever CAF worker thread is free.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+  /// The error of switching, if any (cudaSetDevice failed).
+  Status status() const { return status_; }
+
+ private:
+  int previous_ = -1, device_ = -1;
+  Status status_;
+};
+
+/// A caching device allocator: blocks of a size class (1/4 power-of-two steps, at least
+/// 256 bytes, 256-byte aligned) are kept on a free list when released and handed out
+/// again; cudaMalloc only on a miss (warm-up), never cudaFree while serving. Thread-safe:
+/// a block may be released by whichever actor drops its last reference.
+class DevicePool : public std::enable_shared_from_this<DevicePool> {
+ public:
+  static std::shared_ptr<DevicePool> create(int device);
+  ~DevicePool();
+  DevicePool(const DevicePool&) = delete;
+  DevicePool& operator=(const DevicePool&) = delete;
+
+  /// A block of at least `bytes` on the pool's device (the caller's current device must
+  /// be it), released to the pool when the last reference goes. On cudaMalloc failure
+  /// the cached blocks are freed and the allocation retried once.
+  Result<std::shared_ptr<void>> alloc(size_t bytes);
+
+  int device() const { return device_; }
+  struct Stats {
+    size_t reserved_bytes = 0;  // held from cudaMalloc (in use + cached)
+    size_t in_use_bytes = 0;
+    uint64_t allocations = 0;   // alloc() calls
+    uint64_t misses = 0;        // of which needed a cudaMalloc
+  };
+  Stats stats() const;
+  /// cudaFree of every cached (unused) block.
+  void trim();
+
+  static size_t size_class(size_t bytes);
+
+ private:
+  explicit DevicePool(int device) : device_(device) {}
+  void give_back(void* p, size_t cls);
+
+  const int device_;
+  mutable std::mutex mu_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  Stats stats_;
+};
+
+/// The pool shared by the free functions of the backend (concat_rows) on one device.
+/// Never destroyed (it may be referenced until the process exits).
+std::shared_ptr<DevicePool> shared_pool(int device);
+
+/// Pinned host memory for one call's small transfers: take() hands out 256-byte-aligned
+/// pieces; reset() makes everything reusable and may only be called when no transfer
+/// from or to the arena is in flight (after the owner's stream synchronisation). Grows
+/// by adding chunks, so pieces taken earlier in a call stay valid; reset() merges them.
+class PinnedArena {
+ public:
+  PinnedArena() = default;
+  ~PinnedArena();
+  PinnedArena(const PinnedArena&) = delete;
+  PinnedArena& operator=(const PinnedArena&) = delete;
+
+  Result<void*> take(size_t bytes);
+  void reset();
+
+ private:
+  struct Chunk {
+    char* data = nullptr;
+    size_t bytes = 0, used = 0;
+  };
+  std::vector<Chunk> chunks_;
+  size_t high_water_ = 0;  // bytes taken since the last reset
+};
+
+/// A checkpoint tensor's copy in device memory.
+struct DeviceWeight {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t rows = 0, cols = 0;
+  int device = 0;
+  size_t bytes = 0;
+  ~DeviceWeight();
+};
+using WeightRef = std::shared_ptr<const DeviceWeight>;
+
+/// The dtype a checkpoint dtype is kept in on the GPU: BF16 stays BF16, F32 stays F32,
+/// F16 becomes F32 (exact; the kernels take F32 or BF16 only).
+DType device_dtype(DType checkpoint_dtype);
+
+/// The copy of `w` on `device` in `dtype` (F32 or BF16; converted on the host while
+/// staging), uploaded on first use and shared by every backend on that device that asks
+/// for the same tensor in the same dtype (e.g. two shards, or the embedding and a tied
+/// LM head). Freed when the last holder lets go, unless retention is on. Uploads go
+/// through double-buffered pinned staging filled by several threads.
+Result<WeightRef> device_weight(int device, const WeightView& w, DType dtype);
+
+/// While on, every weight uploaded stays on its device after its last backend is gone,
+/// so a later deployment in the same process starts without uploading (benchmarks that
+/// build several deployments on one checkpoint). Turning it off drops those extra holds.
+void retain_weights(bool on);
+
+/// Bytes of weights currently on `device`, and the seconds spent uploading so far.
+size_t device_weight_bytes(int device);
+double weight_upload_seconds();
+
+}  // namespace janus::cuda

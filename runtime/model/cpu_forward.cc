@@ -1,0 +1,123 @@
+#include "runtime/model/cpu_forward.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "runtime/base/parallel.h"
+
+namespace janus {
+
+CpuForward::CpuForward(std::shared_ptr<const Model> model) : model_(std::move(model)) {
+  const ModelConfig& c = model_->config();
+  inv_freq_.resize(static_cast<size_t>(c.head_dim / 2));
+  cpu::rope_inv_freq(c.rope_theta, c.head_dim, inv_freq_.data());
+}
+
+void CpuForward::embed(const int32_t* tokens, int64_t n, float* x) const {
+  const WeightView& e = model_->weights().embed;
+  cpu::embedding(tokens, n, e.data, e.dtype, e.cols, x);
+}
+
+void CpuForward::attention(int layer, float* x, int64_t n, const cpu::KvRow* rows, PagedKvCache& kv, float* h) const {
+  const ModelConfig& c = model_->config();
+  const LayerWeights& w = model_->weights().layers[static_cast<size_t>(layer)];
+  const int64_t H = c.hidden_size, QD = c.q_dim(), KD = c.kv_dim();
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  std::vector<float> buf(static_cast<size_t>(n * (QD + 2 * KD + QD)));
+  float* q = buf.data();
+  float* k = q + n * QD;
+  float* v = k + n * KD;
+  float* a = v + n * KD;
+  cpu::rms_norm(x, n, H, w.input_norm.data, w.input_norm.dtype, eps, h);
+  cpu::matmul(h, n, H, w.q.data, w.q.dtype, QD, q);
+  cpu::matmul(h, n, H, w.k.data, w.k.dtype, KD, k);
+  cpu::matmul(h, n, H, w.v.data, w.v.dtype, KD, v);
+  if (c.qk_norm) {
+    cpu::rms_norm(q, n * c.num_heads, c.head_dim, w.q_norm.data, w.q_norm.dtype, eps, q);
+    cpu::rms_norm(k, n * c.num_kv_heads, c.head_dim, w.k_norm.data, w.k_norm.dtype, eps, k);
+  }
+  std::vector<int32_t> pos(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n; ++r) pos[r] = rows[r].pos;
+  cpu::rope(q, n, c.num_heads, c.head_dim, pos.data(), inv_freq_.data());
+  cpu::rope(k, n, c.num_kv_heads, c.head_dim, pos.data(), inv_freq_.data());
+  const cpu::PagedKvLayout L = kv.layout();
+  cpu::kv_write(k, v, n, rows, L, kv.k(layer), kv.v(layer));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  cpu::paged_attention(q, n, rows, c.num_heads, L, kv.k(layer), kv.v(layer), c.sliding_window, scale, a);
+  // o-projection into q's space (free now), then the residual add.
+  cpu::matmul(a, n, QD, w.o.data, w.o.dtype, H, q);
+  for (int64_t i = 0; i < n * H; ++i) x[i] += q[i];
+  cpu::rms_norm(x, n, H, w.post_norm.data, w.post_norm.dtype, eps, h);
+}
+
+void CpuForward::dense_mlp(int layer, const float* h, int64_t n, float* x) const {
+  const ModelConfig& c = model_->config();
+  const ExpertWeights& d = model_->weights().layers[static_cast<size_t>(layer)].dense;
+  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  std::vector<float> scratch(static_cast<size_t>(2 * n * I)), y(static_cast<size_t>(n * H));
+  cpu::swiglu_ffn(h, n, H, I, d.gate.data, d.gate.dtype, d.up.data, d.up.dtype, d.down.data, d.down.dtype, scratch.data(),
+                  y.data());
+  for (int64_t i = 0; i < n * H; ++i) x[i] += y[i];
+}
+
+void CpuForward::route(int layer, const float* h, int64_t n, int32_t* ids, float* weights) const {
+  const ModelConfig& c = model_->config();
+  const WeightView& g = model_->weights().layers[static_cast<size_t>(layer)].router;
+  std::vector<float> logits(static_cast<size_t>(n * c.num_experts));
+  cpu::matmul(h, n, c.hidden_size, g.data, g.dtype, c.num_experts, logits.data());
+  cpu::gate_topk(logits.data(), n, c.num_experts, c.top_k, c.norm_topk_prob, ids, weights);
+}
+
+void CpuForward::experts(int layer, const float* h, int64_t n, const ExpertWork* work, int64_t n_work, double* acc) const {
+  (void)n;
+  const ModelConfig& c = model_->config();
+  const LayerWeights& lw = model_->weights().layers[static_cast<size_t>(layer)];
+  const int64_t H = c.hidden_size, I = c.moe_intermediate_size;
+  // Group by expert (stable, so rows keep their order) and run each expert once over
+  // its gathered rows.
+  std::vector<int64_t> order(static_cast<size_t>(n_work));
+  for (int64_t i = 0; i < n_work; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return work[a].expert < work[b].expert; });
+  std::vector<int64_t> group_begin;  // start of each expert's run in `order`
+  for (int64_t s = 0; s < n_work; ++s)
+    if (s == 0 || work[order[s]].expert != work[order[s - 1]].expert) group_begin.push_back(s);
+  group_begin.push_back(n_work);
+  // Experts run in parallel, each over its gathered rows, into ys (one row per work item
+  // in `order`); the accumulation below then runs in one fixed order.
+  std::vector<float> ys(static_cast<size_t>(n_work * H));
+  const int64_t groups = static_cast<int64_t>(group_begin.size()) - 1;
+  parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
+    std::vector<float> xs, scratch;
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t s = group_begin[g], m = group_begin[g + 1] - s;
+      xs.resize(static_cast<size_t>(m * H));
+      scratch.resize(static_cast<size_t>(2 * m * I));
+      for (int64_t i = 0; i < m; ++i) std::copy_n(h + work[order[s + i]].row * H, H, xs.data() + i * H);
+      const ExpertWeights& ew = lw.experts[static_cast<size_t>(work[order[s]].expert)];
+      cpu::swiglu_ffn(xs.data(), m, H, I, ew.gate.data, ew.gate.dtype, ew.up.data, ew.up.dtype, ew.down.data, ew.down.dtype,
+                      scratch.data(), ys.data() + s * H);
+    }
+  });
+  for (int64_t s = 0; s < n_work; ++s) {
+    const ExpertWork& wk = work[order[s]];
+    double* dst = acc + wk.row * H;
+    const float* src = ys.data() + s * H;
+    const double wgt = wk.weight;
+    for (int64_t d = 0; d < H; ++d) dst[d] += wgt * static_cast<double>(src[d]);
+  }
+}
+
+void CpuForward::add_moe_output(const double* acc, int64_t n, float* x) const {
+  const int64_t total = n * model_->config().hidden_size;
+  for (int64_t i = 0; i < total; ++i) x[i] += static_cast<float>(acc[i]);
+}
+
+void CpuForward::logits(const float* x, int64_t n, float* out) const {
+  const ModelConfig& c = model_->config();
+  const ModelWeights& w = model_->weights();
+  std::vector<float> h(static_cast<size_t>(n * c.hidden_size));
+  cpu::rms_norm(x, n, c.hidden_size, w.final_norm.data, w.final_norm.dtype, static_cast<float>(c.rms_norm_eps), h.data());
+  cpu::matmul(h.data(), n, c.hidden_size, w.lm_head.data, w.lm_head.dtype, c.vocab_size, out);
+}
+
+}  // namespace janus

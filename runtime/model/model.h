@@ -1,0 +1,79 @@
+// A loaded checkpoint: its config and a view of every weight, in place in the mapped
+// safetensors files (no copies, any mix of F32, BF16 and F16).
+//
+// Loading checks the checkpoint against the config before anything runs: every tensor
+// the architecture needs is there with the right shape, and nothing else is. Expert
+// weights may be stored per expert (`experts.{e}.gate_proj.weight`, Mixtral's
+// `w1/w2/w3`) or fused the transformers-5 way (`experts.gate_up_proj` [E, 2I, H] and
+// `experts.down_proj` [E, H, I]); both become the same per-expert views.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/base/dtype.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/safetensors.h"
+#include "runtime/base/status.h"
+
+namespace janus {
+
+/// A row-major matrix [rows, cols] (a vector has rows == 1) in checkpoint memory.
+/// Linear layers are stored [out_features, in_features], as PyTorch stores them.
+struct WeightView {
+  const void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+
+  bool empty() const { return data == nullptr; }
+  size_t nbytes() const { return static_cast<size_t>(rows * cols) * dtype_size(dtype); }
+  /// Row r as a view of [1, cols].
+  WeightView row(int64_t r) const;
+};
+
+struct ExpertWeights {
+  WeightView gate;  // [I, H]
+  WeightView up;    // [I, H]
+  WeightView down;  // [H, I]
+};
+
+struct LayerWeights {
+  WeightView input_norm;  // [H]
+  WeightView q, k, v, o;  // [q_dim, H], [kv_dim, H], [kv_dim, H], [H, q_dim]
+  WeightView q_norm, k_norm;  // [head_dim], Qwen3 only
+  WeightView post_norm;   // [H]
+  bool sparse = true;
+  WeightView router;                  // [E, H] when sparse
+  std::vector<ExpertWeights> experts; // E entries when sparse
+  ExpertWeights dense;                // the MLP when not sparse
+};
+
+struct ModelWeights {
+  WeightView embed;       // [V, H]
+  std::vector<LayerWeights> layers;
+  WeightView final_norm;  // [H]
+  WeightView lm_head;     // [V, H]; the embedding when tied
+};
+
+class Model {
+ public:
+  /// Loads DIR/config.json and the safetensors beside it, validated.
+  static Result<std::shared_ptr<Model>> load(const std::string& dir);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  const std::string& dir() const { return dir_; }
+  /// Bytes of all weights, and of the expert weights alone.
+  size_t weight_bytes() const;
+  size_t expert_bytes() const;
+
+ private:
+  std::string dir_;
+  ModelConfig config_;
+  Checkpoint checkpoint_;  // owns the mappings the views point into
+  ModelWeights weights_;
+};
+
+}  // namespace janus

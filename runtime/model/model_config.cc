@@ -1,0 +1,270 @@
+#include "runtime/model/model_config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace janus {
+
+using nlohmann::json;
+
+const char* family_name(ModelFamily f) { return f == ModelFamily::kQwen3Moe ? "qwen3_moe" : "mixtral"; }
+
+int ModelConfig::num_sparse_layers() const {
+  int n = 0;
+  for (bool s : sparse_layer) n += s ? 1 : 0;
+  return n;
+}
+
+Status ModelConfig::validate(const std::string& where) const {
+  auto err = [&](const std::string& m) { return invalid_argument(where + ": " + m); };
+  if (num_kv_heads <= 0 || num_heads % num_kv_heads != 0)
+    return err("num_attention_heads (" + std::to_string(num_heads) + ") is not a multiple of num_key_value_heads (" +
+               std::to_string(num_kv_heads) + ")");
+  if (head_dim % 2 != 0) return err("head_dim (" + std::to_string(head_dim) + ") must be even for rotary embeddings");
+  if (num_sparse_layers() > 0) {
+    if (num_experts <= 0) return err("the model has MoE layers but no experts");
+    if (top_k <= 0 || top_k > num_experts)
+      return err("num_experts_per_tok (" + std::to_string(top_k) + ") must be between 1 and the number of experts (" +
+                 std::to_string(num_experts) + ")");
+    if (moe_intermediate_size <= 0) return err("the expert intermediate size must be positive");
+  }
+  if (num_sparse_layers() < num_layers && intermediate_size <= 0)
+    return err("dense layers need a positive intermediate_size");
+  for (int id : eos_token_ids)
+    if (id < 0 || id >= vocab_size) return err("eos_token_id " + std::to_string(id) + " is outside the vocabulary");
+  return Status::Ok();
+}
+
+namespace {
+
+// Typed accessors that say which key is wrong and what was found instead.
+class Reader {
+ public:
+  Reader(const json& j, std::string where) : j_(j), where_(std::move(where)) {}
+
+  Status err(const std::string& key, const std::string& want) const {
+    return invalid_argument(where_ + ": '" + key + "' must be " + want + ", got " + j_.at(key).dump());
+  }
+  bool has(const std::string& key) const { return j_.contains(key) && !j_.at(key).is_null(); }
+
+  Status positive_int(const std::string& key, int* out) const {
+    if (!has(key)) return invalid_argument(where_ + ": required key '" + key + "' is missing");
+    return positive_int_present(key, out);
+  }
+  Status positive_int_or(const std::string& key, int dflt, int* out) const {
+    if (!has(key)) {
+      *out = dflt;
+      return Status::Ok();
+    }
+    return positive_int_present(key, out);
+  }
+  Status number_or(const std::string& key, double dflt, double* out) const {
+    if (!has(key)) {
+      *out = dflt;
+      return Status::Ok();
+    }
+    if (!j_.at(key).is_number() || j_.at(key).get<double>() <= 0) return err(key, "a positive number");
+    *out = j_.at(key).get<double>();
+    return Status::Ok();
+  }
+  Status bool_or(const std::string& key, bool dflt, bool* out) const {
+    if (!has(key)) {
+      *out = dflt;
+      return Status::Ok();
+    }
+    if (!j_.at(key).is_boolean()) return err(key, "true or false");
+    *out = j_.at(key).get<bool>();
+    return Status::Ok();
+  }
+
+ private:
+  Status positive_int_present(const std::string& key, int* out) const {
+    const json& v = j_.at(key);
+    if (!v.is_number_integer() || v.get<int64_t>() <= 0 || v.get<int64_t>() > (1ll << 30))
+      return err(key, "a positive integer");
+    *out = static_cast<int>(v.get<int64_t>());
+    return Status::Ok();
+  }
+
+  const json& j_;
+  std::string where_;
+};
+
+}  // namespace
+
+Result<ModelConfig> parse_model_config(const std::string& text, const std::string& where) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    return invalid_argument(where + ": malformed JSON: " + e.what());
+  }
+  if (!j.is_object()) return invalid_argument(where + ": not a JSON object");
+  if (!j.contains("model_type") || !j["model_type"].is_string())
+    return invalid_argument(where + ": required key 'model_type' is missing or not a string");
+  const std::string model_type = j["model_type"].get<std::string>();
+  ModelConfig c;
+  if (model_type == "qwen3_moe") c.family = ModelFamily::kQwen3Moe;
+  else if (model_type == "mixtral") c.family = ModelFamily::kMixtral;
+  else
+    return unsupported(where + ": unsupported architecture: model_type '" + model_type +
+                       "' (Janus reads qwen3_moe and mixtral)");
+  const bool qwen = c.family == ModelFamily::kQwen3Moe;
+  Reader r(j, where);
+
+  if (r.has("hidden_act") && j["hidden_act"] != "silu")
+    return unsupported(where + ": hidden_act " + j["hidden_act"].dump() + " is not supported (only silu)");
+  if (r.has("attention_bias") && j["attention_bias"] != false)
+    return unsupported(where + ": attention_bias=true is not supported");
+
+  JANUS_TRY(r.positive_int("vocab_size", &c.vocab_size));
+  JANUS_TRY(r.positive_int("hidden_size", &c.hidden_size));
+  JANUS_TRY(r.positive_int("num_hidden_layers", &c.num_layers));
+  JANUS_TRY(r.positive_int("num_attention_heads", &c.num_heads));
+  JANUS_TRY(r.positive_int_or("num_key_value_heads", c.num_heads, &c.num_kv_heads));
+  if (c.hidden_size % c.num_heads != 0 && !r.has("head_dim"))
+    return invalid_argument(where + ": no head_dim and hidden_size is not a multiple of num_attention_heads");
+  JANUS_TRY(r.positive_int_or("head_dim", c.hidden_size / c.num_heads, &c.head_dim));
+  JANUS_TRY(r.positive_int_or("max_position_embeddings", 32768, &c.max_position_embeddings));
+
+  // Experts: transformers 4 says num_experts (Qwen) / num_local_experts (Mixtral);
+  // transformers 5 writes num_local_experts for both.
+  const char* experts_key = r.has("num_local_experts") ? "num_local_experts" : "num_experts";
+  JANUS_TRY(r.positive_int(experts_key, &c.num_experts));
+  JANUS_TRY(r.positive_int("num_experts_per_tok", &c.top_k));
+
+  double eps = 0;
+  JANUS_TRY(r.number_or("rms_norm_eps", qwen ? 1e-6 : 1e-5, &eps));
+  c.rms_norm_eps = eps;
+
+  // RoPE: transformers 5 nests theta in rope_parameters; 4 puts rope_theta at the top.
+  double dflt_theta = qwen ? 10000.0 : 1e6;
+  if (r.has("rope_parameters")) {
+    const json& rp = j["rope_parameters"];
+    if (!rp.is_object()) return invalid_argument(where + ": 'rope_parameters' must be an object");
+    if (rp.contains("rope_type") && rp["rope_type"] != "default")
+      return unsupported(where + ": rope_parameters.rope_type " + rp["rope_type"].dump() + " is not supported (only default)");
+    Reader rr(rp, where + " (rope_parameters)");
+    JANUS_TRY(rr.number_or("rope_theta", dflt_theta, &c.rope_theta));
+  } else {
+    JANUS_TRY(r.number_or("rope_theta", dflt_theta, &c.rope_theta));
+  }
+  if (r.has("rope_scaling")) {
+    const json& rs = j["rope_scaling"];
+    std::string t = rs.is_object() && rs.contains("rope_type") ? rs["rope_type"].dump()
+                    : rs.is_object() && rs.contains("type")    ? rs["type"].dump()
+                                                               : rs.dump();
+    if (t != "\"default\"") return unsupported(where + ": rope_scaling " + t + " is not supported");
+  }
+
+  JANUS_TRY(r.bool_or("tie_word_embeddings", false, &c.tie_word_embeddings));
+  c.sparse_layer.assign(static_cast<size_t>(c.num_layers), true);
+  if (qwen) {
+    c.qk_norm = true;
+    JANUS_TRY(r.positive_int("moe_intermediate_size", &c.moe_intermediate_size));
+    JANUS_TRY(r.bool_or("norm_topk_prob", false, &c.norm_topk_prob));
+    int step = 1;
+    JANUS_TRY(r.positive_int_or("decoder_sparse_step", 1, &step));
+    std::vector<int> mlp_only;
+    if (r.has("mlp_only_layers")) {
+      const json& m = j["mlp_only_layers"];
+      if (!m.is_array()) return invalid_argument(where + ": 'mlp_only_layers' must be a list of layer indices");
+      for (const json& x : m) {
+        if (!x.is_number_integer() || x.get<int>() < 0 || x.get<int>() >= c.num_layers)
+          return invalid_argument(where + ": 'mlp_only_layers' holds " + x.dump() + ", not a layer index below " +
+                                  std::to_string(c.num_layers));
+        mlp_only.push_back(x.get<int>());
+      }
+    }
+    for (int l = 0; l < c.num_layers; ++l) {
+      bool dense = std::find(mlp_only.begin(), mlp_only.end(), l) != mlp_only.end() || (l + 1) % step != 0;
+      c.sparse_layer[static_cast<size_t>(l)] = !dense;
+    }
+    if (c.num_sparse_layers() < c.num_layers) JANUS_TRY(r.positive_int("intermediate_size", &c.intermediate_size));
+    else JANUS_TRY(r.positive_int_or("intermediate_size", c.moe_intermediate_size, &c.intermediate_size));
+    bool use_sw = false;
+    JANUS_TRY(r.bool_or("use_sliding_window", false, &use_sw));
+    if (use_sw) JANUS_TRY(r.positive_int("sliding_window", &c.sliding_window));
+  } else {
+    c.qk_norm = false;
+    c.norm_topk_prob = true;  // Mixtral always renormalises its top-k
+    JANUS_TRY(r.positive_int("intermediate_size", &c.moe_intermediate_size));
+    c.intermediate_size = c.moe_intermediate_size;
+    if (r.has("sliding_window")) JANUS_TRY(r.positive_int("sliding_window", &c.sliding_window));
+  }
+
+  if (r.has("eos_token_id")) {
+    const json& e = j["eos_token_id"];
+    if (e.is_number_integer()) c.eos_token_ids.push_back(e.get<int>());
+    else if (e.is_array()) {
+      for (const json& x : e) {
+        if (!x.is_number_integer()) return invalid_argument(where + ": 'eos_token_id' must be an integer or a list of integers");
+        c.eos_token_ids.push_back(x.get<int>());
+      }
+    } else {
+      return invalid_argument(where + ": 'eos_token_id' must be an integer or a list of integers, got " + e.dump());
+    }
+  }
+  if (r.has("bos_token_id") && j["bos_token_id"].is_number_integer()) c.bos_token_id = j["bos_token_id"].get<int>();
+  JANUS_TRY(c.validate(where));
+  return c;
+}
+
+Result<ModelConfig> load_model_config(const std::string& dir) {
+  const std::string path = (std::filesystem::path(dir) / "config.json").string();
+  std::ifstream in(path);
+  if (!in) return not_found(path + ": no such file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_model_config(ss.str(), path);
+}
+
+std::string model_config_to_json(const ModelConfig& c) {
+  json j;
+  const bool qwen = c.family == ModelFamily::kQwen3Moe;
+  j["architectures"] = {qwen ? "Qwen3MoeForCausalLM" : "MixtralForCausalLM"};
+  j["model_type"] = family_name(c.family);
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.hidden_size;
+  j["num_hidden_layers"] = c.num_layers;
+  j["num_attention_heads"] = c.num_heads;
+  j["num_key_value_heads"] = c.num_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["hidden_act"] = "silu";
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["rms_norm_eps"] = c.rms_norm_eps;
+  j["rope_parameters"] = {{"rope_theta", c.rope_theta}, {"rope_type", "default"}};
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["num_local_experts"] = c.num_experts;
+  j["num_experts_per_tok"] = c.top_k;
+  j["attention_dropout"] = 0.0;
+  j["initializer_range"] = 0.02;
+  j["use_cache"] = true;
+  j["dtype"] = "float32";
+  if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
+  else if (!c.eos_token_ids.empty()) j["eos_token_id"] = c.eos_token_ids;
+  else j["eos_token_id"] = nullptr;
+  if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
+  if (qwen) {
+    j["moe_intermediate_size"] = c.moe_intermediate_size;
+    j["intermediate_size"] = c.intermediate_size;
+    j["norm_topk_prob"] = c.norm_topk_prob;
+    j["decoder_sparse_step"] = 1;
+    std::vector<int> dense;
+    for (int l = 0; l < c.num_layers; ++l)
+      if (!c.is_sparse(l)) dense.push_back(l);
+    j["mlp_only_layers"] = dense;
+    j["attention_bias"] = false;
+    j["use_sliding_window"] = c.sliding_window > 0;
+    j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+  } else {
+    j["intermediate_size"] = c.moe_intermediate_size;
+    j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+    j["router_jitter_noise"] = 0.0;
+  }
+  return j.dump(2) + "\n";
+}
+
+}  // namespace janus

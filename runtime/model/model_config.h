@@ -1,0 +1,63 @@
+// The architecture of a Hugging Face MoE checkpoint, read from its config.json.
+//
+// Janus reads two families, Qwen3-MoE (`qwen3_moe`) and Mixtral (`mixtral`), in both the
+// transformers-4 and transformers-5 spellings: `num_experts` or `num_local_experts`,
+// top-level `rope_theta` or `rope_parameters.rope_theta`, an absent or null `head_dim`
+// (hidden_size / num_attention_heads), dense layers through `mlp_only_layers` and
+// `decoder_sparse_step`.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/base/status.h"
+
+namespace janus {
+
+enum class ModelFamily : uint8_t { kQwen3Moe, kMixtral };
+
+const char* family_name(ModelFamily f);  // "qwen3_moe", "mixtral"
+
+struct ModelConfig {
+  ModelFamily family = ModelFamily::kQwen3Moe;
+  int vocab_size = 0;
+  int hidden_size = 0;
+  int num_layers = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int intermediate_size = 0;      // dense MLP layers
+  int moe_intermediate_size = 0;  // one expert
+  int num_experts = 0;
+  int top_k = 0;
+  bool norm_topk_prob = false;    // renormalise the top-k gate weights to sum to 1
+  bool qk_norm = false;           // Qwen3: RMSNorm over head_dim on q and k before RoPE
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  int max_position_embeddings = 0;
+  int sliding_window = 0;         // 0: full causal attention
+  bool tie_word_embeddings = false;
+  std::vector<int> eos_token_ids;
+  int bos_token_id = -1;
+  std::vector<bool> sparse_layer;  // per layer: MoE block (true) or dense MLP (false)
+
+  int q_dim() const { return num_heads * head_dim; }
+  int kv_dim() const { return num_kv_heads * head_dim; }
+  bool is_sparse(int layer) const { return sparse_layer[static_cast<size_t>(layer)]; }
+  int num_sparse_layers() const;
+
+  /// Checks the numbers fit together (heads divide, top_k <= experts, ...).
+  Status validate(const std::string& where) const;
+};
+
+/// Parses config.json text; `where` names the file in error messages.
+Result<ModelConfig> parse_model_config(const std::string& json_text, const std::string& where);
+
+/// Reads DIR/config.json.
+Result<ModelConfig> load_model_config(const std::string& dir);
+
+/// The transformers-5 config.json for `cfg` (what make-model writes).
+std::string model_config_to_json(const ModelConfig& cfg);
+
+}  // namespace janus
