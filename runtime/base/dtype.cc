@@ -95,4 +95,30 @@ void convert_from_f32(const float* src, DType t, void* dst, size_t n) {
   }
 }
 
+namespace {
+
+// All exponent bits set is NaN or infinity in every IEEE format.
+template <class Bits, Bits kExponent>
+int64_t first_with_exponent_set(const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  for (size_t i = 0; i < n; ++i) {
+    Bits b;
+    std::memcpy(&b, p + i * sizeof(Bits), sizeof(Bits));
+    if ((b & kExponent) == kExponent) return static_cast<int64_t>(i);
+  }
+  return -1;
+}
+
+}  // namespace
+
+int64_t first_non_finite(const void* data, DType t, size_t n) {
+  switch (t) {
+    case DType::kF32: return first_with_exponent_set<uint32_t, 0x7f800000u>(data, n);
+    case DType::kBF16: return first_with_exponent_set<uint16_t, 0x7f80u>(data, n);
+    case DType::kF16: return first_with_exponent_set<uint16_t, 0x7c00u>(data, n);
+    case DType::kF64: return first_with_exponent_set<uint64_t, 0x7ff0000000000000ull>(data, n);
+  }
+  return -1;
+}
+
 }  // namespace janus

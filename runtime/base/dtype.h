@@ -98,4 +98,8 @@ void convert_to_f32(const void* src, DType t, float* dst, size_t n);
 /// Converts `n` floats to type `t` (rounding as above).
 void convert_from_f32(const float* src, DType t, void* dst, size_t n);
 
+/// The index of the first NaN or infinity among `n` elements of type `t`, or -1 when all
+/// are finite. Reads exponent bits only, so it runs at memory speed on any dtype.
+int64_t first_non_finite(const void* data, DType t, size_t n);
+
 }  // namespace janus

@@ -1,6 +1,10 @@
 #include "runtime/model/model.h"
 
+#include <algorithm>
+#include <atomic>
 #include <set>
+
+#include "runtime/base/parallel.h"
 
 namespace janus {
 
@@ -19,6 +23,26 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out + "]";
 }
 
+// A NaN or infinity in a weight poisons every token that touches it, silently: refuse the
+// checkpoint instead, naming the tensor and the first bad element. The scan reads each
+// weight once, in parallel, while the pages are faulted in anyway.
+Status check_finite(const TensorInfo& t) {
+  const size_t n = static_cast<size_t>(t.numel());
+  std::atomic<int64_t> first{-1};
+  parallel_for(static_cast<int64_t>(n), int64_t{1} << 20, [&](int64_t b, int64_t e) {
+    const int64_t at = first_non_finite(static_cast<const char*>(t.data) + static_cast<size_t>(b) * dtype_size(t.dtype), t.dtype,
+                                        static_cast<size_t>(e - b));
+    if (at < 0) return;
+    int64_t seen = first.load();
+    while ((seen < 0 || b + at < seen) && !first.compare_exchange_weak(seen, b + at)) {
+    }
+  });
+  if (first.load() < 0) return Status::Ok();
+  const size_t i = static_cast<size_t>(first.load());
+  return invalid_argument(t.file + ": tensor '" + t.name + "' holds a non-finite value (" +
+                          std::to_string(load_as_f32(t.data, t.dtype, i)) + ") at element " + std::to_string(i));
+}
+
 // Hands out tensors by name with their expected shape and remembers which were taken,
 // so that whatever is left over at the end is reported as unexpected.
 class Binder {
@@ -32,6 +56,7 @@ class Binder {
     if (t == nullptr) return not_found(ck_.dir() + ": missing tensor '" + name + "' (expected shape " + shape_str(shape) + ")");
     if (t->shape != shape)
       return invalid_argument(t->file + ": tensor '" + name + "' has shape " + t->shape_string() + ", expected " + shape_str(shape));
+    JANUS_TRY(check_finite(*t));
     taken_.insert(name);
     return t;
   }

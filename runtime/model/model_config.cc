@@ -84,8 +84,28 @@ class Reader {
     const json& v = j_.at(key);
     if (!v.is_number_integer() || v.get<int64_t>() <= 0 || v.get<int64_t>() > (1ll << 30))
       return err(key, "a positive integer");
+    const int64_t limit = size_limit(key);
+    if (v.get<int64_t>() > limit)
+      return invalid_argument(where_ + ": '" + key + "' = " + v.dump() + " is beyond any model Janus can serve (at most " +
+                              std::to_string(limit) + ")");
     *out = static_cast<int>(v.get<int64_t>());
     return Status::Ok();
+  }
+
+  // Bounds well above every published checkpoint (DeepSeek-V3: 61 layers, 256 experts,
+  // hidden 7168, vocabulary 129k), so that an impossible config.json is refused here,
+  // naming its key, instead of failing later as an allocation of many gigabytes.
+  static int64_t size_limit(const std::string& key) {
+    static const std::pair<const char*, int64_t> kLimits[] = {
+        {"vocab_size", 1 << 22},           {"hidden_size", 1 << 17},          {"num_hidden_layers", 1024},
+        {"num_attention_heads", 1024},     {"num_key_value_heads", 1024},     {"head_dim", 4096},
+        {"num_local_experts", 1 << 14},    {"num_experts", 1 << 14},          {"num_experts_per_tok", 256},
+        {"moe_intermediate_size", 1 << 20}, {"intermediate_size", 1 << 20},   {"max_position_embeddings", 1 << 24},
+        {"decoder_sparse_step", 1024},
+    };
+    for (const auto& [name, limit] : kLimits)
+      if (key == name) return limit;
+    return int64_t{1} << 30;
   }
 
   const json& j_;

@@ -112,3 +112,24 @@ TEST_CASE("the config written for a model parses back to the same config") {
   CHECK(back->rms_norm_eps == c->rms_norm_eps);
   CHECK(back->rope_theta == c->rope_theta);
 }
+
+TEST_CASE("impossible sizes are refused up front, naming the file and the key") {
+  // 2^30 layers or experts once passed and then died in an uncaught std::bad_alloc.
+  for (const char* key : {"num_hidden_layers", "num_local_experts", "hidden_size", "vocab_size"}) {
+    std::string text = kQwenV5;
+    const std::string from = std::string("\"") + key + "\": ";
+    const size_t at = text.find(from);
+    REQUIRE(at != std::string::npos);
+    const size_t end = text.find_first_of(",}", at);
+    text.replace(at, end - at, from + "1073741824");
+    const std::string e = error_of(text);
+    CHECK_MESSAGE(e.find("config.json: '" + std::string(key) + "' = 1073741824 is beyond any model Janus can serve") !=
+                      std::string::npos,
+                  e);
+  }
+  // The largest published shapes still pass (DeepSeek-V3: 61 layers, 256 experts, hidden 7168).
+  std::string big = replaced(replaced(kQwenV5, R"("num_hidden_layers": 3)", R"("num_hidden_layers": 61)"),
+                             R"("num_local_experts": 8)", R"("num_local_experts": 256)");
+  big = replaced(big, R"("mlp_only_layers": [1])", R"("mlp_only_layers": [])");
+  CHECK(parse_model_config(big, "config.json").ok());
+}

@@ -1,6 +1,10 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "runtime/model/model.h"
@@ -180,4 +184,69 @@ TEST_CASE("fused transformers-5 expert tensors load as the same per-expert weigh
       REQUIRE(std::memcmp(a.up.data, b.up.data, a.up.nbytes()) == 0);
       REQUIRE(std::memcmp(a.down.data, b.down.data, a.down.nbytes()) == 0);
     }
+}
+
+TEST_CASE("NaN and infinite weights are refused at load, naming the tensor and the element") {
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+      TempDir d;
+      REQUIRE(make_model(*find_preset("tiny-mixtral"), d.path(), 3, dt, false).ok());
+      REQUIRE(Model::load(d.path()).ok());
+      // Poison one element in the middle of one expert's weight, in place in the file.
+      const std::string name = "model.layers.1.block_sparse_moe.experts.2.w1.weight";
+      size_t offset = 0;
+      {
+        auto f = SafetensorsFile::open(d.path() + "/model.safetensors");
+        REQUIRE(f.ok());
+        const TensorInfo* t = nullptr;
+        for (const auto& [n, info] : f->tensors())
+          if (n == name) t = &info;
+        REQUIRE(t != nullptr);
+        auto* base = static_cast<const char*>(f->tensors().begin()->second.data);
+        for (const auto& [n, info] : f->tensors()) base = std::min(base, static_cast<const char*>(info.data));
+        offset = static_cast<size_t>(static_cast<const char*>(t->data) - base) + 77 * dtype_size(dt);
+        // The data section starts after the 8-byte length and the JSON header.
+        std::ifstream in(d.path() + "/model.safetensors", std::ios::binary);
+        uint64_t header = 0;
+        in.read(reinterpret_cast<char*>(&header), 8);
+        offset += 8 + header;
+      }
+      std::vector<char> bytes(8);
+      convert_from_f32(&bad, dt, bytes.data(), 1);
+      {
+        std::fstream io(d.path() + "/model.safetensors", std::ios::binary | std::ios::in | std::ios::out);
+        io.seekp(static_cast<std::streamoff>(offset));
+        io.write(bytes.data(), static_cast<std::streamsize>(dtype_size(dt)));
+      }
+      const std::string e = load_error(d.path());
+      CHECK_MESSAGE(e.find("tensor '" + name + "' holds a non-finite value") != std::string::npos, e);
+      CHECK_MESSAGE(e.find("at element 77") != std::string::npos, e);
+    }
+  }
+}
+
+TEST_CASE("first_non_finite finds the first NaN or infinity in every dtype and nothing in finite data") {
+  std::vector<float> v(1000);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = std::ldexp(static_cast<float>(i % 17) - 8.0f, static_cast<int>(i % 60) - 30);
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kF16, DType::kF64}) {
+    std::vector<char> buf(v.size() * dtype_size(dt));
+    auto fill = [&] {
+      if (dt == DType::kF64) {
+        for (size_t i = 0; i < v.size(); ++i) reinterpret_cast<double*>(buf.data())[i] = v[i];
+      } else {
+        convert_from_f32(v.data(), dt, buf.data(), v.size());
+      }
+    };
+    std::vector<float> keep = v;
+    if (dt == DType::kF16)  // f16 overflows past 65504: keep the finite test finite
+      for (float& x : v) x = std::max(-60000.0f, std::min(60000.0f, x));
+    fill();
+    CHECK(first_non_finite(buf.data(), dt, v.size()) == -1);
+    v[613] = std::numeric_limits<float>::infinity();
+    v[820] = std::numeric_limits<float>::quiet_NaN();
+    fill();
+    CHECK(first_non_finite(buf.data(), dt, v.size()) == 613);
+    CHECK(first_non_finite(buf.data(), dt, 600) == -1);
+    v = keep;
+  }
 }
