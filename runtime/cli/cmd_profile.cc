@@ -1,8 +1,8 @@
 #include <cstdio>
-#include <fstream>
 
 #include "runtime/cli/args.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/output_file.h"
 #include "runtime/config/lua_config.h"
 #include "runtime/serving/profiler.h"
 
@@ -28,6 +28,8 @@ int cmd_profile(const Argv& argv) {
   if (!spec.ok()) return fail("profile", spec.status().message());
   auto repeats = a.get_int("repeats", 5);
   if (!repeats.ok() || *repeats < 1) return fail("profile", "--repeats must be a positive integer", 2);
+  const std::string out = a.get("out", "profile.json");
+  if (Status w = check_writable(out); !w.ok()) return fail("profile", w.message());
   ProfileOptions opt;
   opt.repeats = static_cast<int>(*repeats);
   opt.comm = !a.flag("no-comm");
@@ -44,8 +46,7 @@ int cmd_profile(const Argv& argv) {
                   c.comm_per_member * 1e6);
       break;
     }
-  const std::string out = a.get("out", "profile.json");
-  std::ofstream(out) << pm->to_json();
+  if (Status w = write_output(out, pm->to_json()); !w.ok()) return fail("profile", w.message());
   std::printf("wrote %s\n", out.c_str());
   return 0;
 }

@@ -10,6 +10,7 @@
 
 #include "runtime/cli/args.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/output_file.h"
 #include "runtime/console/console_remote.h"
 #include "runtime/console/repl.h"
 #include "actors/deployment.h"
@@ -114,7 +115,7 @@ void print_nodes(Deployment& d) {
   }
 }
 
-void print_summary(Deployment& d, const std::string& trace_file) {
+Status print_summary(Deployment& d, const std::string& trace_file) {
   MetricsSnapshot m = d.metrics();
   std::printf("\n%llu requests, %lld tokens in %.3f s: %.1f tokens/s\n", static_cast<unsigned long long>(m.completed),
               static_cast<long long>(m.tokens), m.elapsed_s, m.tokens_per_s);
@@ -127,12 +128,12 @@ void print_summary(Deployment& d, const std::string& trace_file) {
   print_nodes(d);
   if (!trace_file.empty()) {
     const Trace& t = d.trace();
-    std::ofstream out(trace_file);
-    out << t.to_chrome_json();
+    if (Status w = write_output(trace_file, t.to_chrome_json()); !w.ok()) return w;
     std::printf("trace: %s (%zu spans); attention busy %.2f ms, experts busy %.2f ms, overlapping %.2f ms\n", trace_file.c_str(),
                 t.spans().size(), t.busy_seconds("attention") * 1e3, t.busy_seconds("experts") * 1e3,
                 t.overlap_seconds("attention", "experts") * 1e3);
   }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -168,6 +169,9 @@ int cmd_run(const Argv& argv) {
 
   Result<GraphSpec> spec = a.positional().empty() ? Result<GraphSpec>(default_graph_spec()) : load_lua_config(a.positional()[0]);
   if (!spec.ok()) return fail("run", spec.status().message());
+  for (const char* file : {"trace", "port-file"})
+    if (a.has(file))
+      if (Status w = check_writable(a.get(file)); !w.ok()) return fail("run", w.message());
   DeploymentOptions opts;
   opts.trace = a.has("trace") || interactive;
   opts.compare_policies = interactive;
@@ -188,8 +192,9 @@ int cmd_run(const Argv& argv) {
   int failures = 0;
   if (!interactive) {
     print_results(collect(), a.flag("json"), &failures);
-    print_summary(dep, a.get("trace"));
+    Status written = print_summary(dep, a.get("trace"));
     dep.shutdown();
+    if (!written.ok()) return fail("run", written.message());
     return failures == 0 ? 0 : 1;
   }
 
@@ -206,7 +211,8 @@ int cmd_run(const Argv& argv) {
     if (!s.ok()) return fail("run", s.status().message());
     server = std::move(*s);
     std::fprintf(stderr, "console listening on %s:%u\n", listen_host.c_str(), server->port());
-    if (a.has("port-file")) std::ofstream(a.get("port-file")) << server->port() << "\n";
+    if (a.has("port-file"))
+      if (Status w = write_output(a.get("port-file"), std::to_string(server->port()) + "\n"); !w.ok()) return fail("run", w.message());
   }
   ConsoleHooks hooks;
   hooks.eval = [&](const std::string& code, bool json) { return engine.eval(code, json); };

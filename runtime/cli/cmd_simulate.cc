@@ -1,9 +1,9 @@
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
+#include <sstream>
 
 #include "runtime/cli/args.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/output_file.h"
 #include "runtime/config/lua_config.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/presets.h"
@@ -138,9 +138,8 @@ int run_study_mode(const GraphSpec& g, const SimCosts& costs, const std::string&
   std::printf("(paper, Fig. 8: up to 2.2x over MegaScale-Infer and 4.7x over SGLang)\n");
   std::printf("%zu deployments evaluated in %.1f s\n", r->candidates.size(), r->wall_s);
   if (!out.empty()) {
-    std::filesystem::create_directories(out);
-    std::ofstream(out + "/study.csv") << study_csv(*r);
-    std::ofstream(out + "/candidates.csv") << candidates_csv(*r);
+    for (const auto& [name, text] : {std::pair<const char*, std::string>{"study.csv", study_csv(*r)}, {"candidates.csv", candidates_csv(*r)}})
+      if (Status w = write_output(out + "/" + name, text); !w.ok()) return fail("simulate", w.message());
     std::printf("wrote %s/study.csv and %s/candidates.csv\n", out.c_str(), out.c_str());
   }
   return 0;
@@ -201,15 +200,15 @@ int run_serving_mode(const GraphSpec& g, const SimCosts& costs, SimSystem system
   }
   if (r->moved_requests) std::printf("%d requests resumed on another shard after theirs retired\n", r->moved_requests);
   if (!out.empty()) {
-    std::filesystem::create_directories(out);
-    std::ofstream d(out + "/decisions.csv");
+    std::ostringstream d, dv;
     d << "t_s,lambda,attention,moe,feasible,changed,predicted_tpot_ms\n";
     for (const SimDecision& x : r->decisions)
       d << x.t_s << ',' << x.lambda << ',' << x.attention << ',' << x.moe << ',' << x.feasible << ',' << x.changed << ','
         << x.predicted_tpot * 1e3 << '\n';
-    std::ofstream dv(out + "/devices.csv");
     dv << "t_s,devices\n";
     for (auto [t, n] : r->devices_over_time) dv << t << ',' << n << '\n';
+    for (const auto& [name, text] : {std::pair<const char*, std::string>{"decisions.csv", d.str()}, {"devices.csv", dv.str()}})
+      if (Status w = write_output(out + "/" + name, text); !w.ok()) return fail("simulate", w.message());
     std::printf("wrote %s/decisions.csv and %s/devices.csv\n", out.c_str(), out.c_str());
   }
   return r->completed == r->submitted ? 0 : 1;
@@ -231,6 +230,8 @@ int cmd_simulate(const Argv& argv) {
   auto costs = costs_of(*spec);
   if (!costs.ok()) return fail("simulate", costs.status().message());
   const std::string out = a.get("out", "");
+  if (!out.empty())
+    if (Status w = make_output_dir(out); !w.ok()) return fail("simulate", w.message());
   if (a.flag("study")) return run_study_mode(*spec, *costs, out, a.flag("quiet"));
   auto system = parse_sim_system(a.get("system", spec->simulate.system));
   if (!system.ok()) return fail("simulate", system.status().message(), 2);

@@ -1,6 +1,7 @@
 #include "runtime/model/reference_engine.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace janus {
 
@@ -16,8 +17,14 @@ Status validate_request(const ModelConfig& c, const GenerateRequest& r, const st
     return invalid_argument(what + ": prompt (" + std::to_string(r.prompt.size()) + ") plus max_new_tokens (" +
                             std::to_string(r.max_new_tokens) + ") exceeds max_position_embeddings (" +
                             std::to_string(c.max_position_embeddings) + ")");
-  if (!r.sampling.greedy() && (r.sampling.top_p <= 0.f || r.sampling.top_p > 1.f))
-    return invalid_argument(what + ": top_p must be in (0, 1]");
+  // Checked for greedy requests too: a temperature of -1 or a top_p of 2 is a caller's
+  // mistake, not a request for greedy decoding, and must not be served as one.
+  if (!std::isfinite(r.sampling.temperature) || r.sampling.temperature < 0.f)
+    return invalid_argument(what + ": temperature must be a finite number >= 0 (0 is greedy), got " +
+                            std::to_string(r.sampling.temperature));
+  if (!(r.sampling.top_p > 0.f && r.sampling.top_p <= 1.f))
+    return invalid_argument(what + ": top_p must be in (0, 1], got " + std::to_string(r.sampling.top_p));
+  if (r.sampling.top_k < 0) return invalid_argument(what + ": top_k must be >= 0 (0 is no limit), got " + std::to_string(r.sampling.top_k));
   return Status::Ok();
 }
 

@@ -126,3 +126,35 @@ TEST_CASE("janus simulate runs the study and a served workload from the committe
   CHECK(sys.code == 2);
   CHECK(sys.out.find("unknown system 'vllm'") != std::string::npos);
 }
+
+TEST_CASE("outputs that cannot be written fail before the work starts, naming the path; bad sampling is refused") {
+  janus::test::TempDir d;
+  const std::string src = janus::test::source_dir();
+  // A path below a regular file cannot be created, not even by root.
+  janus::test::write_file(d / "file", "x");
+  const std::string nowhere = d / "file/sub/out.json";
+  Run trace = run_janus("run --trace " + nowhere, true);
+  CHECK(trace.code == 1);
+  CHECK_MESSAGE(trace.out.find("cannot write " + nowhere) != std::string::npos, trace.out);
+  CHECK(trace.out.find("requests,") == std::string::npos);  // refused before serving anything
+  Run profile = run_janus("profile --out " + nowhere, true);
+  CHECK(profile.code == 1);
+  CHECK_MESSAGE(profile.out.find("cannot write " + nowhere) != std::string::npos, profile.out);
+  janus::test::write_file(d / "study.lua", "simulate{profile = \"" + src + "/examples/profiles/h100-dsv2-slice.json\",\n"
+                                           "  shape = \"deepseek-v2\", study_batches = {256}, study_slos_ms = {150}, max_devices = 24}\n");
+  Run sim = run_janus("simulate " + d / "study.lua" + " --study --quiet --out " + d / "file/sub", true);
+  CHECK(sim.code == 1);
+  CHECK_MESSAGE(sim.out.find("cannot create directory " + d / "file/sub") != std::string::npos, sim.out);
+  // A writable trace still works, and says where it went.
+  Run ok = run_janus("run --trace " + d / "t.json");
+  CHECK(ok.code == 0);
+  CHECK(janus::test::read_file(d / "t.json").find("traceEvents") != std::string::npos);
+
+  const std::string fx = janus::test::fixture("qwen3_moe");
+  Run temp = run_janus("generate --model " + fx + " --prompt-ids 5,6 --temperature -1", true);
+  CHECK(temp.code == 1);
+  CHECK_MESSAGE(temp.out.find("temperature must be a finite number >= 0") != std::string::npos, temp.out);
+  Run top_p = run_janus("generate --model " + fx + " --prompt-ids 5,6 --top-p 2", true);
+  CHECK(top_p.code == 1);
+  CHECK_MESSAGE(top_p.out.find("top_p must be in (0, 1]") != std::string::npos, top_p.out);
+}

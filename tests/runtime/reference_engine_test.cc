@@ -2,6 +2,8 @@
 // checkpoints (tests/fixtures, made by tests/fixtures/make_fixtures.py).
 #include <doctest/doctest.h>
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "runtime/model/reference_engine.h"
@@ -161,4 +163,23 @@ TEST_CASE("bad requests are refused with a reason, nothing runs") {
   auto r3 = engine.generate({longr});
   REQUIRE_FALSE(r3.ok());
   CHECK(r3.status().message().find("exceeds max_position_embeddings (512)") != std::string::npos);
+  // Sampling parameters out of range are refused even for greedy requests (once a
+  // temperature of -1 was served as greedy and a top_p of 2 was ignored).
+  struct Bad {
+    float temperature, top_p;
+    int top_k;
+    const char* message;
+  };
+  for (const Bad& b : {Bad{-1.f, 1.f, 0, "temperature must be a finite number >= 0"},
+                       Bad{std::nanf(""), 1.f, 0, "temperature must be a finite number >= 0"},
+                       Bad{0.f, 2.f, 0, "top_p must be in (0, 1], got 2"}, Bad{0.7f, 0.f, 0, "top_p must be in (0, 1], got 0"},
+                       Bad{0.f, 1.f, -3, "top_k must be >= 0"}}) {
+    GenerateRequest r = ok;
+    r.sampling.temperature = b.temperature;
+    r.sampling.top_p = b.top_p;
+    r.sampling.top_k = b.top_k;
+    auto out = engine.generate({r});
+    REQUIRE_FALSE(out.ok());
+    CHECK_MESSAGE(out.status().message().find(b.message) != std::string::npos, out.status().message());
+  }
 }
