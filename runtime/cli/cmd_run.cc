@@ -165,10 +165,12 @@ int cmd_run(const Argv& argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
-  if (a.has("listen")) pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   Result<GraphSpec> spec = a.positional().empty() ? Result<GraphSpec>(default_graph_spec()) : load_lua_config(a.positional()[0]);
   if (!spec.ok()) return fail("run", spec.status().message());
+  // Blocked only now, before any runtime thread starts (they inherit the mask), so that
+  // SIGTERM still ends a process whose config is slow to load.
+  if (a.has("listen")) pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   for (const char* file : {"trace", "port-file"})
     if (a.has(file))
       if (Status w = check_writable(a.get(file)); !w.ok()) return fail("run", w.message());
@@ -248,6 +250,7 @@ int cmd_run(const Argv& argv) {
       }
     }
     std::fprintf(stderr, "janus run: signal %d, shutting down\n", sig);
+    engine.interrupt();  // a console command still running stops now, so the server can close
     server.reset();
   }
   dep.shutdown();

@@ -1,4 +1,5 @@
 #include "runtime/config/lua_config.h"
+#include "runtime/config/lua_sandbox.h"
 
 // The C++ build of Lua (liblua5.4-c++): included without extern "C", errors are exceptions.
 #include <lauxlib.h>
@@ -585,21 +586,12 @@ int l_at(lua_State* L) {
   return 0;
 }
 
-Result<GraphSpec> run_config(const std::function<int(lua_State*)>& load, const std::string& source) {
-  lua_State* L = luaL_newstate();
+Result<GraphSpec> run_config(const std::function<Status(LuaSandbox&)>& load, const std::string& source) {
+  // A config computes a graph: the base library, strings, tables, math; no io, os or
+  // file loading, text chunks only, and a budget so that a loop that never ends fails.
+  LuaSandbox sandbox;
+  lua_State* L = sandbox.state();
   if (L == nullptr) return internal_error("cannot create a Lua state");
-  std::unique_ptr<lua_State, void (*)(lua_State*)> guard(L, lua_close);
-  // A config computes a graph: the base library, strings, tables, math; no io or os.
-  luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
-  luaL_requiref(L, LUA_TABLIBNAME, luaopen_table, 1);
-  luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
-  luaL_requiref(L, LUA_MATHLIBNAME, luaopen_math, 1);
-  luaL_requiref(L, LUA_UTF8LIBNAME, luaopen_utf8, 1);
-  lua_settop(L, 0);
-  for (const char* unsafe : {"dofile", "loadfile", "load", "require"}) {
-    lua_pushnil(L);
-    lua_setglobal(L, unsafe);
-  }
   LoadState st;
   st.spec.source = source;
   lua_pushlightuserdata(L, &st);
@@ -615,14 +607,8 @@ Result<GraphSpec> run_config(const std::function<int(lua_State*)>& load, const s
     lua_pushcfunction(L, fn);
     lua_setglobal(L, name);
   }
-  if (load(L) != LUA_OK) {
-    std::string msg = lua_tostring(L, -1) ? lua_tostring(L, -1) : "unknown error";
-    return invalid_argument(msg);
-  }
-  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
-    std::string msg = lua_tostring(L, -1) ? lua_tostring(L, -1) : "unknown error";
-    return invalid_argument(msg);
-  }
+  JANUS_TRY(load(sandbox));
+  JANUS_TRY(sandbox.call(0, 0));
   // Sections never called keep their defaults; name the file for their error messages.
   GraphSpec& g = st.spec;
   for (std::string* w : {&g.model.where, &g.attention.where, &g.experts.where, &g.router.where, &g.scheduler.where,
@@ -644,12 +630,11 @@ Result<GraphSpec> run_config(const std::function<int(lua_State*)>& load, const s
 
 Result<GraphSpec> load_lua_config(const std::string& path) {
   if (!std::filesystem::exists(path)) return not_found(path + ": no such config file");
-  return run_config([&](lua_State* L) { return luaL_loadfilex(L, path.c_str(), "t"); }, path);
+  return run_config([&](LuaSandbox& sandbox) { return sandbox.load_file(path); }, path);
 }
 
 Result<GraphSpec> load_lua_config_string(const std::string& code, const std::string& chunkname) {
-  return run_config(
-      [&](lua_State* L) { return luaL_loadbufferx(L, code.data(), code.size(), ("=" + chunkname).c_str(), "t"); }, chunkname);
+  return run_config([&](LuaSandbox& sandbox) { return sandbox.load(code, "=" + chunkname); }, chunkname);
 }
 
 }  // namespace janus

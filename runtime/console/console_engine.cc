@@ -1,4 +1,5 @@
 #include "runtime/console/console_engine.h"
+#include "runtime/config/lua_sandbox.h"
 
 // The C++ build of Lua: errors unwind as exceptions.
 #include <lauxlib.h>
@@ -398,14 +399,9 @@ struct ConsoleBindings {
   }
 };
 
-ConsoleEngine::ConsoleEngine(Deployment& d) : d_(d) {
-  L_ = luaL_newstate();
-  luaL_requiref(L_, LUA_GNAME, luaopen_base, 1);
-  luaL_requiref(L_, LUA_TABLIBNAME, luaopen_table, 1);
-  luaL_requiref(L_, LUA_STRLIBNAME, luaopen_string, 1);
-  luaL_requiref(L_, LUA_MATHLIBNAME, luaopen_math, 1);
-  luaL_requiref(L_, LUA_UTF8LIBNAME, luaopen_utf8, 1);
-  lua_settop(L_, 0);
+// Sandboxed like configs (runtime/config/lua_sandbox.h): whoever holds the console secret
+// may steer the deployment, not read files, load bytecode or wedge the console.
+ConsoleEngine::ConsoleEngine(Deployment& d) : d_(d), sandbox_(std::make_unique<LuaSandbox>()), L_(sandbox_->state()) {
   lua_pushlightuserdata(L_, this);
   lua_setfield(L_, LUA_REGISTRYINDEX, "janus.console");
   const std::pair<const char*, lua_CFunction> fns[] = {
@@ -421,9 +417,9 @@ ConsoleEngine::ConsoleEngine(Deployment& d) : d_(d) {
   }
 }
 
-ConsoleEngine::~ConsoleEngine() {
-  if (L_) lua_close(L_);
-}
+ConsoleEngine::~ConsoleEngine() = default;
+
+void ConsoleEngine::interrupt() { sandbox_->interrupt(); }
 
 const std::vector<std::string>& ConsoleEngine::commands() {
   static const std::vector<std::string> names = [] {
@@ -442,15 +438,12 @@ ConsoleOutput ConsoleEngine::eval(const std::string& code, bool json_mode) {
   watch_ = false;
   ConsoleOutput r;
   // Like the standalone Lua REPL: try the line as an expression first, then as a chunk.
-  int rc = luaL_loadbuffer(L_, ("return " + code).c_str(), code.size() + 7, "=console");
-  if (rc != LUA_OK) {
-    lua_pop(L_, 1);
-    rc = luaL_loadbuffer(L_, code.c_str(), code.size(), "=console");
-  }
-  if (rc == LUA_OK) {
+  Status st = sandbox_->load("return " + code, "=console");
+  if (!st.ok()) st = sandbox_->load(code, "=console");
+  if (st.ok()) {
     const int base = lua_gettop(L_) - 1;
-    rc = lua_pcall(L_, 0, LUA_MULTRET, 0);
-    if (rc == LUA_OK) {
+    st = sandbox_->call(0, LUA_MULTRET);
+    if (st.ok()) {
       const int n = lua_gettop(L_) - base;
       // Commands print for themselves; show the value of plain expressions.
       if (!printed_ && n > 0) {
@@ -464,10 +457,9 @@ ConsoleOutput ConsoleEngine::eval(const std::string& code, bool json_mode) {
       lua_settop(L_, base);
     }
   }
-  if (rc != LUA_OK) {
+  if (!st.ok()) {
     r.ok = false;
-    r.error = lua_tostring(L_, -1) ? lua_tostring(L_, -1) : "error";
-    lua_pop(L_, 1);
+    r.error = st.message();
     // On a one-line input the position says nothing the user does not know.
     if (code.find('\n') == std::string::npos && r.error.rfind("console:1: ", 0) == 0) r.error = r.error.substr(11);
   }

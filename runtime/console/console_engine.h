@@ -24,6 +24,10 @@
 struct lua_State;
 
 namespace janus {
+class LuaSandbox;
+}
+
+namespace janus {
 
 struct ConsoleOutput {
   bool ok = true;
@@ -39,8 +43,12 @@ class ConsoleEngine {
   ConsoleEngine(const ConsoleEngine&) = delete;
   ConsoleEngine& operator=(const ConsoleEngine&) = delete;
 
-  /// Runs one line or chunk of Lua; `json` makes commands print JSON.
+  /// Runs one line or chunk of Lua; `json` makes commands print JSON. A chunk that runs
+  /// past its instruction budget, or is interrupted, fails with "interrupted ...".
   ConsoleOutput eval(const std::string& code, bool json = false);
+  /// From any thread (a signal handler's thread, a shutting-down server): the command
+  /// running now stops at its next Lua instruction check.
+  void interrupt();
   /// One frame of watch(): the live view, as text.
   std::string watch_frame();
   /// Commands, actor names and Lua globals that start with `prefix`.
@@ -51,7 +59,8 @@ class ConsoleEngine {
  private:
   friend struct ConsoleBindings;
   Deployment& d_;
-  lua_State* L_ = nullptr;
+  std::unique_ptr<LuaSandbox> sandbox_;
+  lua_State* L_ = nullptr;  // sandbox_'s
   std::mutex mu_;
   std::string out_;
   bool json_ = false;

@@ -238,6 +238,22 @@ TEST_CASE("remote console: the right secret attaches, the wrong one is refused, 
   CHECK(code == 0);
   CHECK(gen.find("3 tokens") != std::string::npos);
 
+  // The console is sandboxed like configs: no file loading, no bytecode, and a command that
+  // never ends is interrupted while the server keeps serving.
+  std::string file = sh(base + " --secret s3cret --eval 'loadfile(\"/etc/passwd\")'", &code);
+  CHECK(code == 1);
+  CHECK_MESSAGE(file.find("attempt to call a nil value (global 'loadfile')") != std::string::npos, file);
+  CHECK(file.find("root:") == std::string::npos);
+  std::string bytecode = sh(base + " --secret s3cret --eval 'load(string.dump(function() end))'", &code);
+  CHECK(code == 1);
+  CHECK_MESSAGE(bytecode.find("attempt to call a nil value (global 'load')") != std::string::npos, bytecode);
+  std::string loop = sh(base + " --secret s3cret --eval 'while true do end'", &code);
+  CHECK(code == 1);
+  CHECK_MESSAGE(loop.find("interrupted: more than 250 million Lua instructions") != std::string::npos, loop);
+  std::string after = sh(base + " --secret s3cret --eval 'placement()'", &code);
+  CHECK(code == 0);
+  CHECK(after == remote);
+
   std::string refused = sh(kJanus + " console --connect 127.0.0.1:1 --secret x --eval 'actors()'", &code);
   CHECK(code != 0);
   CHECK(refused.find("cannot connect to 127.0.0.1:1") != std::string::npos);
