@@ -35,6 +35,11 @@
 // payload is as long as the descriptor says); a bad one is dropped, logged and counted
 // (BridgeStats) and the node goes on. When the coordinator reports another node's
 // process gone (NodeLost), every layer batch in flight here fails with an error naming it.
+//
+// The actor only wires the pieces that do this together and polls: who is where and what
+// a lost node means (actors/bridge_topology.h), the endpoint and the frames on it
+// (actors/node_link.h), host staging and sums (actors/bridge_staging.h), the exchange
+// itself (actors/two_phase_exchange.h), and the link probes (actors/link_probe.h).
 #pragma once
 
 #include <memory>
