@@ -10,7 +10,7 @@
 // (schemas/descriptors.capnp ExchangeFrame) plus payload bytes on the transport, and on
 // the receiving side back into local messages to the local actors.
 //
-// Per layer batch (DESIGN.md "Data plane", the paper's §3.3):
+// Per layer batch (docs/architecture.md §5, the paper's §3.3):
 //
 //   attention node                      MoE nodes (each: Router + Scheduler mirrors running
 //   shards ──ShardActivations──► bridge   the same deterministic gate and AEBS on the whole

@@ -1,5 +1,5 @@
 // The control plane of a multi-node deployment: what the coordinator and `janus node`
-// processes say to each other over CAF's middleman (DESIGN.md "Control plane and nodes").
+// processes say to each other over CAF's middleman (docs/architecture.md §6).
 //
 //   node                                   coordinator (Gatekeeper, published)
 //   NodeHello{name}                   ->   NodeChallenge{nonce}       (a name the config declares)

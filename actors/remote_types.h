@@ -1,7 +1,7 @@
 // The message types that cross process boundaries over CAF's middleman, registered by
 // name on every actor system that talks to another (the coordinator's and each node's):
 // a type registered on one side only makes remote_actor() fail with
-// unexpected_actor_messaging_interface (docs/deps.md §1.1).
+// unexpected_actor_messaging_interface (docs/dependencies.md §1.1).
 #pragma once
 
 #include <caf/actor_system_config.hpp>

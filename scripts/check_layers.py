@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Holds the source tree to its layers (docs/architecture.md).
+"""Holds the source tree to its layers (docs/architecture.md §1).
 
 Every component is a folder and a CMake library; it may include only itself and the
 components below it, so the include graph is a DAG. Public headers (the ones

@@ -89,7 +89,7 @@ LinkFit CostModel::link(uint32_t from, uint32_t to) const {
   LinkFit f;
   f.from = from;
   f.to = to;
-  if (links_.empty()) {  // loopback TCP as measured on the development machine (docs/deps.md §3.3)
+  if (links_.empty()) {  // loopback TCP as measured on the development machine (docs/dependencies.md §3.3)
     f.latency_s = 8e-6;
     f.per_message_s = 2e-6;
     f.bytes_per_s = 2e9;

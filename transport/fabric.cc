@@ -1,5 +1,5 @@
 // The libfabric transports: shm (same host), tcp;ofi_rxm (any host), verbs;ofi_rxm (RDMA
-// NICs). One implementation, parameterised by a Profile; the recipe is docs/deps.md §3:
+// NICs). One implementation, parameterised by a Profile; the recipe is docs/dependencies.md §3.2:
 // reliable datagram endpoints, tagged messages, FI_CONTEXT, one CQ and one AV per endpoint,
 // manual progress driven by reading the CQ.
 //
@@ -185,7 +185,7 @@ struct FabricEndpoint : EndpointBase {
 
   // Every receive's scatter list ends with this sink, so that no message is ever longer
   // than what we post: the provider hands us the whole message, we see its length and drop
-  // it. Two libfabric 1.17 defects make this necessary (docs in the report):
+  // it. Two libfabric 1.17 defects make this necessary (docs/dependencies.md §3.4):
   //  - tcp;ofi_rxm reads eager messages straight into the posted buffers ("dynamic receive
   //    buffers"); one longer than them fails the whole connection (tcpx_update_rx_iov:
   //    "dynamically provided rbuf is too small") and every later message from that peer is

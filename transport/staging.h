@@ -1,6 +1,6 @@
 // GPU payloads over transports that take host memory only.
 //
-// Debian's libfabric is built without CUDA memory support (docs/deps.md §3.1: FI_HMEM_CUDA
+// Debian's libfabric is built without CUDA memory support (docs/dependencies.md §3.1: FI_HMEM_CUDA
 // registration returns -FI_ENOSYS), so device bytes cannot be handed to shm or tcp. They
 // are staged: a send copies device -> a pinned host buffer (cudaMallocHost) and posts the
 // send from there; a receive lands in a pinned host buffer and is copied host -> device

@@ -73,7 +73,7 @@ Result<SimCosts> costs_of(const GraphSpec& g) {
   return c;
 }
 
-// The paper's Fig. 9 points (docs/janus-paper.md §6.3): Janus on DeepSeek-V2.
+// The paper's Fig. 9 points (arXiv 2512.13525 v3, §5; docs/paper-notes.md §3): Janus on DeepSeek-V2.
 std::string paper_point(int batch, double slo_ms) {
   if (batch == 64) return "1A6E ~99";
   if (batch == 256) return slo_ms <= 150 ? "5A10E ~170 (tight)" : "2A6E ~240 (relaxed)";

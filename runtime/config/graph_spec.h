@@ -102,7 +102,7 @@ struct CoordinatorSpec {
   std::string where;
 };
 
-/// How layer batches move between nodes (DESIGN.md "Data plane").
+/// How layer batches move between nodes (docs/architecture.md §5.3-5.5).
 struct ExchangeSpec {
   std::string mode = "auto";        // "single", "case1", "case2", or "auto" (cost model per layer batch)
   std::string transport = "auto";   // "auto" (shm when every node is on one host, else tcp), "tcp", "shm", "verbs"

@@ -214,7 +214,7 @@ Result<SimServingReport> simulate_serving(const SimCosts& costs, const SimServin
 /// Janus system's attention, the expert curve, the exchange at the configs' typical size).
 PerfModel scaling_model(const SimCosts& costs);
 
-// -- the per-GPU throughput study (the paper's §6.3 shape) ------------------------------
+// -- the per-GPU throughput study (the paper's Fig. 9 shape, docs/paper-notes.md §3) ----
 
 struct StudyOptions {
   std::vector<int> batches = {64, 256, 512};

@@ -1,4 +1,4 @@
--- The paper's §6.3 per-GPU throughput study, in virtual time (`janus simulate --study`):
+-- The paper's Fig. 9 per-GPU throughput study, in virtual time (`janus simulate --study`):
 -- DeepSeek-V2, 16-in/256-out requests, batches 64/256/512, TPOT SLOs 150 and 200 ms (the
 -- paper's) and two tighter ones where the systems part ways; Janus against a
 -- MegaScale-Infer-like and a monolithic (SGLang-like) deployment, up to 64 H100s.
