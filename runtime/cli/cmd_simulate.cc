@@ -20,7 +20,7 @@ placement and Algorithm 2 are the runtime's own code; only step times are comput
 
 Without --study it serves CONFIG's workload{} arrivals, with scaler{policy="slo"}
 rescaling as it goes, and reports TTFT/TPOT, goodput, device-hours and every scaling
-decision. With --study it runs the per-GPU throughput study of the paper's §6.3 shape:
+decision. With --study it runs the per-GPU throughput study of the paper's Fig. 9 shape:
 for each system (janus, megascale, monolithic, monolithic-dp), batch and TPOT SLO of simulate{}, every
 deployment within max_devices GPUs, and the best one within the SLO
 (monolithic: TP-8 attention; monolithic-dp: data-parallel attention).

@@ -128,6 +128,58 @@ Status check_devices(const std::vector<std::string>& devices, int count, const s
   return Status::Ok();
 }
 
+constexpr int kMaxMembers = 4096;      // shards or expert instances of one deployment
+constexpr int kMaxBatch = 65536;       // rows per shard and step
+constexpr int kMaxBlockSize = 65536;   // tokens per KV block
+constexpr int kMaxKvBlocks = 1 << 24;  // KV blocks per shard
+constexpr int kMaxSlots = 1 << 16;     // expert slots per instance
+
+template <class Err>
+Status at_most(const Err& err, const char* key, int64_t value, int64_t limit) {
+  if (value <= limit) return Status::Ok();
+  return err("'" + std::string(key) + "' " + std::to_string(value) + " is more than Janus supports (at most " + std::to_string(limit) +
+             ")");
+}
+
+// Scenario events (at(t, ...)) are checked against the graph they will meet, in time
+// order, so that a typo in an actor name or an impossible scale fails when the config
+// loads rather than minutes into a bench-serve run.
+Status check_scenario(const GraphSpec& s, int num_experts) {
+  std::vector<const ScenarioEvent*> events;
+  for (const ScenarioEvent& e : s.scenario) events.push_back(&e);
+  std::stable_sort(events.begin(), events.end(), [](const ScenarioEvent* a, const ScenarioEvent* b) { return a->at_s < b->at_s; });
+  int shards = s.attention.shards, instances = s.experts.instances;
+  for (const ScenarioEvent* e : events) {
+    auto err = [&](const std::string& m) { return invalid_argument(e->where + ": at(" + std::to_string(e->at_s) + "): " + m); };
+    if (e->op == "scale") {
+      if (e->attention < 1 || e->moe < 1) return err("scale{} needs attention and moe of at least 1");
+      JANUS_TRY(at_most(err, "attention", e->attention, kMaxMembers));
+      JANUS_TRY(at_most(err, "moe", e->moe, kMaxMembers));
+      if (static_cast<int64_t>(e->moe) * s.experts.slots < num_experts)
+        return err("scale{moe=" + std::to_string(e->moe) + "}: " + std::to_string(e->moe) + " instances x " +
+                   std::to_string(s.experts.slots) + " slots cannot hold the model's " + std::to_string(num_experts) + " experts");
+      shards = e->attention;
+      instances = e->moe;
+      continue;
+    }
+    if (e->op == "slow" && !(e->ms >= 0 && e->ms <= 600000)) return err("slow(): ms must be between 0 and 600000");
+    // The actors the graph has at that time (the names `janus graph` prints).
+    const std::string& a = e->actor;
+    auto numbered = [&](const std::string& prefix, int count) {
+      if (a.rfind(prefix, 0) != 0 || a.size() == prefix.size() || a.size() > prefix.size() + 5) return false;
+      for (size_t i = prefix.size(); i < a.size(); ++i)
+        if (a[i] < '0' || a[i] > '9') return false;
+      return std::stoi(a.substr(prefix.size())) < count;
+    };
+    const bool known = a == "scheduler" || (s.egate() && a == "router") || numbered("attention-", shards) ||
+                       numbered("expert-", instances) || (!s.egate() && numbered("router-", shards));
+    if (!known)
+      return err(e->op + " \"" + a + "\": no such actor at that time (" + std::to_string(shards) + " attention shards, " +
+                 std::to_string(instances) + " expert instances; names as `janus graph` prints them)");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status resolve_graph(GraphSpec& s, const ModelConfig& m, int cuda_devices) {
@@ -138,6 +190,13 @@ Status resolve_graph(GraphSpec& s, const ModelConfig& m, int cuda_devices) {
     if (s.attention.micro_batches < 1) return err("'micro_batches' must be at least 1");
     if (s.attention.max_batch < 1) return err("'max_batch' must be at least 1");
     if (s.attention.block_size < 1) return err("'block_size' must be at least 1");
+    // Sizes past these would first show up as allocations of many gigabytes (an uncaught
+    // std::bad_alloc) or a graph of a million actors: refuse them here, naming the key.
+    JANUS_TRY(at_most(err, "shards", s.attention.shards, kMaxMembers));
+    JANUS_TRY(at_most(err, "max_batch", s.attention.max_batch, kMaxBatch));
+    JANUS_TRY(at_most(err, "micro_batches", s.attention.micro_batches, s.attention.max_batch));
+    JANUS_TRY(at_most(err, "block_size", s.attention.block_size, kMaxBlockSize));
+    JANUS_TRY(at_most(err, "kv_blocks", s.attention.kv_blocks, kMaxKvBlocks));
     if (s.attention.max_seq_len == 0) s.attention.max_seq_len = std::min(m.max_position_embeddings, 4096);
     if (s.attention.max_seq_len > m.max_position_embeddings)
       return err("'max_seq_len' " + std::to_string(s.attention.max_seq_len) + " exceeds the model's max_position_embeddings (" +
@@ -149,6 +208,8 @@ Status resolve_graph(GraphSpec& s, const ModelConfig& m, int cuda_devices) {
     auto err = [&](const std::string& msg) { return invalid_argument(s.experts.where + ": experts{}: " + msg); };
     const int n = s.experts.instances;
     if (n < 1) return err("'instances' must be at least 1");
+    JANUS_TRY(at_most(err, "instances", n, kMaxMembers));
+    JANUS_TRY(at_most(err, "slots", s.experts.slots, kMaxSlots));
     if (s.experts.slots == 0) s.experts.slots = (E + n - 1) / n;
     if (s.experts.slots < 1) return err("'slots' must be at least 1");
     if (static_cast<int64_t>(n) * s.experts.slots < E)
@@ -194,6 +255,7 @@ Status resolve_graph(GraphSpec& s, const ModelConfig& m, int cuda_devices) {
     }
     if (s.workload.max_new_tokens < 0) return err("'max_new_tokens' must not be negative");
   }
+  JANUS_TRY(check_scenario(s, E));
   JANUS_TRY(resolve_nodes(s));
   return Status::Ok();
 }

@@ -143,3 +143,29 @@ TEST_CASE("simulate{} reads the simulator's settings and refuses bad ones by nam
   CHECK(has(error_of(kModel + "simulate{memory_fraction = 2}\n"), "'memory_fraction' must be between"));
   CHECK(has(error_of(kModel + "simulate{gpus = 8}\n"), "unknown key 'gpus'"));
 }
+
+TEST_CASE("impossible sizes and scenario events that cannot happen are refused when the config loads") {
+  // Once: max_batch 2^30 died in std::bad_alloc, a million instances hung `janus graph`, and
+  // kill "expert-9" or scale{moe=100} on this graph were accepted and failed mid-run.
+  CHECK(has(error_of(kModel + "attention{max_batch = 1073741824}\n"),
+            "cfg.lua:2: attention{}: 'max_batch' 1073741824 is more than Janus supports (at most 65536)"));
+  CHECK(has(error_of(kModel + "experts{instances = 1000000}\n"),
+            "cfg.lua:2: experts{}: 'instances' 1000000 is more than Janus supports (at most 4096)"));
+  CHECK(has(error_of(kModel + "attention{kv_blocks = 1073741824}\n"), "'kv_blocks' 1073741824 is more than Janus supports"));
+  CHECK(has(error_of(kModel + "attention{max_batch = 4, micro_batches = 8}\n"), "'micro_batches' 8 is more than Janus supports (at most 4)"));
+  const std::string graph = kModel + "attention{shards = 2}\nexperts{instances = 4, slots = 2}\n";
+  CHECK(has(error_of(graph + "at(1, kill \"expert-9\")\n"),
+            "cfg.lua:4: at(1.000000): kill \"expert-9\": no such actor at that time (2 attention shards, 4 expert instances"));
+  CHECK(has(error_of(graph + "at(1, slow(\"expert\", 5))\n"), "slow \"expert\": no such actor"));
+  CHECK(has(error_of(graph + "at(1, kill \"router-0\")\n"), "kill \"router-0\": no such actor"));  // EGate: one router
+  CHECK(has(error_of(graph + "at(1, scale{attention = 1, moe = 3})\n"),
+            "scale{moe=3}: 3 instances x 2 slots cannot hold the model's 8 experts"));
+  CHECK(has(error_of(graph + "at(1, scale{attention = 1, moe = 100000})\n"), "'moe' 100000 is more than Janus supports"));
+  CHECK(has(error_of(graph + "at(1, scale{attention = 0, moe = 4})\n"), "scale{} needs attention and moe of at least 1"));
+  // Events see the graph as scaled by the events before them, in time order.
+  CHECK(error_of(graph + "at(2, kill \"expert-5\")\nat(1, scale{attention = 2, moe = 6})\n") == "");
+  CHECK(has(error_of(graph + "at(1, kill \"expert-5\")\nat(2, scale{attention = 2, moe = 6})\n"), "kill \"expert-5\": no such actor"));
+  CHECK(error_of(graph + "at(1, kill \"expert-3\")\nat(1, slow(\"attention-1\", 20))\nat(2, kill \"scheduler\")\n") == "");
+  CHECK(has(error_of(kModel + "router{side = \"attention\"}\nat(1, kill \"router-0\")\nat(1, kill \"router\")\n"),
+            "cfg.lua:4: at(1.000000): kill \"router\": no such actor"));
+}
