@@ -168,6 +168,20 @@ int cmd_run(const Argv& argv) {
 
   Result<GraphSpec> spec = a.positional().empty() ? Result<GraphSpec>(default_graph_spec()) : load_lua_config(a.positional()[0]);
   if (!spec.ok()) return fail("run", spec.status().message());
+  // `run` serves the config's fixed prompts; configs written for the other drivers would
+  // otherwise start a deployment, serve nothing and exit 0.
+  if (!interactive) {
+    const std::string& cfg = spec->source;
+    if (!spec->simulate.profile.empty())
+      return fail("run", cfg + " is a simulator config (simulate{}): run it with `janus simulate " + cfg + "`");
+    if (spec->workload.arrivals.kind != "all")
+      return fail("run", cfg + " generates its requests (workload{arrivals=\"" + spec->workload.arrivals.kind +
+                             "\"}): serve it with `janus bench-serve " + cfg + "`");
+    if (!spec->scenario.empty())
+      return fail("run", cfg + " scripts events (at(...)), which `janus bench-serve " + cfg + "` replays and `janus run` would ignore");
+    if (spec->workload.prompts.empty())
+      return fail("run", cfg + " has no workload{prompts = ...}: nothing to serve (add prompts, or use --console / --listen)");
+  }
   // Blocked only now, before any runtime thread starts (they inherit the mask), so that
   // SIGTERM still ends a process whose config is slow to load.
   if (a.has("listen")) pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);

@@ -158,3 +158,24 @@ TEST_CASE("outputs that cannot be written fail before the work starts, naming th
   CHECK(top_p.code == 1);
   CHECK_MESSAGE(top_p.out.find("top_p must be in (0, 1]") != std::string::npos, top_p.out);
 }
+
+TEST_CASE("janus run refuses configs written for bench-serve or simulate instead of serving nothing") {
+  const std::string src = janus::test::source_dir();
+  Run bursty = run_janus("run " + src + "/examples/configs/autoscale_bursty.lua", true);
+  CHECK(bursty.code == 1);
+  CHECK_MESSAGE(bursty.out.find("generates its requests (workload{arrivals=\"gamma\"}): serve it with `janus bench-serve") !=
+                    std::string::npos,
+                bursty.out);
+  Run sim = run_janus("run " + src + "/examples/configs/sim/dsv2_study.lua", true);
+  CHECK(sim.code == 1);
+  CHECK_MESSAGE(sim.out.find("is a simulator config (simulate{}): run it with `janus simulate") != std::string::npos, sim.out);
+  janus::test::TempDir d;
+  janus::test::write_file(d / "empty.lua", "attention{shards = 1}\n");
+  Run empty = run_janus("run " + d / "empty.lua", true);
+  CHECK(empty.code == 1);
+  CHECK_MESSAGE(empty.out.find("has no workload{prompts = ...}: nothing to serve") != std::string::npos, empty.out);
+  janus::test::write_file(d / "events.lua", "workload{prompts = {{1, 2, 3}}}\nat(1, kill \"expert-0\")\n");
+  Run events = run_janus("run " + d / "events.lua", true);
+  CHECK(events.code == 1);
+  CHECK_MESSAGE(events.out.find("scripts events (at(...)), which `janus bench-serve") != std::string::npos, events.out);
+}
