@@ -68,6 +68,9 @@ int cmd_bench_serve(const Argv& argv) {
   if (!plan.ok()) return fail("bench-serve", plan.status().message());
   Slo slo{g.workload.slo_ttft_ms / 1e3, g.workload.slo_tpot_ms / 1e3};
   std::fprintf(stderr, "bench-serve: %zu requests, %s arrivals\n", plan->size(), g.workload.arrivals.kind.c_str());
+  if (const auto clamped = std::count_if(plan->begin(), plan->end(), [](const PlannedRequest& r) { return r.clamped; }))
+    std::fprintf(stderr, "bench-serve: %lld requests' drawn or traced lengths were cut to fit max_seq_len %d\n",
+                 static_cast<long long>(clamped), g.attention.max_seq_len);
   ScenarioPlayer scenario(**d, g.scenario);
   ServeReport rep = serve_workload(**d, *plan, slo, true, [&](double t) {
     for (const std::string& line : scenario.advance(t)) std::fprintf(stderr, "bench-serve: %s\n", line.c_str());

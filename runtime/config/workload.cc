@@ -65,14 +65,26 @@ Result<std::vector<TraceRow>> read_trace_csv(const std::string& path) {
 
 Result<std::vector<PlannedRequest>> plan_workload(const ArrivalSpec& s, int vocab, int max_len) {
   if (max_len < 2) return invalid_argument("workload: the maximum sequence length must be at least 2");
+  const bool fixed_prompt = s.prompt.kind == "fixed", fixed_output = s.output.kind == "fixed";
+  if (s.kind != "trace" && fixed_prompt && s.prompt.mean > max_len - 1)
+    return invalid_argument("workload: a prompt of " + std::to_string(static_cast<int64_t>(s.prompt.mean)) +
+                            " tokens does not fit max_seq_len " + std::to_string(max_len) +
+                            " (attention{max_seq_len}); the longest prompt it takes is " + std::to_string(max_len - 1));
+  if (s.kind != "trace" && fixed_prompt && fixed_output && s.prompt.mean + s.output.mean > max_len)
+    return invalid_argument("workload: prompt " + std::to_string(static_cast<int64_t>(s.prompt.mean)) + " + output " +
+                            std::to_string(static_cast<int64_t>(s.output.mean)) + " tokens exceed max_seq_len " +
+                            std::to_string(max_len) + " (attention{max_seq_len})");
   std::mt19937_64 rng(s.seed);
   std::uniform_int_distribution<int32_t> token(0, vocab - 1);
   std::vector<PlannedRequest> out;
   auto make = [&](double at, int plen, int olen) {
     PlannedRequest r;
     r.at_s = at;
-    plen = std::clamp(plen, 1, max_len - 1);
-    olen = std::clamp(olen, 0, max_len - plen);
+    const int p = std::clamp(plen, 1, max_len - 1);
+    const int o = std::clamp(olen, 0, max_len - p);
+    r.clamped = p != plen || o != olen;
+    plen = p;
+    olen = o;
     for (int i = 0; i < plen; ++i) r.prompt.push_back(token(rng));
     r.max_new_tokens = olen;
     out.push_back(std::move(r));

@@ -41,11 +41,14 @@ struct PlannedRequest {
   double at_s = 0;  // seconds after the start
   std::vector<int32_t> prompt;
   int max_new_tokens = 0;
+  bool clamped = false;  // a drawn or traced length was cut to fit max_len (the driver reports how many)
 };
 
-/// Builds the arrival plan. Lengths are clamped to [1, max_len - 1] for prompts and so
-/// that prompt + output fits max_len. Errors: bad distribution names or parameters, a
-/// trace that cannot be read or has a malformed line (named by number).
+/// Builds the arrival plan. Drawn and traced lengths are clamped to [1, max_len - 1] for
+/// prompts and so that prompt + output fits max_len, and such requests are marked
+/// `clamped`. Errors: fixed lengths that cannot fit max_len at all (a user asked for
+/// exactly that length), bad distribution names or parameters, a trace that cannot be
+/// read or has a malformed line (named by number).
 Result<std::vector<PlannedRequest>> plan_workload(const ArrivalSpec& spec, int vocab, int max_len);
 
 /// Reads a CSV trace (see ArrivalSpec::trace).
