@@ -1,13 +1,11 @@
-// Memory for the CUDA backend (gpu/backend/cuda/backend.h): a caching device allocator per backend,
-// pinned host staging for the small per-call uploads and downloads, and the process-wide
-// cache of uploaded checkpoint weights. Plain C++ over the CUDA runtime API (no kernels).
+// Memory on CUDA devices, below everything else in gpu/backend/cuda: a caching device
+// allocator, pinned host staging for small per-call uploads and downloads, and the
+// process-wide cache of uploaded checkpoint weights. Plain C++ over the CUDA runtime API
+// (no kernels); it knows nothing of the backends that use it.
 //
-// The one rule that makes the caching allocator safe without stream-ordered frees: a
-// block goes back to its pool only when no queued GPU work can still touch it. The
-// backends keep it by synchronising their stream at the end of every call that hands a
-// tensor to another actor (so its producer is done), by synchronising before they return
-// from any call that read another actor's tensor (so its consumers are done), and by
-// holding every scratch block of a call until that call's synchronisation.
+// The one rule that makes the caching allocator safe without stream-ordered frees, and
+// that its users keep: a block goes back to its pool only when no queued GPU work can
+// still touch it.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -80,8 +78,8 @@ class DevicePool : public std::enable_shared_from_this<DevicePool> {
   Stats stats_;
 };
 
-/// The pool shared by the free functions of the backend (concat_rows) on one device.
-/// Never destroyed (it may be referenced until the process exits).
+/// The process-wide pool of one device, for device memory that belongs to no owner with
+/// a pool of its own. Never destroyed (it may be referenced until the process exits).
 std::shared_ptr<DevicePool> shared_pool(int device);
 
 /// Pinned host memory for one call's small transfers: take() hands out 256-byte-aligned
@@ -123,13 +121,13 @@ using WeightRef = std::shared_ptr<const DeviceWeight>;
 DType device_dtype(DType checkpoint_dtype);
 
 /// The copy of `w` on `device` in `dtype` (F32 or BF16; converted on the host while
-/// staging), uploaded on first use and shared by every backend on that device that asks
+/// staging), uploaded on first use and shared by every caller on that device that asks
 /// for the same tensor in the same dtype (e.g. two shards, or the embedding and a tied
 /// LM head). Freed when the last holder lets go, unless retention is on. Uploads go
 /// through double-buffered pinned staging filled by several threads.
 Result<WeightRef> device_weight(int device, const WeightView& w, DType dtype);
 
-/// While on, every weight uploaded stays on its device after its last backend is gone,
+/// While on, every weight uploaded stays on its device after its last holder is gone,
 /// so a later deployment in the same process starts without uploading (benchmarks that
 /// build several deployments on one checkpoint). Turning it off drops those extra holds.
 void retain_weights(bool on);

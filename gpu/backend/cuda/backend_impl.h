@@ -1,0 +1,143 @@
+// What the files of the CUDA backend share (private to gpu/backend/cuda): the Engine every
+// backend runs on and the state of each of the three backends. backend.cc builds them and
+// dispatches the Backend interface (gpu/backend/backend.h) into the op families (ops.h,
+// one *_ops.cc each), which call the kernel launchers of gpu/cuda and take their memory
+// from memory.h through the Engine.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gpu/backend/backend.h"
+#include "gpu/backend/cuda/memory.h"
+
+namespace janus::cuda {
+
+constexpr DType kF32 = DType::kF32;
+
+/// "[rows, cols] dtype on device", for error messages.
+std::string shape(const Tensor& t);
+/// invalid_argument for "cpu", unavailable for an ordinal this machine does not have.
+Status check_device(const Device& d);
+
+// -- Engine: what every backend has ---------------------------------------------------------
+//
+// Its device, stream, cuBLAS handle, caching allocator and pinned staging, and the blocks
+// and tensors the current call holds until it synchronises. Every backend call ends in
+// wait() + release() (one cudaStreamSynchronize), except AttentionBackend::add_moe_output,
+// which only queues its kernel: its output is the shard's own residual, read next by the
+// same shard on the same stream, and the partial sums it reads stay in `retained` until
+// that next call's synchronisation.
+//
+// That is how the backends keep DevicePool's rule (memory.h): they synchronise their stream
+// at the end of every call that hands a tensor to another actor (so its producer is done),
+// synchronise before they return from any call that read another actor's tensor (so its
+// consumers are done), and hold every scratch block of a call until that call's
+// synchronisation.
+class Engine {
+ public:
+  Status init(const Device& d);
+  ~Engine();
+
+  /// Device scratch for this call, held until release().
+  Result<void*> scratch(size_t bytes);
+  /// A device tensor of this backend's pool (the caller owns it; not held).
+  Result<Tensor> tensor(DType dtype, int64_t rows, int64_t cols);
+  /// Copies host bytes to device memory through pinned staging, on the stream.
+  Status upload_to(void* dst, const void* src, size_t bytes);
+  Result<void*> upload(const void* src, size_t bytes);
+  /// `t` as a tensor on this device: itself when it is here, else a copy (from the host
+  /// through staging, from another GPU peer to peer). Both are held until release(), so
+  /// that even a call that fails half-way (returning before its synchronisation) cannot
+  /// let another actor's pool reuse memory its queued work still reads.
+  Status input(const Tensor& t, Tensor* out);
+  /// y = x · Wᵀ (or y += with accumulate); converts x to W's dtype in scratch if needed.
+  Status linear(const void* x, DType xt, int64_t m, int64_t k, const DeviceWeight& w, void* y, DType yt, bool accumulate);
+
+  Status wait();
+  void release();
+  Status sync();
+
+  Device device;
+  int ordinal = 0;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t blas = nullptr;
+  std::shared_ptr<DevicePool> pool;
+  PinnedArena staging;
+  std::vector<std::shared_ptr<void>> held;
+  std::vector<Tensor> retained;
+};
+
+// -- the attention shard --------------------------------------------------------------------
+
+/// One layer's weights on a shard's device (router on MoE layers, gate/up/down on dense ones).
+struct AttentionLayer {
+  WeightRef input_norm, post_norm, q, k, v, o, q_norm, k_norm, router, gate, up, down;
+};
+
+/// One micro-batch's (seq, pos) rows on the device, found again by content.
+struct KvRowsEntry {
+  std::vector<cpu::KvRow> rows;
+  std::shared_ptr<void> dev;
+  size_t capacity = 0;
+  uint64_t used = 0;
+};
+
+/// An AttentionBackend's state: its weights, the KV cache's device storage and block table
+/// mirror, and the KV rows of recent micro-batches.
+struct AttentionState {
+  AttentionState(std::shared_ptr<const Model> m, const KvCacheShape& kv_shape);
+
+  std::shared_ptr<const Model> model;
+  PagedKvCache kv;  // bookkeeping only: the storage is k_cache / v_cache
+  Engine engine;
+  WeightRef embed, final_norm, lm_head;
+  std::vector<AttentionLayer> layers;
+  DType adt = kF32, kv_dtype = kF32;  // matmul inputs; the KV cache
+  size_t layer_elems = 0, table_elems = 0;
+  std::shared_ptr<void> k_cache, v_cache, tables, inv_freq;
+  std::vector<int32_t> shadow;  // the host copy of the device block table
+  std::array<KvRowsEntry, 4> rows_cache;
+  uint64_t tick = 0;
+};
+
+/// invalid_argument unless `layer` is one of the model's.
+Status check_layer(const AttentionState& shard, int layer, const char* what);
+/// invalid_argument unless x is this shard's residual stream (F32 on its device, hidden wide).
+Status check_residual(const AttentionState& shard, const Tensor& x, const char* what);
+
+// -- the router and the expert instance -----------------------------------------------------
+
+/// A RouterBackend's state.
+struct RouterState {
+  explicit RouterState(std::shared_ptr<const Model> m) : model(std::move(m)) {}
+
+  std::shared_ptr<const Model> model;
+  Engine engine;
+  std::vector<WeightRef> weights;  // [layer]: the router, F32; empty on dense layers
+};
+
+/// An ExpertBackend's state: the experts it holds, in slot order, and their device table.
+struct ExpertState {
+  explicit ExpertState(std::shared_ptr<const Model> m) : model(std::move(m)) {}
+
+  std::shared_ptr<const Model> model;
+  Engine engine;
+  DType wdt = DType::kBF16;
+  std::map<int32_t, std::vector<std::array<WeightRef, 3>>> held;  // expert -> per layer (gate, up, down)
+  std::vector<int32_t> experts;  // slot order
+  std::vector<int32_t> slot_of;  // [E]: slot of each expert here, -1 elsewhere
+  std::shared_ptr<void> table;   // device [layers][3][slots] weight pointers
+  std::vector<int> fill;
+};
+
+}  // namespace janus::cuda
