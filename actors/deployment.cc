@@ -111,6 +111,8 @@ int Deployment::cuda_device_count() {
 
 Result<std::shared_ptr<Model>> Deployment::load_model(const GraphSpec& spec, bool progress) {
   std::string dir = spec.model.path;
+  // In one process the devices are this machine's: check them before a preset is written.
+  if (spec.nodes.empty()) JANUS_TRY(check_graph_devices(spec, cuda_device_count()));
   if (dir.empty()) {
     const ModelPreset* p = find_preset(spec.model.preset);
     if (p == nullptr) {

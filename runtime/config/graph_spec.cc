@@ -182,6 +182,11 @@ Status check_scenario(const GraphSpec& s, int num_experts) {
 
 }  // namespace
 
+Status check_graph_devices(const GraphSpec& s, int cuda_devices) {
+  JANUS_TRY(check_devices(s.attention.devices, s.attention.shards, "attention{}", s.attention.where, cuda_devices));
+  return check_devices(s.experts.devices, s.experts.instances, "experts{}", s.experts.where, cuda_devices);
+}
+
 Status resolve_graph(GraphSpec& s, const ModelConfig& m, int cuda_devices) {
   const int E = m.num_experts;
   {

@@ -170,6 +170,11 @@ struct GraphSpec {
 /// The default config of `janus run`: examples/configs/default.lua's graph.
 GraphSpec default_graph_spec();
 
+/// The device part of resolve_graph(), which needs no model: every "cuda:N" names a GPU
+/// this process sees. Run first, so a GPU config on a machine without one fails before a
+/// preset's checkpoint of many gigabytes is written.
+Status check_graph_devices(const GraphSpec& spec, int cuda_devices);
+
 /// Checks a spec against the model it will run and fills the resolved fields: counts and
 /// devices ("cuda:N" needs N < cuda_devices), micro-batches, the router side, the policy
 /// name, the placement (computed for "auto"; explicit ones checked: an expert repeated on

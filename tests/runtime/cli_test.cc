@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -178,4 +179,26 @@ TEST_CASE("janus run refuses configs written for bench-serve or simulate instead
   Run events = run_janus("run " + d / "events.lua", true);
   CHECK(events.code == 1);
   CHECK_MESSAGE(events.out.find("scripts events (at(...)), which `janus bench-serve") != std::string::npos, events.out);
+}
+
+TEST_CASE("a GPU config names the missing device before any preset checkpoint is written") {
+  janus::test::TempDir d;
+  // gpu-qwen3-moe is 10 GB: once it was written in full before cuda:N was found missing.
+  janus::test::write_file(d / "gpu.lua", "model{preset = \"gpu-qwen3-moe\"}\nattention{devices = \"cuda:7\"}\nexperts{devices = \"cuda:7\"}\n"
+                                         "workload{prompts = {{1, 2, 3}}}\n");
+  for (const char* cmd : {"graph", "run"}) {
+    const std::string line = "JANUS_MODEL_CACHE=" + d / "cache" + " " + std::string(JANUS_BINARY_DIR) + "/janus " + cmd + " " +
+                             d / "gpu.lua" + " 2>&1";
+    FILE* p = popen(line.c_str(), "r");
+    REQUIRE(p != nullptr);
+    std::string out;
+    std::array<char, 4096> buf;
+    size_t n;
+    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+    const int status = pclose(p);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 1);
+    CHECK_MESSAGE(out.find("gpu.lua:2: attention{}: device 'cuda:7' does not exist") != std::string::npos, out);
+    CHECK_MESSAGE(!std::filesystem::exists(d / "cache"), "a checkpoint was written before the device check");
+  }
 }
