@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "actors/deployment.h"
+#include "transformers_fixture.h"
 
 namespace janus::test {
 
@@ -27,13 +28,7 @@ inline void check_requests_joining_while_others_decode(Deployment& d, const std:
   std::mutex mu;
   std::condition_variable cv;
   int streamed = 0;
-  auto make = [&](size_t i) {
-    GenerateRequest r;
-    r.prompt = prompts[i];
-    r.max_new_tokens = 16;
-    r.stop_at_eos = false;
-    return r;
-  };
+  auto make = [&](size_t i) { return greedy_request(prompts[i], 16); };
   std::vector<std::pair<size_t, RequestHandle>> handles;
   for (size_t i : first)
     handles.emplace_back(i, d.submit(make(i), [&](int32_t) {
