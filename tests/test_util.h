@@ -1,11 +1,15 @@
 // Helpers shared by the unit tests: scratch directories, files, fixture paths.
 #pragma once
 
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -41,6 +45,25 @@ inline std::string read_file(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+/// A shell command's exit code (-1: it did not exit normally) and what it wrote to stdout.
+struct ShellRun {
+  int code = -1;
+  std::string out;
+};
+
+/// Runs `cmd` with /bin/sh and waits for it to end; nullopt when it could not be started.
+inline std::optional<ShellRun> run_shell(const std::string& cmd) {
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return std::nullopt;
+  ShellRun r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
 }
 
 /// Copies every file of a directory (not recursive) into another.

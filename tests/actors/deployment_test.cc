@@ -58,14 +58,7 @@ GraphSpec spec_for(const Fixture& f, const Shape& s, int experts) {
   g.attention.max_batch = 8;
   g.attention.kv_blocks = 64;
   g.experts.instances = s.instances;
-  if (s.spare) {
-    g.experts.slots = (experts + s.instances - 1) / s.instances + 1;  // auto placement fills the spare slots with replicas
-  } else {
-    g.experts.auto_placement = false;  // exactly one replica per expert
-    g.experts.slots = (experts + s.instances - 1) / s.instances;
-    g.experts.placement.assign(static_cast<size_t>(s.instances), {});
-    for (int e = 0; e < experts; ++e) g.experts.placement[static_cast<size_t>(e % s.instances)].push_back(e);
-  }
+  test::place_experts(g, experts, s.spare);
   g.router.side = s.side;
   g.scheduler.policy = s.policy;
   g.scheduler.seed = 11;

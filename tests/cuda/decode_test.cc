@@ -50,14 +50,7 @@ GraphSpec spec_for(const std::string& dir, const std::vector<std::vector<int32_t
   g.attention.kv_blocks = 64;
   g.experts.instances = s.instances;
   g.experts.devices = {s.expert_device};
-  if (s.spare) {
-    g.experts.slots = (experts + s.instances - 1) / s.instances + 1;  // auto placement fills spare slots with replicas
-  } else {
-    g.experts.auto_placement = false;
-    g.experts.slots = (experts + s.instances - 1) / s.instances;
-    g.experts.placement.assign(static_cast<size_t>(s.instances), {});
-    for (int e = 0; e < experts; ++e) g.experts.placement[static_cast<size_t>(e % s.instances)].push_back(e);
-  }
+  janus::test::place_experts(g, experts, s.spare);
   g.router.side = s.side;
   g.scheduler.policy = s.policy;
   g.scheduler.seed = 11;

@@ -1,9 +1,6 @@
 // The janus command's contract, run as a real process.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
-#include <array>
-#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -18,15 +15,9 @@ struct Run {
 
 // Runs `janus <args>` with stderr folded into the output when `with_stderr`.
 Run run_janus(const std::string& args, bool with_stderr = false) {
-  std::string cmd = std::string(JANUS_BINARY_DIR) + "/janus " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  auto r = janus::test::run_shell(std::string(JANUS_BINARY_DIR) + "/janus " + args + (with_stderr ? " 2>&1" : " 2>/dev/null"));
+  REQUIRE(r.has_value());
+  return {r->code, r->out};
 }
 
 std::vector<nlohmann::json> json_lines(const std::string& s) {
