@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -89,6 +90,26 @@ inline std::vector<float> random_floats(size_t n, std::mt19937& rng, float scale
   std::vector<float> v(n);
   for (auto& x : v) x = d(rng);
   return v;
+}
+
+/// One row of a SwiGLU FFN in double precision, the formula the kernels are held to:
+/// y[h] = sum_i down[h, i] * silu(gate[i] . x) * (up[i] . x), with gate and up [inter, hidden]
+/// and down [hidden, inter].
+inline std::vector<double> swiglu_row_f64(const float* x, const float* gate, const float* up, const float* down, int hidden,
+                                          int inter) {
+  std::vector<double> a(static_cast<size_t>(inter));
+  for (int i = 0; i < inter; ++i) {
+    double gs = 0, us = 0;
+    for (int h = 0; h < hidden; ++h) {
+      gs += static_cast<double>(gate[i * hidden + h]) * x[h];
+      us += static_cast<double>(up[i * hidden + h]) * x[h];
+    }
+    a[i] = gs / (1 + std::exp(-gs)) * us;
+  }
+  std::vector<double> y(static_cast<size_t>(hidden), 0.0);
+  for (int h = 0; h < hidden; ++h)
+    for (int i = 0; i < inter; ++i) y[h] += static_cast<double>(down[h * inter + i]) * a[i];
+  return y;
 }
 
 /// max |a - b| / max |b|: the relative error in max-norm.
