@@ -45,6 +45,17 @@ Percentiles percentiles(std::vector<double> v) {
   return p;
 }
 
+// Asks `whom` and waits up to `timeout`; on_reply gets the answer. An error, no answer in
+// time included, is unavailable(<CAF's rendering of it>). Queries that only read ignore it:
+// an actor that does not answer leaves its part of the snapshot empty.
+template <class Msg, class OnReply>
+Status ask(caf::scoped_actor& self, const caf::actor& whom, caf::timespan timeout, Msg msg, OnReply&& on_reply) {
+  Status out = Status::Ok();
+  self->request(whom, timeout, std::move(msg))
+      .receive(std::forward<OnReply>(on_reply), [&](caf::error& e) { out = unavailable(self->system().render(e)); });
+  return out;
+}
+
 }  // namespace
 
 struct Deployment::Impl {
@@ -64,8 +75,7 @@ struct Deployment::Impl {
   // Every actor the deployment ever had, from the Scaler (which spawns and retires them).
   std::vector<RosterEntry> roster(caf::scoped_actor& self) {
     std::vector<RosterEntry> out;
-    self->request(scaler, std::chrono::seconds(10), RosterQuery{})
-        .receive([&](std::vector<RosterEntry>& r) { out = std::move(r); }, [&](caf::error&) {});
+    (void)ask(self, scaler, std::chrono::seconds(10), RosterQuery{}, [&](std::vector<RosterEntry>& r) { out = std::move(r); });
     return out;
   }
   caf::actor find(caf::scoped_actor& self, const std::string& name) {
@@ -83,12 +93,9 @@ Status install_first_membership(caf::actor_system& sys, std::shared_ptr<Deployme
                                 std::vector<RosterEntry>& roster, SpawnKit kit, caf::actor* scaler) {
   *scaler = sys.spawn<Scaler>(ctx, kit);
   roster.push_back({"scaler", "Scaler", "cpu", *scaler, true, roster.empty() ? "local" : roster.front().node});
-  Status installed = internal_error("membership was not installed");
   caf::scoped_actor self{sys};
-  self->request(*scaler, std::chrono::seconds(30), InstallMembership{m, roster})
-      .receive([&](uint32_t) { installed = Status::Ok(); },
-               [&](caf::error& e) { installed = internal_error("installing the membership failed: " + sys.render(e)); });
-  return installed;
+  Status installed = ask(self, *scaler, std::chrono::seconds(30), InstallMembership{m, roster}, [](uint32_t) {});
+  return installed.ok() ? installed : internal_error("installing the membership failed: " + installed.message());
 }
 
 }  // namespace
@@ -317,35 +324,29 @@ MetricsSnapshot Deployment::metrics() {
   if (impl_->stopped) return s;
   caf::scoped_actor self{*impl_->sys};
   const auto timeout = std::chrono::seconds(10);
-  self->request(impl_->frontend, timeout, FrontendStats{})
-      .receive(
-          [&](FrontendStats& f) {
-            s.completed = f.completed;
-            s.failed = f.failed;
-            s.queued = f.queued;
-            s.running = f.running;
-            s.tokens = f.tokens;
-            s.elapsed_s = f.last_token_s > f.first_submit_s ? f.last_token_s - f.first_submit_s : 0;
-            s.tokens_per_s = s.elapsed_s > 0 ? static_cast<double>(f.tokens) / s.elapsed_s : 0;
-            std::vector<double> ttft, tpot;
-            for (const RequestTiming& t : f.finished) {
-              if (t.tokens > 0) ttft.push_back(t.first_token_s - t.submit_s);
-              if (t.tokens > 1) tpot.push_back((t.last_token_s - t.first_token_s) / static_cast<double>(t.tokens - 1));
-            }
-            s.ttft_s = percentiles(ttft);
-            s.tpot_s = percentiles(tpot);
-          },
-          [&](caf::error&) {});
-  self->request(impl_->scheduler, timeout, SchedulerStats{})
-      .receive(
-          [&](SchedulerStats& st) {
-            for (size_t l = 0; l < st.layers.size(); ++l) {
-              if (!impl_->model->config().is_sparse(static_cast<int>(l))) continue;
-              const LayerAmaxStats& a = st.layers[l];
-              s.amax.push_back({static_cast<int>(l), a.batches, a.batches ? a.sum / static_cast<double>(a.batches) : 0.0, a.max});
-            }
-          },
-          [&](caf::error&) {});
+  (void)ask(self, impl_->frontend, timeout, FrontendStats{}, [&](FrontendStats& f) {
+    s.completed = f.completed;
+    s.failed = f.failed;
+    s.queued = f.queued;
+    s.running = f.running;
+    s.tokens = f.tokens;
+    s.elapsed_s = f.last_token_s > f.first_submit_s ? f.last_token_s - f.first_submit_s : 0;
+    s.tokens_per_s = s.elapsed_s > 0 ? static_cast<double>(f.tokens) / s.elapsed_s : 0;
+    std::vector<double> ttft, tpot;
+    for (const RequestTiming& t : f.finished) {
+      if (t.tokens > 0) ttft.push_back(t.first_token_s - t.submit_s);
+      if (t.tokens > 1) tpot.push_back((t.last_token_s - t.first_token_s) / static_cast<double>(t.tokens - 1));
+    }
+    s.ttft_s = percentiles(ttft);
+    s.tpot_s = percentiles(tpot);
+  });
+  (void)ask(self, impl_->scheduler, timeout, SchedulerStats{}, [&](SchedulerStats& st) {
+    for (size_t l = 0; l < st.layers.size(); ++l) {
+      if (!impl_->model->config().is_sparse(static_cast<int>(l))) continue;
+      const LayerAmaxStats& a = st.layers[l];
+      s.amax.push_back({static_cast<int>(l), a.batches, a.batches ? a.sum / static_cast<double>(a.batches) : 0.0, a.max});
+    }
+  });
   s.actors = actors_locked(&self);
   return s;
 }
@@ -364,18 +365,15 @@ std::vector<ActorSnapshot> Deployment::actors_locked(void* scoped) {
       out.push_back(x);
       continue;
     }
-    self->request(e.actor, std::chrono::seconds(5), StatsQuery{})
-        .receive(
-            [&](ActorStats& st) {
-              x.alive = true;
-              x.messages = st.messages;
-              x.busy_s = st.busy_s;
-              x.busy_fraction = st.alive_s > 0 ? st.busy_s / st.alive_s : 0;
-              x.mailbox = st.mailbox;
-              x.dropped = st.dropped;
-              x.slow_ms = st.slow_ms;
-            },
-            [&](caf::error&) {});
+    (void)ask(self, e.actor, std::chrono::seconds(5), StatsQuery{}, [&](ActorStats& st) {
+      x.alive = true;
+      x.messages = st.messages;
+      x.busy_s = st.busy_s;
+      x.busy_fraction = st.alive_s > 0 ? st.busy_s / st.alive_s : 0;
+      x.mailbox = st.mailbox;
+      x.dropped = st.dropped;
+      x.slow_ms = st.slow_ms;
+    });
     out.push_back(x);
   }
   return out;
@@ -393,13 +391,10 @@ std::vector<RequestSnapshot> Deployment::requests() {
   std::lock_guard<std::mutex> lk(impl_->mu);
   if (impl_->stopped) return out;
   caf::scoped_actor self{*impl_->sys};
-  self->request(impl_->frontend, std::chrono::seconds(5), RequestsQuery{0})
-      .receive(
-          [&](std::vector<RequestInfo>& v) {
-            for (const RequestInfo& i : v)
-              out.push_back({i.id, i.state, i.shard, i.prompt_tokens, i.generated, i.max_new_tokens, i.age_s, i.ttft_s});
-          },
-          [&](caf::error&) {});
+  (void)ask(self, impl_->frontend, std::chrono::seconds(5), RequestsQuery{0}, [&](std::vector<RequestInfo>& v) {
+    for (const RequestInfo& i : v)
+      out.push_back({i.id, i.state, i.shard, i.prompt_tokens, i.generated, i.max_new_tokens, i.age_s, i.ttft_s});
+  });
   return out;
 }
 
@@ -411,15 +406,12 @@ Result<RequestTrace> Deployment::trace(uint64_t id) {
     if (impl_->stopped) return unavailable("the deployment is shut down");
     caf::scoped_actor self{*impl_->sys};
     bool found = false;
-    self->request(impl_->frontend, std::chrono::seconds(5), RequestsQuery{id})
-        .receive(
-            [&](std::vector<RequestInfo>& v) {
-              if (!v.empty()) {
-                found = true;
-                places = v[0].history;
-              }
-            },
-            [&](caf::error&) {});
+    (void)ask(self, impl_->frontend, std::chrono::seconds(5), RequestsQuery{id}, [&](std::vector<RequestInfo>& v) {
+      if (!v.empty()) {
+        found = true;
+        places = v[0].history;
+      }
+    });
     if (!found) return not_found("no request " + std::to_string(id) + " (live or among the last 256 finished)");
   }
   RequestTrace t;
@@ -450,13 +442,10 @@ Result<ExpertHeatmap> Deployment::experts(int layer) {
   std::lock_guard<std::mutex> lk(impl_->mu);
   if (impl_->stopped) return unavailable("the deployment is shut down");
   caf::scoped_actor self{*impl_->sys};
-  self->request(impl_->scheduler, std::chrono::seconds(5), SchedulerStats{})
-      .receive(
-          [&](SchedulerStats& st) {
-            if (static_cast<size_t>(layer) < st.expert_counts.size()) h.per_expert = st.expert_counts[static_cast<size_t>(layer)];
-            if (static_cast<size_t>(layer) < st.replica_counts.size()) h.per_instance_expert = st.replica_counts[static_cast<size_t>(layer)];
-          },
-          [&](caf::error&) {});
+  (void)ask(self, impl_->scheduler, std::chrono::seconds(5), SchedulerStats{}, [&](SchedulerStats& st) {
+    if (static_cast<size_t>(layer) < st.expert_counts.size()) h.per_expert = st.expert_counts[static_cast<size_t>(layer)];
+    if (static_cast<size_t>(layer) < st.replica_counts.size()) h.per_instance_expert = st.replica_counts[static_cast<size_t>(layer)];
+  });
   return h;
 }
 
@@ -479,13 +468,10 @@ std::vector<PolicyAmax> Deployment::amax_by_policy() {
     }
     return p;
   };
-  self->request(impl_->scheduler, std::chrono::seconds(5), SchedulerStats{})
-      .receive(
-          [&](SchedulerStats& st) {
-            out.push_back(convert(impl_->spec.scheduler.policy, true, st.layers));
-            for (const auto& [name, layers] : st.counterfactual) out.push_back(convert(name, false, layers));
-          },
-          [&](caf::error&) {});
+  (void)ask(self, impl_->scheduler, std::chrono::seconds(5), SchedulerStats{}, [&](SchedulerStats& st) {
+    out.push_back(convert(impl_->spec.scheduler.policy, true, st.layers));
+    for (const auto& [name, layers] : st.counterfactual) out.push_back(convert(name, false, layers));
+  });
   return out;
 }
 
@@ -494,8 +480,8 @@ Result<StepClock> Deployment::step_control(int op, int steps) {
   if (impl_->stopped) return unavailable("the deployment is shut down");
   caf::scoped_actor self{*impl_->sys};
   Result<StepClock> out = unavailable("the frontend did not answer");
-  self->request(impl_->frontend, std::chrono::seconds(5), StepControl{static_cast<StepControl::Op>(op), steps})
-      .receive([&](StepState& st) { out = StepClock{st.paused, st.budget, st.step, st.in_step}; }, [&](caf::error&) {});
+  (void)ask(self, impl_->frontend, std::chrono::seconds(5), StepControl{static_cast<StepControl::Op>(op), steps},
+            [&](StepState& st) { out = StepClock{st.paused, st.budget, st.step, st.in_step}; });
   return out;
 }
 
@@ -523,10 +509,7 @@ Status Deployment::scale(int attention, int moe) {
   std::lock_guard<std::mutex> lk(impl_->mu);
   if (impl_->stopped) return unavailable("the deployment is shut down");
   caf::scoped_actor self{*impl_->sys};
-  Status out = Status::Ok();
-  self->request(impl_->scaler, std::chrono::seconds(600), ScaleTo{attention, moe})
-      .receive([&](uint32_t) {}, [&](caf::error& e) { out = unavailable("scale: " + impl_->sys->render(e)); });
-  return out;
+  return ask(self, impl_->scaler, std::chrono::seconds(600), ScaleTo{attention, moe}, [](uint32_t) {}).with_context("scale");
 }
 
 std::vector<RecoveryInfo> Deployment::recoveries() {
@@ -534,17 +517,14 @@ std::vector<RecoveryInfo> Deployment::recoveries() {
   std::lock_guard<std::mutex> lk(impl_->mu);
   if (impl_->stopped) return out;
   caf::scoped_actor self{*impl_->sys};
-  self->request(impl_->scaler, std::chrono::seconds(10), RecoveryQuery{})
-      .receive(
-          [&](std::vector<RecoveryRecord>& v) {
-            for (const RecoveryRecord& r : v) {
-              double died = r.died_s;
-              const std::string name = r.what.substr(0, r.what.find(' '));  // "expert-1 died ..."
-              if (auto it = impl_->killed_at.find(name); died == 0 && it != impl_->killed_at.end()) died = it->second;
-              out.push_back({r.what, r.detected_s, r.installed_s, died});
-            }
-          },
-          [&](caf::error&) {});
+  (void)ask(self, impl_->scaler, std::chrono::seconds(10), RecoveryQuery{}, [&](std::vector<RecoveryRecord>& v) {
+    for (const RecoveryRecord& r : v) {
+      double died = r.died_s;
+      const std::string name = r.what.substr(0, r.what.find(' '));  // "expert-1 died ..."
+      if (auto it = impl_->killed_at.find(name); died == 0 && it != impl_->killed_at.end()) died = it->second;
+      out.push_back({r.what, r.detected_s, r.installed_s, died});
+    }
+  });
   return out;
 }
 
@@ -553,13 +533,10 @@ std::vector<ScalingInfo> Deployment::scaling_decisions() {
   std::lock_guard<std::mutex> lk(impl_->mu);
   if (impl_->stopped) return out;
   caf::scoped_actor self{*impl_->sys};
-  self->request(impl_->scaler, std::chrono::seconds(10), ScalingQuery{})
-      .receive(
-          [&](std::vector<ScalingRecord>& v) {
-            for (const ScalingRecord& r : v)
-              out.push_back({r.t_s, r.lambda, r.attention, r.moe, r.batch, r.tpot, r.feasible, r.changed, r.note});
-          },
-          [&](caf::error&) {});
+  (void)ask(self, impl_->scaler, std::chrono::seconds(10), ScalingQuery{}, [&](std::vector<ScalingRecord>& v) {
+    for (const ScalingRecord& r : v)
+      out.push_back({r.t_s, r.lambda, r.attention, r.moe, r.batch, r.tpot, r.feasible, r.changed, r.note});
+  });
   return out;
 }
 
@@ -599,42 +576,39 @@ std::vector<NodeSnapshot> Deployment::nodes() {
     n.transport = i < c.transport.size() ? c.transport[i] : "";
     n.transport_address = x.address;
     n.alive = false;
-    self->request(x.bridge, std::chrono::seconds(5), BridgeStatsQuery{true})
-        .receive(
-            [&](BridgeStats& st) {
-              n.alive = true;
-              n.frames_sent = st.frames_sent;
-              n.frames_received = st.frames_received;
-              n.payload_bytes_sent = st.payload_bytes_sent;
-              n.payload_bytes_received = st.payload_bytes_received;
-              n.relayed = st.relayed;
-              n.dropped_truncated = st.dropped_truncated;
-              n.dropped_malformed = st.dropped_malformed;
-              n.dropped_wrong_epoch = st.dropped_wrong_epoch;
-              n.dropped_size_mismatch = st.dropped_size_mismatch;
-              n.dropped_unknown_sender = st.dropped_unknown_sender;
-              n.dropped_stale = st.dropped_stale;
-              n.transport_dropped = st.transport_dropped;
-              n.failed_batches = st.failed_batches;
-              n.pool_slabs = st.pool_slabs;
-              n.pool_acquired = st.pool_acquired;
-              n.pool_reused = st.pool_reused;
-              n.registrations = st.registrations;
-              for (const ExchangeRecord& r : st.records) {
-                ExchangeSample e;
-                e.step = r.key.step;
-                e.layer = r.key.layer;
-                e.micro_batch = r.key.micro_batch;
-                e.mode = transport::exchange_mode_name(static_cast<transport::ExchangeMode>(r.mode));
-                e.rows = r.rows;
-                e.round_s = r.round_s;
-                e.moe_s = r.moe_s;
-                e.exchange_s = std::max(0.0, r.round_s - r.moe_s);
-                for (int k = 0; k < 3; ++k) e.predicted_s[k] = r.predicted_s[k];
-                n.exchanges.push_back(e);
-              }
-            },
-            [&](caf::error&) {});
+    (void)ask(self, x.bridge, std::chrono::seconds(5), BridgeStatsQuery{true}, [&](BridgeStats& st) {
+      n.alive = true;
+      n.frames_sent = st.frames_sent;
+      n.frames_received = st.frames_received;
+      n.payload_bytes_sent = st.payload_bytes_sent;
+      n.payload_bytes_received = st.payload_bytes_received;
+      n.relayed = st.relayed;
+      n.dropped_truncated = st.dropped_truncated;
+      n.dropped_malformed = st.dropped_malformed;
+      n.dropped_wrong_epoch = st.dropped_wrong_epoch;
+      n.dropped_size_mismatch = st.dropped_size_mismatch;
+      n.dropped_unknown_sender = st.dropped_unknown_sender;
+      n.dropped_stale = st.dropped_stale;
+      n.transport_dropped = st.transport_dropped;
+      n.failed_batches = st.failed_batches;
+      n.pool_slabs = st.pool_slabs;
+      n.pool_acquired = st.pool_acquired;
+      n.pool_reused = st.pool_reused;
+      n.registrations = st.registrations;
+      for (const ExchangeRecord& r : st.records) {
+        ExchangeSample e;
+        e.step = r.key.step;
+        e.layer = r.key.layer;
+        e.micro_batch = r.key.micro_batch;
+        e.mode = transport::exchange_mode_name(static_cast<transport::ExchangeMode>(r.mode));
+        e.rows = r.rows;
+        e.round_s = r.round_s;
+        e.moe_s = r.moe_s;
+        e.exchange_s = std::max(0.0, r.round_s - r.moe_s);
+        for (int k = 0; k < 3; ++k) e.predicted_s[k] = r.predicted_s[k];
+        n.exchanges.push_back(e);
+      }
+    });
     out.push_back(std::move(n));
   }
   return out;
@@ -667,10 +641,8 @@ Status Deployment::inject_frame_fault(const std::string& node, const std::string
   if (from == nullptr) return not_found("no node named '" + node + "'");
   if (to < 0) return not_found("no node named '" + peer + "'");
   caf::scoped_actor self{*impl_->sys};
-  Status out = Status::Ok();
-  self->request(from->bridge, std::chrono::seconds(5), BridgeFault{kind, static_cast<uint32_t>(to)})
-      .receive([&]() {}, [&](caf::error& e) { out = invalid_argument("inject_frame_fault: " + impl_->sys->render(e)); });
-  return out;
+  Status out = ask(self, from->bridge, std::chrono::seconds(5), BridgeFault{kind, static_cast<uint32_t>(to)}, [] {});
+  return out.ok() ? out : invalid_argument("inject_frame_fault: " + out.message());
 }
 
 void Deployment::shutdown() {
@@ -679,8 +651,7 @@ void Deployment::shutdown() {
   impl_->stopped = true;
   {
     caf::scoped_actor self{*impl_->sys};
-    self->request(impl_->frontend, std::chrono::seconds(10), ShutdownRequest{"request failed: the deployment shut down"})
-        .receive([&]() {}, [&](caf::error&) {});
+    (void)ask(self, impl_->frontend, std::chrono::seconds(10), ShutdownRequest{"request failed: the deployment shut down"}, [] {});
   }
   {
     caf::scoped_actor self{*impl_->sys};

@@ -1,5 +1,5 @@
-// Checks on a running Deployment shared by the CPU actor tests and their GPU twins, so
-// that both hold the backends to exactly the same scenario.
+// Expert placements and checks on a running Deployment shared by the CPU actor tests and
+// their GPU twins, so that both hold the backends to exactly the same scenario.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -13,8 +13,24 @@
 #include <vector>
 
 #include "actors/deployment.h"
+#include "transformers_fixture.h"
 
 namespace janus::test {
+
+/// Places `experts` over g.experts.instances: with `spare`, auto placement with one slot more
+/// per instance than needed (filled with replicas); otherwise exactly one replica per
+/// expert, expert e on instance e % instances.
+inline void place_experts(GraphSpec& g, int experts, bool spare) {
+  const int instances = g.experts.instances;
+  if (spare) {
+    g.experts.slots = (experts + instances - 1) / instances + 1;
+  } else {
+    g.experts.auto_placement = false;
+    g.experts.slots = (experts + instances - 1) / instances;
+    g.experts.placement.assign(static_cast<size_t>(instances), {});
+    for (int e = 0; e < experts; ++e) g.experts.placement[static_cast<size_t>(e % instances)].push_back(e);
+  }
+}
 
 /// Continuous batching under a small KV cache: requests `first` are submitted at once,
 /// `later` join once 4 tokens have streamed (while the first ones decode), and every one
@@ -27,13 +43,7 @@ inline void check_requests_joining_while_others_decode(Deployment& d, const std:
   std::mutex mu;
   std::condition_variable cv;
   int streamed = 0;
-  auto make = [&](size_t i) {
-    GenerateRequest r;
-    r.prompt = prompts[i];
-    r.max_new_tokens = 16;
-    r.stop_at_eos = false;
-    return r;
-  };
+  auto make = [&](size_t i) { return greedy_request(prompts[i], 16); };
   std::vector<std::pair<size_t, RequestHandle>> handles;
   for (size_t i : first)
     handles.emplace_back(i, d.submit(make(i), [&](int32_t) {

@@ -1,11 +1,16 @@
 // Helpers shared by the unit tests: scratch directories, files, fixture paths.
 #pragma once
 
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -43,6 +48,25 @@ inline std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+/// A shell command's exit code (-1: it did not exit normally) and what it wrote to stdout.
+struct ShellRun {
+  int code = -1;
+  std::string out;
+};
+
+/// Runs `cmd` with /bin/sh and waits for it to end; nullopt when it could not be started.
+inline std::optional<ShellRun> run_shell(const std::string& cmd) {
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return std::nullopt;
+  ShellRun r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
 /// Copies every file of a directory (not recursive) into another.
 inline void copy_dir(const std::string& from, const std::string& to) {
   std::filesystem::create_directories(to);
@@ -66,6 +90,26 @@ inline std::vector<float> random_floats(size_t n, std::mt19937& rng, float scale
   std::vector<float> v(n);
   for (auto& x : v) x = d(rng);
   return v;
+}
+
+/// One row of a SwiGLU FFN in double precision, the formula the kernels are held to:
+/// y[h] = sum_i down[h, i] * silu(gate[i] . x) * (up[i] . x), with gate and up [inter, hidden]
+/// and down [hidden, inter].
+inline std::vector<double> swiglu_row_f64(const float* x, const float* gate, const float* up, const float* down, int hidden,
+                                          int inter) {
+  std::vector<double> a(static_cast<size_t>(inter));
+  for (int i = 0; i < inter; ++i) {
+    double gs = 0, us = 0;
+    for (int h = 0; h < hidden; ++h) {
+      gs += static_cast<double>(gate[i * hidden + h]) * x[h];
+      us += static_cast<double>(up[i * hidden + h]) * x[h];
+    }
+    a[i] = gs / (1 + std::exp(-gs)) * us;
+  }
+  std::vector<double> y(static_cast<size_t>(hidden), 0.0);
+  for (int h = 0; h < hidden; ++h)
+    for (int i = 0; i < inter; ++i) y[h] += static_cast<double>(down[h * inter + i]) * a[i];
+  return y;
 }
 
 /// max |a - b| / max |b|: the relative error in max-norm.

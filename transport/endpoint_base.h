@@ -12,6 +12,8 @@
 
 namespace janus::transport {
 
+constexpr uint32_t kDefaultMaxInflight = 1024;  // janus_transport_config_v1_t::max_inflight 0
+
 enum class DropReason { kTruncated, kMalformed, kSizeMismatch, kUnknownSender, kWrongEpoch };
 
 const char* drop_reason_name(DropReason r);
@@ -25,13 +27,58 @@ struct EndpointBase {
   uint32_t self_id = 0;
   uint32_t epoch = 0;
   uint64_t seq = 0;
+  uint32_t max_inflight = kDefaultMaxInflight;  // posted sends + receives
   janus_transport_counters_v1_t counters{};
   std::deque<Completion> done;
   std::string last_error;
 
+  /// Takes the identity, epoch and limits of listen()'s config; `transport` names the table.
+  void configure(const janus_transport_config_v1_t& cfg, const std::string& transport) {
+    self_id = cfg.self_id;
+    epoch = cfg.epoch;
+    who = "transport " + transport + "#" + std::to_string(cfg.self_id);
+    if (cfg.max_inflight != 0) max_inflight = cfg.max_inflight;
+  }
+
   int fail(int code, std::string message) {
     last_error = std::move(message);
     return code;
+  }
+
+  /// The arguments of a post to `peer` under `tag`: a connected peer index below `peers`
+  /// (or kAnyPeer where any_ok), a tag clear of the reserved bits. INVALID, said why, or OK.
+  int check_target(size_t peers, Peer peer, bool any_ok, uint64_t tag) {
+    if (!(peer < peers || (any_ok && peer == kAnyPeer)))
+      return fail(JANUS_TRANSPORT_INVALID, "no peer index " + std::to_string(peer));
+    if (tag >= kTagLimit) return fail(JANUS_TRANSPORT_INVALID, "tag uses the transport's reserved bits");
+    return JANUS_TRANSPORT_OK;
+  }
+
+  /// check_target, and a buffer wherever there are bytes ("null <what>" otherwise).
+  int check_post(size_t peers, Peer peer, bool any_ok, uint64_t tag, const void* buf, size_t len,
+                 const char* what = "buffer") {
+    if (int rc = check_target(peers, peer, any_ok, tag); rc != JANUS_TRANSPORT_OK) return rc;
+    if (len != 0 && buf == nullptr) return fail(JANUS_TRANSPORT_INVALID, std::string("null ") + what);
+    return JANUS_TRANSPORT_OK;
+  }
+
+  /// Writes the header frame of this endpoint's next message (its sender id, epoch and
+  /// sequence number) to out, 8-byte aligned.
+  void encode_next_frame(uint64_t tag, uint64_t bytes, uint16_t flags, void* out) {
+    FrameHeader h;
+    h.sender = self_id;
+    h.epoch = epoch;
+    h.tag = tag;
+    h.bytes = bytes;
+    h.seq = seq++;
+    h.flags = flags;
+    encode_frame(h, out);
+  }
+
+  /// progress()'s arguments: somewhere for the count, and for the completions when max > 0.
+  int check_progress(const Completion* out, int max, const int* n) {
+    if (n == nullptr || (max > 0 && out == nullptr)) return fail(JANUS_TRANSPORT_INVALID, "null output");
+    return JANUS_TRANSPORT_OK;
   }
 
   /// Counts a dropped frame and logs it (the first ten of each reason, then one in a
@@ -81,22 +128,21 @@ struct EndpointBase {
 
   void complete_send(void* ctx, const void* buf, uint64_t tag, uint64_t bytes, uint32_t peer_id, uint32_t ep_epoch,
                      int result) {
-    Completion c{};
-    c.user_context = ctx;
-    c.data = const_cast<void*>(buf);
-    c.tag = tag;
-    c.bytes = bytes;
-    c.peer_id = peer_id;
-    c.epoch = ep_epoch;
-    c.op = JANUS_TRANSPORT_OP_SEND;
-    c.result = result;
     ++counters.sends_completed;
     if (result == JANUS_TRANSPORT_OK) counters.bytes_sent += bytes;
-    done.push_back(c);
+    complete(JANUS_TRANSPORT_OP_SEND, ctx, const_cast<void*>(buf), tag, bytes, 0, peer_id, ep_epoch, result);
   }
 
   void complete_recv(void* ctx, void* data, uint64_t tag, uint64_t bytes, uint32_t peer_id, uint32_t frame_epoch,
                      uint64_t loan, int result) {
+    ++counters.recvs_completed;
+    if (result == JANUS_TRANSPORT_OK) counters.bytes_received += bytes;
+    complete(JANUS_TRANSPORT_OP_RECV, ctx, data, tag, bytes, loan, peer_id, frame_epoch, result);
+  }
+
+ private:
+  void complete(int32_t op, void* ctx, void* data, uint64_t tag, uint64_t bytes, uint64_t loan, uint32_t peer_id,
+                uint32_t ep_epoch, int result) {
     Completion c{};
     c.user_context = ctx;
     c.data = data;
@@ -104,12 +150,35 @@ struct EndpointBase {
     c.bytes = bytes;
     c.loan = loan;
     c.peer_id = peer_id;
-    c.epoch = frame_epoch;
-    c.op = JANUS_TRANSPORT_OP_RECV;
+    c.epoch = ep_epoch;
+    c.op = op;
     c.result = result;
-    ++counters.recvs_completed;
-    if (result == JANUS_TRANSPORT_OK) counters.bytes_received += bytes;
     done.push_back(c);
+  }
+};
+
+/// The table functions that touch only what EndpointBase keeps, for the endpoint type E
+/// (derived from EndpointBase) whose pointers the transport's listen() hands out.
+template <class E>
+struct CommonEntries {
+  static int set_epoch(void* ep, uint32_t epoch) {
+    static_cast<E*>(ep)->epoch = epoch;
+    return JANUS_TRANSPORT_OK;
+  }
+
+  static int get_counters(void* ep, janus_transport_counters_v1_t* out) {
+    if (out == nullptr) return JANUS_TRANSPORT_INVALID;
+    *out = static_cast<E*>(ep)->counters;
+    return JANUS_TRANSPORT_OK;
+  }
+
+  static const char* last_error(void* ep) {
+    return ep == nullptr ? thread_last_error().c_str() : static_cast<E*>(ep)->last_error.c_str();
+  }
+
+  static int close(void* ep) {
+    delete static_cast<E*>(ep);
+    return JANUS_TRANSPORT_OK;
   }
 };
 

@@ -78,7 +78,6 @@ constexpr size_t kMaxMessageBytes = size_t{1} << 30;
 
 constexpr uint64_t kSplitPayloadBit = 1ull << 63;
 constexpr int kOpsPerChunk = 256;
-constexpr uint32_t kDefaultMaxInflight = 1024;
 constexpr int kPostTries = 4;     // issue attempts (with CQ reads between) before backlogging
 constexpr int kCqBatch = 16;
 constexpr int kCqBatchesPerProgress = 8;
@@ -174,7 +173,7 @@ struct FabricEndpoint : EndpointBase {
   };
   std::vector<Chunk> chunks;
   Op* free_ops = nullptr;
-  uint32_t user_inflight = 0, max_inflight = kDefaultMaxInflight;
+  uint32_t user_inflight = 0;
   std::deque<OpCtx*> send_backlog, recv_backlog;
   bool internal_posted = false;  // handling completions posted operations of our own
 
@@ -706,10 +705,7 @@ int fabric_listen(const Profile& p, const janus_transport_config_v1_t* cfg, void
   if (cfg == nullptr || out == nullptr) return fail_thread(JANUS_TRANSPORT_INVALID, "null config or handle");
   auto e = std::make_unique<FabricEndpoint>();
   e->profile = &p;
-  e->self_id = cfg->self_id;
-  e->epoch = cfg->epoch;
-  e->who = std::string("transport ") + p.name + "#" + std::to_string(cfg->self_id);
-  if (cfg->max_inflight != 0) e->max_inflight = cfg->max_inflight;
+  e->configure(*cfg, p.name);
   if (cfg->advertise_host != nullptr) {
     in_addr a{};
     if (inet_pton(AF_INET, cfg->advertise_host, &a) != 1)
@@ -848,17 +844,9 @@ int fabric_dereg_mr(void* p, void* mr) {
   return JANUS_TRANSPORT_OK;
 }
 
-int check_post(FabricEndpoint* e, janus_peer_t peer, bool any_ok, uint64_t tag, const void* buf, size_t len) {
-  if (!(peer < e->peers.size() || (any_ok && peer == kAnyPeer)))
-    return e->fail(JANUS_TRANSPORT_INVALID, "no peer index " + std::to_string(peer));
-  if (tag >= kTagLimit) return e->fail(JANUS_TRANSPORT_INVALID, "tag uses the transport's reserved bits");
-  if (len != 0 && buf == nullptr) return e->fail(JANUS_TRANSPORT_INVALID, "null buffer");
-  return JANUS_TRANSPORT_OK;
-}
-
 int fabric_isend(void* p, janus_peer_t peer, uint64_t tag, const void* buf, size_t len, void* mr, void* user_context) {
   FabricEndpoint* e = as_ep(p);
-  if (int rc = check_post(e, peer, false, tag, buf, len); rc != 0) return rc;
+  if (int rc = e->check_post(e->peers.size(), peer, false, tag, buf, len); rc != 0) return rc;
   if (len > kMaxMessageBytes - kFrameHeaderBytes)
     return e->fail(JANUS_TRANSPORT_INVALID, "payload of " + std::to_string(len) + " bytes is over the 1 GiB message limit");
   void* desc = nullptr;
@@ -876,14 +864,7 @@ int fabric_isend(void* p, janus_peer_t peer, uint64_t tag, const void* buf, size
   op->epoch = e->epoch;
   op->split = e->split_ok && len <= e->inject_size && len + kFrameHeaderBytes > e->inject_size;
   op->parts_left = op->split ? 2 : 1;
-  FrameHeader h;
-  h.sender = e->self_id;
-  h.epoch = e->epoch;
-  h.tag = tag;
-  h.bytes = len;
-  h.seq = e->seq++;
-  h.flags = op->split ? kFrameFlagSplit : 0;
-  encode_frame(h, op->slot);
+  e->encode_next_frame(tag, len, op->split ? kFrameFlagSplit : 0, op->slot);
   ++e->counters.sends_posted;
   if (op->split) ++e->counters.split_messages;
   if (const ssize_t r = e->submit(&op->ctx[0], true); r != 0) {
@@ -899,7 +880,7 @@ int fabric_isend(void* p, janus_peer_t peer, uint64_t tag, const void* buf, size
 
 int fabric_irecv(void* p, janus_peer_t peer, uint64_t tag, void* buf, size_t capacity, void* mr, void* user_context) {
   FabricEndpoint* e = as_ep(p);
-  if (int rc = check_post(e, peer, true, tag, buf, capacity); rc != 0) return rc;
+  if (int rc = e->check_post(e->peers.size(), peer, true, tag, buf, capacity); rc != 0) return rc;
   void* desc = nullptr;
   if (int rc = e->lookup_mr(buf, capacity, mr, &desc); rc != 0) return rc;
   Op* op = e->alloc_op(true);
@@ -923,7 +904,7 @@ int fabric_irecv(void* p, janus_peer_t peer, uint64_t tag, void* buf, size_t cap
 
 int fabric_progress(void* p, janus_transport_completion_v1_t* out, int max, int* n) {
   FabricEndpoint* e = as_ep(p);
-  if (n == nullptr || (max > 0 && out == nullptr)) return e->fail(JANUS_TRANSPORT_INVALID, "null output");
+  if (int rc = e->check_progress(out, max, n); rc != JANUS_TRANSPORT_OK) return rc;
   if (e->backlogged()) e->retry_backlog();
   if (e->done.size() < static_cast<size_t>(max) || max == 0) e->poll_cq(kCqBatchesPerProgress);
   if (e->backlogged()) e->retry_backlog();
@@ -936,22 +917,9 @@ int fabric_release(void* p, uint64_t loan) {
   return as_ep(p)->fail(JANUS_TRANSPORT_NOT_FOUND, "no loan " + std::to_string(loan));
 }
 
-int fabric_set_epoch(void* p, uint32_t epoch) {
-  as_ep(p)->epoch = epoch;
-  return JANUS_TRANSPORT_OK;
-}
-
-int fabric_get_counters(void* p, janus_transport_counters_v1_t* out) {
-  if (out == nullptr) return JANUS_TRANSPORT_INVALID;
-  *out = as_ep(p)->counters;
-  return JANUS_TRANSPORT_OK;
-}
-
 int fabric_inject_raw(void* p, janus_peer_t peer, uint64_t tag, const void* bytes, size_t len) {
   FabricEndpoint* e = as_ep(p);
-  if (peer >= e->peers.size()) return e->fail(JANUS_TRANSPORT_INVALID, "no peer index " + std::to_string(peer));
-  if (tag >= kTagLimit) return e->fail(JANUS_TRANSPORT_INVALID, "tag uses the transport's reserved bits");
-  if (len != 0 && bytes == nullptr) return e->fail(JANUS_TRANSPORT_INVALID, "null bytes");
+  if (int rc = e->check_post(e->peers.size(), peer, false, tag, bytes, len, "bytes"); rc != 0) return rc;
   if (len > kMaxMessageBytes) return e->fail(JANUS_TRANSPORT_INVALID, "raw message over the 1 GiB message limit");
   Op* op = e->alloc_op(false);
   if (op == nullptr) return e->fail(JANUS_TRANSPORT_IO, e->last_error);
@@ -975,15 +943,6 @@ int fabric_inject_raw(void* p, janus_peer_t peer, uint64_t tag, const void* byte
   return JANUS_TRANSPORT_OK;
 }
 
-const char* fabric_last_error(void* p) {
-  return p == nullptr ? thread_last_error().c_str() : as_ep(p)->last_error.c_str();
-}
-
-int fabric_close(void* p) {
-  delete as_ep(p);
-  return JANUS_TRANSPORT_OK;
-}
-
 template <const Profile& P>
 struct Table {
   static InitState& state() {
@@ -996,10 +955,11 @@ struct Table {
     return fabric_listen(P, cfg, ep);
   }
   static constexpr janus_transport_v1_t make() {
-    return janus_transport_v1_t{P.name,          init,           listen,       fabric_address,    fabric_connect,
-                                fabric_reg_mr,   fabric_dereg_mr, fabric_isend, fabric_irecv,      fabric_progress,
-                                fabric_release,  fabric_set_epoch, fabric_get_counters, fabric_inject_raw,
-                                fabric_last_error, fabric_close};
+    using Common = CommonEntries<FabricEndpoint>;
+    return janus_transport_v1_t{P.name,           init,           listen,       fabric_address,       fabric_connect,
+                                fabric_reg_mr,    fabric_dereg_mr, fabric_isend, fabric_irecv,         fabric_progress,
+                                fabric_release,   Common::set_epoch, Common::get_counters, fabric_inject_raw,
+                                Common::last_error, Common::close};
   }
 };
 

@@ -22,8 +22,6 @@
 namespace janus::transport {
 namespace {
 
-constexpr uint32_t kDefaultMaxInflight = 1024;
-
 struct Mailbox;
 
 /// A message on its way: the frame (copied, it is small) and the payload (not copied).
@@ -102,7 +100,6 @@ struct InprocEndpoint : EndpointBase {
   std::unordered_map<uint64_t, PendingSend> sends;
   std::unordered_map<uint64_t, Loan> loans;
   uint64_t next_send = 1, next_loan = 1;
-  uint32_t max_inflight = kDefaultMaxInflight;
   RegistrationCache cache;  // nothing to pin in one process; kept for the same accounting
 
   uint32_t inflight() const { return static_cast<uint32_t>(posted.size() + sends.size()); }
@@ -224,16 +221,14 @@ struct InprocEndpoint : EndpointBase {
 };
 
 InprocEndpoint* as_ep(void* p) { return static_cast<InprocEndpoint*>(p); }
+using Common = CommonEntries<InprocEndpoint>;
 
 int inproc_init() { return JANUS_TRANSPORT_OK; }
 
 int inproc_listen(const janus_transport_config_v1_t* cfg, void** out) {
   if (cfg == nullptr || out == nullptr) return fail_thread(JANUS_TRANSPORT_INVALID, "null config or handle");
   auto e = std::make_unique<InprocEndpoint>();
-  e->self_id = cfg->self_id;
-  e->epoch = cfg->epoch;
-  e->who = "transport inproc#" + std::to_string(cfg->self_id);
-  if (cfg->max_inflight != 0) e->max_inflight = cfg->max_inflight;
+  e->configure(*cfg, "inproc");
   {
     Registry& r = registry();
     std::lock_guard<std::mutex> lk(r.mu);
@@ -309,20 +304,12 @@ bool deliver(const InprocPeer& to, Incoming m) {
 
 int inproc_isend(void* p, janus_peer_t peer, uint64_t tag, const void* buf, size_t len, void* mr, void* user_context) {
   InprocEndpoint* e = as_ep(p);
-  if (peer >= e->peers.size()) return e->fail(JANUS_TRANSPORT_INVALID, "no peer index " + std::to_string(peer));
-  if (tag >= kTagLimit) return e->fail(JANUS_TRANSPORT_INVALID, "tag uses the transport's reserved bits");
-  if (len != 0 && buf == nullptr) return e->fail(JANUS_TRANSPORT_INVALID, "null buffer");
+  if (int rc = e->check_post(e->peers.size(), peer, false, tag, buf, len); rc != JANUS_TRANSPORT_OK) return rc;
   if (e->inflight() >= e->max_inflight) return e->fail(JANUS_TRANSPORT_AGAIN, "max_inflight operations posted");
   e->count_registration(buf, len, mr);
   const uint64_t id = e->next_send++;
   Incoming m;
-  FrameHeader h;
-  h.sender = e->self_id;
-  h.epoch = e->epoch;
-  h.tag = tag;
-  h.bytes = len;
-  h.seq = e->seq++;
-  encode_frame(h, m.frame);
+  e->encode_next_frame(tag, len, 0, m.frame);
   m.frame_len = kFrameHeaderBytes;
   m.data = buf;
   m.bytes = len;
@@ -341,9 +328,7 @@ int inproc_isend(void* p, janus_peer_t peer, uint64_t tag, const void* buf, size
 
 int inproc_irecv(void* p, janus_peer_t peer, uint64_t tag, void* buf, size_t capacity, void* mr, void* user_context) {
   InprocEndpoint* e = as_ep(p);
-  if (!(peer < e->peers.size() || peer == kAnyPeer))
-    return e->fail(JANUS_TRANSPORT_INVALID, "no peer index " + std::to_string(peer));
-  if (tag >= kTagLimit) return e->fail(JANUS_TRANSPORT_INVALID, "tag uses the transport's reserved bits");
+  if (int rc = e->check_target(e->peers.size(), peer, true, tag); rc != JANUS_TRANSPORT_OK) return rc;
   if (e->inflight() >= e->max_inflight) return e->fail(JANUS_TRANSPORT_AGAIN, "max_inflight operations posted");
   if (buf != nullptr) e->count_registration(buf, capacity, mr);
   e->posted.push_back({peer, tag, buf, capacity, user_context});
@@ -354,7 +339,7 @@ int inproc_irecv(void* p, janus_peer_t peer, uint64_t tag, void* buf, size_t cap
 
 int inproc_progress(void* p, janus_transport_completion_v1_t* out, int max, int* n) {
   InprocEndpoint* e = as_ep(p);
-  if (n == nullptr || (max > 0 && out == nullptr)) return e->fail(JANUS_TRANSPORT_INVALID, "null output");
+  if (int rc = e->check_progress(out, max, n); rc != JANUS_TRANSPORT_OK) return rc;
   e->pump();
   return e->drain(out, max, n);
 }
@@ -369,22 +354,9 @@ int inproc_release(void* p, uint64_t loan) {
   return JANUS_TRANSPORT_OK;
 }
 
-int inproc_set_epoch(void* p, uint32_t epoch) {
-  as_ep(p)->epoch = epoch;
-  return JANUS_TRANSPORT_OK;
-}
-
-int inproc_get_counters(void* p, janus_transport_counters_v1_t* out) {
-  if (out == nullptr) return JANUS_TRANSPORT_INVALID;
-  *out = as_ep(p)->counters;
-  return JANUS_TRANSPORT_OK;
-}
-
 int inproc_inject_raw(void* p, janus_peer_t peer, uint64_t tag, const void* bytes, size_t len) {
   InprocEndpoint* e = as_ep(p);
-  if (peer >= e->peers.size()) return e->fail(JANUS_TRANSPORT_INVALID, "no peer index " + std::to_string(peer));
-  if (tag >= kTagLimit) return e->fail(JANUS_TRANSPORT_INVALID, "tag uses the transport's reserved bits");
-  if (len != 0 && bytes == nullptr) return e->fail(JANUS_TRANSPORT_INVALID, "null bytes");
+  if (int rc = e->check_post(e->peers.size(), peer, false, tag, bytes, len, "bytes"); rc != JANUS_TRANSPORT_OK) return rc;
   // The same cut as on the wire: a frame's worth of bytes, then the payload.
   Incoming m;
   m.frame_len = std::min(len, kFrameHeaderBytes);
@@ -397,15 +369,6 @@ int inproc_inject_raw(void* p, janus_peer_t peer, uint64_t tag, const void* byte
   m.from = e->box;
   if (!deliver(e->peers[peer], std::move(m)))
     return e->fail(JANUS_TRANSPORT_UNAVAILABLE, "peer endpoint is closed");
-  return JANUS_TRANSPORT_OK;
-}
-
-const char* inproc_last_error(void* p) {
-  return p == nullptr ? thread_last_error().c_str() : as_ep(p)->last_error.c_str();
-}
-
-int inproc_close(void* p) {
-  delete as_ep(p);
   return JANUS_TRANSPORT_OK;
 }
 
@@ -425,10 +388,10 @@ const janus_transport_v1_t janus_transport_inproc_v1 = {
     janus::transport::inproc_irecv,
     janus::transport::inproc_progress,
     janus::transport::inproc_release,
-    janus::transport::inproc_set_epoch,
-    janus::transport::inproc_get_counters,
+    janus::transport::Common::set_epoch,
+    janus::transport::Common::get_counters,
     janus::transport::inproc_inject_raw,
-    janus::transport::inproc_last_error,
-    janus::transport::inproc_close,
+    janus::transport::Common::last_error,
+    janus::transport::Common::close,
 };
 }

@@ -167,6 +167,44 @@ __device__ __forceinline__ void cluster_wait() {
   asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
 
+// This lane's rank among the warp's present lanes holding the same key, counted on from the
+// warp's counter row wc, which the lowest of those lanes then advances by their number.
+__device__ __forceinline__ int warp_rank(int32_t* wc, int key, bool present, int nbits) {
+  const unsigned peers = peers_of(key, present, nbits);
+  const int below = __popc(peers & lanemask_lt());
+  const int before = present ? wc[key] : 0;
+  __syncwarp();
+  if (present && below == 0) wc[key] = before + __popc(peers);
+  __syncwarp();
+  return before + below;
+}
+
+// Unstaged ids: the warp's strips, kPrefetch at a time (their ids loaded together first),
+// every choice ranked; ranked(li, key, rank) for each present one.
+template <class Ranked>
+__device__ __forceinline__ void rank_unstaged(const Params& p, int32_t* wc, int wloc, int lane, int nids, int bbegin, int E,
+                                              Ranked&& ranked) {
+#pragma unroll 1
+  for (int s0 = 0; s0 < p.strips; s0 += kPrefetch) {
+    int raw[kPrefetch];
+#pragma unroll
+    for (int j = 0; j < kPrefetch; ++j) {
+      const int li = wloc + 32 * (s0 + j) + lane;
+      raw[j] = (s0 + j < p.strips && li < nids) ? __ldg(p.ids + bbegin + li) : 0;
+    }
+#pragma unroll
+    for (int j = 0; j < kPrefetch; ++j) {
+      if (s0 + j < p.strips) {
+        const int li = wloc + 32 * (s0 + j) + lane;
+        const bool present = li < nids;
+        const int key = key_of(raw[j], E);
+        const int rank = warp_rank(wc, key, present, p.nbits);
+        if (present) ranked(li, key, rank);
+      }
+    }
+  }
+}
+
 // Warp 0: the greedy over the activated multi-replica experts in visit order, then the
 // repair moves. Lane l holds instance l (and l + 32 when kWide). Writes vinst[v] (the
 // instance of visit position v, -1 when not activated); returns a_i in ld_lo / ld_hi.
@@ -397,38 +435,11 @@ __global__ void __launch_bounds__(1024, 1) aebs_kernel(const __grid_constant__ P
       const int li = wloc + 32 * s + lane;
       const bool present = li < nids;
       const int key = present ? key_of(ids_s[li], E) : 0;
-      const unsigned peers = peers_of(key, present, p.nbits);
-      const int below = __popc(peers & lanemask_lt());
-      const int before = present ? wc[key] : 0;
-      __syncwarp();
-      if (present && below == 0) wc[key] = before + __popc(peers);
-      __syncwarp();
-      if (present) ids_s[li] = static_cast<int>(static_cast<unsigned>(before + below) << 16 | static_cast<unsigned>(key));
+      const int rank = warp_rank(wc, key, present, p.nbits);
+      if (present) ids_s[li] = static_cast<int>(static_cast<unsigned>(rank) << 16 | static_cast<unsigned>(key));
     }
   } else {
-#pragma unroll 1
-    for (int s0 = 0; s0 < p.strips; s0 += kPrefetch) {
-      int raw[kPrefetch];
-#pragma unroll
-      for (int j = 0; j < kPrefetch; ++j) {
-        const int li = wloc + 32 * (s0 + j) + lane;
-        raw[j] = (s0 + j < p.strips && li < nids) ? __ldg(p.ids + bbegin + li) : 0;
-      }
-#pragma unroll
-      for (int j = 0; j < kPrefetch; ++j) {
-        if (s0 + j < p.strips) {
-          const int li = wloc + 32 * (s0 + j) + lane;
-          const bool present = li < nids;
-          const int key = key_of(raw[j], E);
-          const unsigned peers = peers_of(key, present, p.nbits);
-          const int below = __popc(peers & lanemask_lt());
-          const int before = present ? wc[key] : 0;
-          __syncwarp();
-          if (present && below == 0) wc[key] = before + __popc(peers);
-          __syncwarp();
-        }
-      }
-    }
+    rank_unstaged(p, wc, wloc, lane, nids, bbegin, E, [](int, int, int) {});
   }
   __syncthreads();
   if (stamp) p.clocks[2] = clock64();
@@ -607,38 +618,15 @@ __global__ void __launch_bounds__(1024, 1) aebs_kernel(const __grid_constant__ P
     }
   } else {
     // Ranks again, with the warp's counter row now running from its exclusive prefix.
-#pragma unroll 1
-    for (int s0 = 0; s0 < p.strips; s0 += kPrefetch) {
-      int raw[kPrefetch];
-#pragma unroll
-      for (int j = 0; j < kPrefetch; ++j) {
-        const int li = wloc + 32 * (s0 + j) + lane;
-        raw[j] = (s0 + j < p.strips && li < nids) ? __ldg(p.ids + bbegin + li) : 0;
+    rank_unstaged(p, wc, wloc, lane, nids, bbegin, E, [&](int li, int key, int rank) {
+      const int idx = bbegin + li;
+      if (key < E) {
+        p.out.items[base[key] + rank] = idx;
+        p.out.choice_replica[idx] = rep[key];
+      } else {
+        p.out.choice_replica[idx] = -1;
       }
-#pragma unroll
-      for (int j = 0; j < kPrefetch; ++j) {
-        if (s0 + j < p.strips) {
-          const int li = wloc + 32 * (s0 + j) + lane;
-          const bool present = li < nids;
-          const int key = key_of(raw[j], E);
-          const unsigned peers = peers_of(key, present, p.nbits);
-          const int below = __popc(peers & lanemask_lt());
-          const int before = present ? wc[key] : 0;
-          __syncwarp();
-          if (present && below == 0) wc[key] = before + __popc(peers);
-          __syncwarp();
-          if (present) {
-            const int idx = bbegin + li;
-            if (key < E) {
-              p.out.items[base[key] + before + below] = idx;
-              p.out.choice_replica[idx] = rep[key];
-            } else {
-              p.out.choice_replica[idx] = -1;
-            }
-          }
-        }
-      }
-    }
+    });
   }
   if (stamp) p.clocks[8] = clock64();
   if (P > 1) cluster_wait();  // no block leaves while another may still read its counts

@@ -38,10 +38,52 @@ std::string caller_where(lua_State* L) {
 
 const char* type_name(lua_State* L, int idx) { return luaL_typename(L, idx); }
 
-// Reads the fields of the table argument of one section call, checking names and types.
+// Raises "config.lua:12: model{}: msg" as a Lua error; `what` names the call ("model{}", "at()").
+[[noreturn]] void raise(lua_State* L, const std::string& where, const std::string& what, const std::string& msg) {
+  lua_pushstring(L, (where + ": " + what + ": " + msg).c_str());
+  lua_error(L);
+  throw;  // unreachable: lua_error does not return
+}
+
+// Pushes field k of the table at idx; returns false (and pushes nothing) when absent.
+bool get_field(lua_State* L, int idx, const char* k) {
+  lua_getfield(L, idx, k);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return false;
+  }
+  return true;
+}
+
+class Section;
+
+// One key a section accepts and how its value reaches the spec. The typed forms read a value of
+// that type (and range) into the field when the key is given; a key with no reader is one the
+// section reads itself after the table.
+struct Key {
+  using Read = std::function<void(const Section&, const char* key)>;
+  Key(const char* name, Read read = nullptr) : name(name), read(std::move(read)) {}
+  Key(const char* name, int* out, int min_value = 1);
+  Key(const char* name, uint64_t* out);
+  Key(const char* name, float* out, double lo, double hi);
+  Key(const char* name, double* out, double lo, double hi);  // read as a float, like the float keys
+  Key(const char* name, bool* out);
+  Key(const char* name, std::string* out);
+  Key(const char* name, std::string* out, std::vector<std::string> choices);  // refuses any other value
+  Key(const char* name, std::vector<std::string>* out);                     // a string, or a list of strings
+  Key(const char* name, std::vector<int>* out);                             // a list of positive numbers
+  Key(const char* name, std::vector<double>* out);
+  Key(const char* name, std::vector<std::vector<int32_t>>* out);           // a list of lists of integers
+
+  const char* name;
+  Read read;
+};
+
+// Reads the table argument of one section call: checks that it is given once, refuses unknown
+// keys, then reads the keys in the order of `keys`; the fields of `where` say where it was called.
 class Section {
  public:
-  Section(lua_State* L, const char* name, std::vector<std::string> keys) : L_(L), name_(name), keys_(std::move(keys)) {
+  Section(lua_State* L, const char* name, std::string* where, std::vector<Key> keys) : L_(L), name_(name) {
     where_ = caller_where(L);
     if (lua_gettop(L) != 1 || !lua_istable(L, 1))
       fail(std::string("expects one table argument, as in ") + name_ + "{key=value, ...}");
@@ -54,33 +96,23 @@ class Section {
       lua_pop(L, 1);
       if (lua_type(L, -1) != LUA_TSTRING) fail("keys must be names, as in " + std::string(name_) + "{key=value}");
       const std::string k = lua_tostring(L, -1);
-      if (std::find(keys_.begin(), keys_.end(), k) == keys_.end()) {
+      if (std::none_of(keys.begin(), keys.end(), [&](const Key& key) { return k == key.name; })) {
         std::string all;
-        for (const auto& x : keys_) all += (all.empty() ? "" : ", ") + x;
+        for (const Key& key : keys) all += (all.empty() ? "" : ", ") + std::string(key.name);
         fail("unknown key '" + k + "' (keys: " + all + ")");
       }
     }
+    *where = where_;
+    for (const Key& key : keys)
+      if (key.read) key.read(*this, key.name);
   }
 
-  const std::string& where() const { return where_; }
-
-  [[noreturn]] void fail(const std::string& msg) const {
-    lua_pushstring(L_, (where_ + ": " + name_ + "{}: " + msg).c_str());
-    lua_error(L_);
-    throw;  // unreachable: lua_error does not return
-  }
+  [[noreturn]] void fail(const std::string& msg) const { raise(L_, where_, std::string(name_) + "{}", msg); }
 
   // Pushes field k; returns false (and pushes nothing) when absent.
-  bool get(const char* k) const {
-    lua_getfield(L_, 1, k);
-    if (lua_isnil(L_, -1)) {
-      lua_pop(L_, 1);
-      return false;
-    }
-    return true;
-  }
+  bool get(const char* k) const { return get_field(L_, 1, k); }
 
-  void integer(const char* k, int* out, int min_value = 1) const {
+  void integer(const char* k, int* out, int min_value) const {
     if (!get(k)) return;
     int ok = 0;
     lua_Integer v = lua_tointegerx(L_, -1, &ok);
@@ -109,6 +141,13 @@ class Section {
     lua_pop(L_, 1);
   }
 
+  // A double read as a float; a value equal to the default as a float keeps the default's precision.
+  void number(const char* k, double* out, double lo, double hi) const {
+    float v = static_cast<float>(*out);
+    number(k, &v, lo, hi);
+    if (v != static_cast<float>(*out)) *out = v;
+  }
+
   void boolean(const char* k, bool* out) const {
     if (!get(k)) return;
     if (lua_type(L_, -1) != LUA_TBOOLEAN) fail("'" + std::string(k) + "' must be true or false, got " + describe(-1));
@@ -121,6 +160,16 @@ class Section {
     if (lua_type(L_, -1) != LUA_TSTRING) fail("'" + std::string(k) + "' must be a string, got " + describe(-1));
     *out = lua_tostring(L_, -1);
     lua_pop(L_, 1);
+  }
+
+  // "'mode' must be \"a\", \"b\" or \"c\", got \"x\"" unless the value (given or default) is a choice.
+  void one_of(const char* k, std::string* out, const std::vector<std::string>& choices) const {
+    string(k, out);
+    if (std::find(choices.begin(), choices.end(), *out) != choices.end()) return;
+    std::string listed;
+    for (size_t i = 0; i < choices.size(); ++i)
+      listed += (i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + ("\"" + choices[i] + "\"");
+    fail("'" + std::string(k) + "' must be " + listed + ", got \"" + *out + "\"");
   }
 
   // A string (one value for all) or a list of strings.
@@ -144,6 +193,24 @@ class Section {
     lua_pop(L_, 1);
   }
 
+  // A non-empty list of positive numbers (batch sizes, SLOs).
+  template <typename T>
+  void positive_numbers(const char* k, std::vector<T>* out) const {
+    if (!get(k)) return;
+    if (!lua_istable(L_, -1)) fail("'" + std::string(k) + "' must be a list of positive numbers");
+    out->clear();
+    const lua_Integer n = luaL_len(L_, -1);
+    for (lua_Integer i = 1; i <= n; ++i) {
+      lua_geti(L_, -1, i);
+      if (lua_type(L_, -1) != LUA_TNUMBER || lua_tonumber(L_, -1) <= 0)
+        fail("'" + std::string(k) + "'[" + std::to_string(i) + "] must be a positive number");
+      out->push_back(static_cast<T>(lua_tonumber(L_, -1)));
+      lua_pop(L_, 1);
+    }
+    lua_pop(L_, 1);
+    if (out->empty()) fail("'" + std::string(k) + "' must not be empty");
+  }
+
   // A list of {number, number} pairs (a rate ramp).
   std::vector<std::pair<double, double>> number_pairs(const char* what) const {
     std::vector<std::pair<double, double>> out;
@@ -160,7 +227,7 @@ class Section {
     return out;
   }
 
-  // A list of lists of non-negative integers (prompts, placements).
+  // A list of lists of non-negative integers (prompts, placements), the value on top of the stack.
   std::vector<std::vector<int32_t>> int_lists(const char* what) const {
     std::vector<std::vector<int32_t>> out;
     if (!lua_istable(L_, -1)) fail("'" + std::string(what) + "' must be a list of lists of integers, got " + describe(-1));
@@ -187,6 +254,12 @@ class Section {
     return out;
   }
 
+  void int_lists(const char* k, std::vector<std::vector<int32_t>>* out) const {
+    if (!get(k)) return;
+    *out = int_lists(k);
+    lua_pop(L_, 1);
+  }
+
  private:
   // The offending value as the user wrote it: "abc" (quoted), 2.5, true, or "a table".
   std::string describe(int idx) const {
@@ -202,18 +275,30 @@ class Section {
 
   lua_State* L_;
   const char* name_;
-  std::vector<std::string> keys_;
   std::string where_;
 };
 
+Key::Key(const char* name, int* out, int min_value)
+    : Key(name, [=](const Section& s, const char* k) { s.integer(k, out, min_value); }) {}
+Key::Key(const char* name, uint64_t* out) : Key(name, [=](const Section& s, const char* k) { s.unsigned64(k, out); }) {}
+Key::Key(const char* name, float* out, double lo, double hi)
+    : Key(name, [=](const Section& s, const char* k) { s.number(k, out, lo, hi); }) {}
+Key::Key(const char* name, double* out, double lo, double hi)
+    : Key(name, [=](const Section& s, const char* k) { s.number(k, out, lo, hi); }) {}
+Key::Key(const char* name, bool* out) : Key(name, [=](const Section& s, const char* k) { s.boolean(k, out); }) {}
+Key::Key(const char* name, std::string* out) : Key(name, [=](const Section& s, const char* k) { s.string(k, out); }) {}
+Key::Key(const char* name, std::string* out, std::vector<std::string> choices)
+    : Key(name, [=](const Section& s, const char* k) { s.one_of(k, out, choices); }) {}
+Key::Key(const char* name, std::vector<std::string>* out) : Key(name, [=](const Section& s, const char* k) { s.strings(k, out); }) {}
+Key::Key(const char* name, std::vector<int>* out) : Key(name, [=](const Section& s, const char* k) { s.positive_numbers(k, out); }) {}
+Key::Key(const char* name, std::vector<double>* out)
+    : Key(name, [=](const Section& s, const char* k) { s.positive_numbers(k, out); }) {}
+Key::Key(const char* name, std::vector<std::vector<int32_t>>* out)
+    : Key(name, [=](const Section& s, const char* k) { s.int_lists(k, out); }) {}
+
 int l_model(lua_State* L) {
-  Section s(L, "model", {"path", "preset", "seed", "dtype"});
   ModelSpec& m = state_of(L)->spec.model;
-  m.where = s.where();
-  s.string("path", &m.path);
-  s.string("preset", &m.preset);
-  s.unsigned64("seed", &m.seed);
-  s.string("dtype", &m.dtype);
+  Section s(L, "model", &m.where, {{"path", &m.path}, {"preset", &m.preset}, {"seed", &m.seed}, {"dtype", &m.dtype}});
   if (m.path.empty() == m.preset.empty()) s.fail("give exactly one of 'path' and 'preset'");
   if (!m.dtype.empty() && m.dtype != "f32" && m.dtype != "bf16" && m.dtype != "f16")
     s.fail("'dtype' must be \"f32\", \"bf16\" or \"f16\", got \"" + m.dtype + "\"");
@@ -221,29 +306,17 @@ int l_model(lua_State* L) {
 }
 
 int l_attention(lua_State* L) {
-  Section s(L, "attention",
-            {"shards", "devices", "micro_batches", "max_batch", "kv_blocks", "block_size", "max_seq_len", "nodes"});
   AttentionSpec& a = state_of(L)->spec.attention;
-  a.where = s.where();
-  s.integer("shards", &a.shards);
-  s.strings("devices", &a.devices);
-  s.integer("micro_batches", &a.micro_batches);
-  s.integer("max_batch", &a.max_batch);
-  s.integer("kv_blocks", &a.kv_blocks);
-  s.integer("block_size", &a.block_size);
-  s.integer("max_seq_len", &a.max_seq_len);
-  s.strings("nodes", &a.nodes);
+  Section(L, "attention", &a.where,
+          {{"shards", &a.shards}, {"devices", &a.devices}, {"micro_batches", &a.micro_batches}, {"max_batch", &a.max_batch},
+           {"kv_blocks", &a.kv_blocks}, {"block_size", &a.block_size}, {"max_seq_len", &a.max_seq_len}, {"nodes", &a.nodes}});
   return 0;
 }
 
 int l_experts(lua_State* L) {
-  Section s(L, "experts", {"instances", "slots", "devices", "placement", "nodes"});
   ExpertsSpec& e = state_of(L)->spec.experts;
-  e.where = s.where();
-  s.integer("instances", &e.instances);
-  s.integer("slots", &e.slots);
-  s.strings("devices", &e.devices);
-  s.strings("nodes", &e.nodes);
+  Section s(L, "experts", &e.where,
+            {{"instances", &e.instances}, {"slots", &e.slots}, {"devices", &e.devices}, {"placement"}, {"nodes", &e.nodes}});
   if (s.get("placement")) {
     if (lua_type(L, -1) == LUA_TSTRING) {
       if (std::string(lua_tostring(L, -1)) != "auto") s.fail("'placement' must be \"auto\" or a list of expert lists, one per instance");
@@ -258,99 +331,53 @@ int l_experts(lua_State* L) {
 }
 
 int l_router(lua_State* L) {
-  Section s(L, "router", {"side"});
   RouterSpec& r = state_of(L)->spec.router;
-  r.where = s.where();
-  s.string("side", &r.side);
+  Section s(L, "router", &r.where, {{"side", &r.side}});
   if (r.side != "moe" && r.side != "attention") s.fail("'side' must be \"moe\" (EGate) or \"attention\" (AGate), got \"" + r.side + "\"");
   return 0;
 }
 
 int l_scheduler(lua_State* L) {
-  Section s(L, "scheduler", {"policy", "seed"});
   SchedulerSpec& p = state_of(L)->spec.scheduler;
-  p.where = s.where();
-  s.string("policy", &p.policy);
-  s.unsigned64("seed", &p.seed);
+  Section(L, "scheduler", &p.where, {{"policy", &p.policy}, {"seed", &p.seed}});
   return 0;
 }
 
 int l_simulate(lua_State* L) {
-  Section s(L, "simulate",
-            {"profile", "shape", "system", "duration_s", "device_gb", "memory_fraction", "gpus_per_node", "nic_gbps",
-             "nic_latency_us", "nvlink_gbps", "nvlink_latency_us", "weight_load_gbps", "zipf", "sampled_layers", "seed",
-             "micro_batches", "balance", "study_batches", "study_slos_ms", "study_prompt", "study_output", "max_devices"});
   SimulateSpec& m = state_of(L)->spec.simulate;
-  m.where = s.where();
-  s.string("profile", &m.profile);
-  s.string("shape", &m.shape);
-  if (m.shape != "model" && m.shape != "deepseek-v2") s.fail("'shape' must be \"model\" or \"deepseek-v2\", got \"" + m.shape + "\"");
-  s.string("system", &m.system);
-  if (m.system != "janus" && m.system != "megascale" && m.system != "monolithic")
-    s.fail("'system' must be \"janus\", \"megascale\" or \"monolithic\", got \"" + m.system + "\"");
-  auto num = [&](const char* k, double* out, double lo, double hi) {
-    float v = static_cast<float>(*out);
-    s.number(k, &v, lo, hi);
-    if (v != static_cast<float>(*out)) *out = v;
-  };
-  num("duration_s", &m.duration_s, 0, 1e9);
-  num("device_gb", &m.device_gb, 0.001, 1e6);
-  num("memory_fraction", &m.memory_fraction, 0.01, 1);
-  num("nic_gbps", &m.nic_gbps, 1e-3, 1e6);
-  num("nic_latency_us", &m.nic_latency_us, 0, 1e6);
-  num("nvlink_gbps", &m.nvlink_gbps, 1e-3, 1e7);
-  num("nvlink_latency_us", &m.nvlink_latency_us, 0, 1e6);
-  num("weight_load_gbps", &m.weight_load_gbps, 1e-3, 1e7);
-  num("zipf", &m.zipf, 0, 10);
-  num("balance", &m.balance, 1, 1e3);
-  s.integer("gpus_per_node", &m.gpus_per_node);
-  s.integer("sampled_layers", &m.sampled_layers);
-  s.unsigned64("seed", &m.seed);
-  s.integer("micro_batches", &m.micro_batches);
-  s.integer("study_prompt", &m.study_prompt);
-  s.integer("study_output", &m.study_output);
-  s.integer("max_devices", &m.max_devices);
-  auto numbers = [&](const char* k, auto* out) {
-    if (!s.get(k)) return;
-    if (!lua_istable(L, -1)) s.fail("'" + std::string(k) + "' must be a list of positive numbers");
-    out->clear();
-    const lua_Integer n = luaL_len(L, -1);
-    for (lua_Integer i = 1; i <= n; ++i) {
-      lua_geti(L, -1, i);
-      if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) <= 0)
-        s.fail("'" + std::string(k) + "'[" + std::to_string(i) + "] must be a positive number");
-      out->push_back(static_cast<typename std::decay_t<decltype(*out)>::value_type>(lua_tonumber(L, -1)));
-      lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-    if (out->empty()) s.fail("'" + std::string(k) + "' must not be empty");
-  };
-  numbers("study_batches", &m.study_batches);
-  numbers("study_slos_ms", &m.study_slos_ms);
+  Section(L, "simulate", &m.where,
+          {{"profile", &m.profile},
+           {"shape", &m.shape, {"model", "deepseek-v2"}},
+           {"system", &m.system, {"janus", "megascale", "monolithic"}},
+           {"duration_s", &m.duration_s, 0, 1e9},
+           {"device_gb", &m.device_gb, 0.001, 1e6},
+           {"memory_fraction", &m.memory_fraction, 0.01, 1},
+           {"gpus_per_node", &m.gpus_per_node},
+           {"nic_gbps", &m.nic_gbps, 1e-3, 1e6},
+           {"nic_latency_us", &m.nic_latency_us, 0, 1e6},
+           {"nvlink_gbps", &m.nvlink_gbps, 1e-3, 1e7},
+           {"nvlink_latency_us", &m.nvlink_latency_us, 0, 1e6},
+           {"weight_load_gbps", &m.weight_load_gbps, 1e-3, 1e7},
+           {"zipf", &m.zipf, 0, 10},
+           {"sampled_layers", &m.sampled_layers},
+           {"seed", &m.seed},
+           {"micro_batches", &m.micro_batches},
+           {"balance", &m.balance, 1, 1e3},
+           {"study_batches", &m.study_batches},
+           {"study_slos_ms", &m.study_slos_ms},
+           {"study_prompt", &m.study_prompt},
+           {"study_output", &m.study_output},
+           {"max_devices", &m.max_devices}});
   return 0;
 }
 
 int l_scaler(lua_State* L) {
-  Section s(L, "scaler", {"recover", "policy", "profile", "tpot_slo_ms", "interval_s", "context", "min_attention",
-                          "max_attention", "min_moe", "max_moe", "shrink_after"});
   ScalerSpec& sc = state_of(L)->spec.scaler;
-  sc.where = s.where();
-  s.boolean("recover", &sc.recover);
-  s.string("policy", &sc.policy);
-  if (sc.policy != "none" && sc.policy != "slo") s.fail("'policy' must be \"none\" or \"slo\", got \"" + sc.policy + "\"");
-  s.string("profile", &sc.profile);
-  float slo = static_cast<float>(sc.tpot_slo_ms), interval = static_cast<float>(sc.interval_s), ctx = static_cast<float>(sc.context);
-  s.number("tpot_slo_ms", &slo, 1e-3, 1e6);
-  s.number("interval_s", &interval, 1e-3, 1e6);
-  s.number("context", &ctx, 1, 1e7);
-  sc.tpot_slo_ms = slo;
-  sc.interval_s = interval;
-  sc.context = ctx;
-  s.integer("min_attention", &sc.min_attention);
-  s.integer("max_attention", &sc.max_attention);
-  s.integer("min_moe", &sc.min_moe);
-  s.integer("max_moe", &sc.max_moe);
-  s.integer("shrink_after", &sc.shrink_after);
+  Section s(L, "scaler", &sc.where,
+            {{"recover", &sc.recover}, {"policy", &sc.policy, {"none", "slo"}}, {"profile", &sc.profile},
+             {"tpot_slo_ms", &sc.tpot_slo_ms, 1e-3, 1e6}, {"interval_s", &sc.interval_s, 1e-3, 1e6},
+             {"context", &sc.context, 1, 1e7}, {"min_attention", &sc.min_attention}, {"max_attention", &sc.max_attention},
+             {"min_moe", &sc.min_moe}, {"max_moe", &sc.max_moe}, {"shrink_after", &sc.shrink_after}});
   if (sc.policy == "slo" && sc.profile.empty()) s.fail("policy \"slo\" needs 'profile' (the JSON that janus profile writes)");
   return 0;
 }
@@ -358,10 +385,7 @@ int l_scaler(lua_State* L) {
 // nodes{{name="a1", host="10.0.0.1"}, {name="m1"}, ...}: a list, so not a Section.
 int l_nodes(lua_State* L) {
   const std::string where = caller_where(L);
-  auto fail = [&](const std::string& m) {
-    lua_pushstring(L, (where + ": nodes{}: " + m).c_str());
-    lua_error(L);
-  };
+  auto fail = [&](const std::string& m) { raise(L, where, "nodes{}", m); };
   LoadState* st = state_of(L);
   auto [it, fresh] = st->declared.emplace("nodes", where);
   if (!fresh) fail("given twice (first at " + it->second + ")");
@@ -381,12 +405,10 @@ int l_nodes(lua_State* L) {
         const std::string k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
         if (k != "name" && k != "host") fail("node " + std::to_string(i) + ": unknown key '" + k + "' (keys: name, host)");
       }
-      for (const char* k : {"name", "host"}) {
-        lua_getfield(L, -1, k);
-        if (!lua_isnil(L, -1)) {
-          if (lua_type(L, -1) != LUA_TSTRING) fail("node " + std::to_string(i) + ": '" + k + "' must be a string");
-          (std::string(k) == "name" ? node.name : node.host) = lua_tostring(L, -1);
-        }
+      for (auto [k, out] : {std::pair{"name", &node.name}, std::pair{"host", &node.host}}) {
+        if (!get_field(L, -1, k)) continue;
+        if (lua_type(L, -1) != LUA_TSTRING) fail("node " + std::to_string(i) + ": '" + k + "' must be a string");
+        *out = lua_tostring(L, -1);
         lua_pop(L, 1);
       }
     } else {
@@ -399,36 +421,22 @@ int l_nodes(lua_State* L) {
 }
 
 int l_coordinator(lua_State* L) {
-  Section s(L, "coordinator", {"listen", "secret", "tls", "cert", "key", "ca", "join_timeout_s", "port_file"});
   CoordinatorSpec& c = state_of(L)->spec.coordinator;
-  c.where = s.where();
-  s.string("listen", &c.listen);
-  s.string("secret", &c.secret);
-  s.boolean("tls", &c.tls);
-  s.string("cert", &c.tls_cert);
-  s.string("key", &c.tls_key);
-  s.string("ca", &c.tls_ca);
-  s.string("port_file", &c.port_file);
-  float t = static_cast<float>(c.join_timeout_s);
-  s.number("join_timeout_s", &t, 0.1, 1e6);
-  c.join_timeout_s = t;
+  Section s(L, "coordinator", &c.where,
+            {{"listen", &c.listen}, {"secret", &c.secret}, {"tls", &c.tls}, {"cert", &c.tls_cert}, {"key", &c.tls_key},
+             {"ca", &c.tls_ca}, {"join_timeout_s", &c.join_timeout_s, 0.1, 1e6}, {"port_file", &c.port_file}});
   if (c.listen.find(':') == std::string::npos) s.fail("'listen' must be HOST:PORT (PORT 0: any free port), got \"" + c.listen + "\"");
   if (c.tls_cert.empty() != c.tls_key.empty()) s.fail("give both 'cert' and 'key' (PEM files), or neither");
   return 0;
 }
 
 int l_exchange(lua_State* L) {
-  Section s(L, "exchange", {"mode", "transport", "spin_us", "probe"});
   ExchangeSpec& e = state_of(L)->spec.exchange;
-  e.where = s.where();
-  s.string("mode", &e.mode);
-  if (e.mode != "single" && e.mode != "case1" && e.mode != "case2" && e.mode != "auto")
-    s.fail("'mode' must be \"single\", \"case1\", \"case2\" or \"auto\", got \"" + e.mode + "\"");
-  s.string("transport", &e.transport);
-  if (e.transport != "auto" && e.transport != "tcp" && e.transport != "shm" && e.transport != "verbs")
-    s.fail("'transport' must be \"auto\", \"tcp\", \"shm\" or \"verbs\", got \"" + e.transport + "\"");
-  s.integer("spin_us", &e.spin_us, 0);
-  s.boolean("probe", &e.probe);
+  Section(L, "exchange", &e.where,
+          {{"mode", &e.mode, {"single", "case1", "case2", "auto"}},
+           {"transport", &e.transport, {"auto", "tcp", "shm", "verbs"}},
+           {"spin_us", &e.spin_us, 0},
+           {"probe", &e.probe}});
   return 0;
 }
 
@@ -440,21 +448,15 @@ void length_dist(const Section& s, lua_State* L, const char* key, LengthDist* d)
     d->mean = lua_tonumber(L, -1);
     if (d->mean < 1) s.fail(std::string("'") + key + "' must be at least 1");
   } else if (lua_istable(L, -1)) {
-    for (const char* f : {"dist", "mean", "sigma", "min", "max"}) {
-      lua_getfield(L, -1, f);
-      if (!lua_isnil(L, -1)) {
-        if (std::string(f) == "dist") {
-          if (lua_type(L, -1) != LUA_TSTRING) s.fail(std::string("'") + key + ".dist' must be a string");
-          d->kind = lua_tostring(L, -1);
-        } else {
-          if (lua_type(L, -1) != LUA_TNUMBER) s.fail(std::string("'") + key + "." + f + "' must be a number");
-          const double v = lua_tonumber(L, -1);
-          if (std::string(f) == "mean") d->mean = v;
-          else if (std::string(f) == "sigma") d->sigma = v;
-          else if (std::string(f) == "min") d->min = v;
-          else d->max = v;
-        }
-      }
+    if (get_field(L, -1, "dist")) {
+      if (lua_type(L, -1) != LUA_TSTRING) s.fail(std::string("'") + key + ".dist' must be a string");
+      d->kind = lua_tostring(L, -1);
+      lua_pop(L, 1);
+    }
+    for (auto [f, out] : {std::pair{"mean", &d->mean}, std::pair{"sigma", &d->sigma}, std::pair{"min", &d->min}, std::pair{"max", &d->max}}) {
+      if (!get_field(L, -1, f)) continue;
+      if (lua_type(L, -1) != LUA_TNUMBER) s.fail(std::string("'") + key + "." + f + "' must be a number");
+      *out = lua_tonumber(L, -1);
       lua_pop(L, 1);
     }
   } else {
@@ -464,80 +466,72 @@ void length_dist(const Section& s, lua_State* L, const char* key, LengthDist* d)
 }
 
 int l_workload(lua_State* L) {
-  Section s(L, "workload", {"prompts", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "ignore_eos", "arrivals",
-                            "rate", "shape", "requests", "trace", "time_scale", "prompt_len", "output_len", "slo"});
   WorkloadSpec& w = state_of(L)->spec.workload;
-  w.where = s.where();
-  if (s.get("prompts")) {
-    w.prompts = s.int_lists("prompts");
-    lua_pop(L, 1);
-  }
-  s.integer("max_new_tokens", &w.max_new_tokens, 0);
-  s.number("temperature", &w.temperature, 0.0, 100.0);
-  s.number("top_p", &w.top_p, 0.0, 1.0);
-  s.integer("top_k", &w.top_k, 0);
-  s.unsigned64("seed", &w.seed);
-  s.boolean("ignore_eos", &w.ignore_eos);
   ArrivalSpec& a = w.arrivals;
-  s.string("arrivals", &a.kind);
-  if (a.kind != "all" && a.kind != "poisson" && a.kind != "gamma" && a.kind != "trace")
-    s.fail("'arrivals' must be \"all\", \"poisson\", \"gamma\" or \"trace\", got \"" + a.kind + "\"");
-  if (s.get("rate")) {
-    if (lua_type(L, -1) == LUA_TNUMBER) {
-      a.rate = lua_tonumber(L, -1);
-    } else if (lua_istable(L, -1)) {
-      for (const auto& pt : s.number_pairs("rate")) a.rate_points.push_back(pt);
-    } else {
-      s.fail("'rate' must be requests per second, or a ramp {{t, rate}, ...}");
-    }
-    lua_pop(L, 1);
-  }
-  float shape = static_cast<float>(a.shape), scale = 1;
-  s.number("shape", &shape, 1e-3, 1e3);
-  a.shape = shape;
-  s.integer("requests", &a.requests, 0);
-  s.string("trace", &a.trace);
+  Section(L, "workload", &w.where,
+          {{"prompts", &w.prompts},
+           {"max_new_tokens", &w.max_new_tokens, 0},
+           {"temperature", &w.temperature, 0.0, 100.0},
+           {"top_p", &w.top_p, 0.0, 1.0},
+           {"top_k", &w.top_k, 0},
+           {"seed", &w.seed},
+           {"ignore_eos", &w.ignore_eos},
+           {"arrivals", &a.kind, {"all", "poisson", "gamma", "trace"}},
+           {"rate",
+            [&](const Section& s, const char* k) {
+              if (!s.get(k)) return;
+              if (lua_type(L, -1) == LUA_TNUMBER) {
+                a.rate = lua_tonumber(L, -1);
+              } else if (lua_istable(L, -1)) {
+                for (const auto& pt : s.number_pairs(k)) a.rate_points.push_back(pt);
+              } else {
+                s.fail("'rate' must be requests per second, or a ramp {{t, rate}, ...}");
+              }
+              lua_pop(L, 1);
+            }},
+           {"shape", &a.shape, 1e-3, 1e3},
+           {"requests", &a.requests, 0},
+           {"trace", &a.trace},
+           {"time_scale", &a.time_scale, 1e-6, 1e6},
+           {"prompt_len", [&](const Section& s, const char* k) { length_dist(s, L, k, &a.prompt); }},
+           {"output_len", [&](const Section& s, const char* k) { length_dist(s, L, k, &a.output); }},
+           {"slo", [&](const Section& s, const char* k) {
+              if (!s.get(k)) return;
+              if (!lua_istable(L, -1)) s.fail("'slo' must be a table such as {ttft_ms=1000, tpot_ms=100}");
+              for (auto [f, out] : {std::pair{"ttft_ms", &w.slo_ttft_ms}, std::pair{"tpot_ms", &w.slo_tpot_ms}}) {
+                if (!get_field(L, -1, f)) continue;
+                if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) <= 0) s.fail(std::string("'slo.") + f + "' must be a positive number");
+                *out = lua_tonumber(L, -1);
+                lua_pop(L, 1);
+              }
+              lua_pop(L, 1);
+            }}});
   if (!a.trace.empty()) a.kind = "trace";
-  s.number("time_scale", &scale, 1e-6, 1e6);
-  a.time_scale = scale;
-  length_dist(s, L, "prompt_len", &a.prompt);
-  length_dist(s, L, "output_len", &a.output);
-  if (s.get("slo")) {
-    if (!lua_istable(L, -1)) s.fail("'slo' must be a table such as {ttft_ms=1000, tpot_ms=100}");
-    for (const char* f : {"ttft_ms", "tpot_ms"}) {
-      lua_getfield(L, -1, f);
-      if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) <= 0) s.fail(std::string("'slo.") + f + "' must be a positive number");
-        (std::string(f) == "ttft_ms" ? w.slo_ttft_ms : w.slo_tpot_ms) = lua_tonumber(L, -1);
-      }
-      lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-  }
   a.seed = w.seed + 1;
   return 0;
 }
 
 // Scenario actions: kill "expert-2", slow("expert-1", 50), scale{attention=2, moe=6}
 // build action tables; at(t, action) schedules one.
-int l_kill_action(lua_State* L) {
-  luaL_checkstring(L, 1);
-  lua_createtable(L, 0, 2);
-  lua_pushstring(L, "kill");
+// Pushes {op=op, actor=<the first argument>}, with room for `more` fields.
+void push_actor_action(lua_State* L, const char* op, int more) {
+  lua_createtable(L, 0, 2 + more);
+  lua_pushstring(L, op);
   lua_setfield(L, -2, "op");
   lua_pushvalue(L, 1);
   lua_setfield(L, -2, "actor");
+}
+
+int l_kill_action(lua_State* L) {
+  luaL_checkstring(L, 1);
+  push_actor_action(L, "kill", 0);
   return 1;
 }
 
 int l_slow_action(lua_State* L) {
   luaL_checkstring(L, 1);
   luaL_checknumber(L, 2);
-  lua_createtable(L, 0, 3);
-  lua_pushstring(L, "slow");
-  lua_setfield(L, -2, "op");
-  lua_pushvalue(L, 1);
-  lua_setfield(L, -2, "actor");
+  push_actor_action(L, "slow", 1);
   lua_pushvalue(L, 2);
   lua_setfield(L, -2, "ms");
   return 1;
@@ -553,10 +547,7 @@ int l_scale_action(lua_State* L) {
 
 int l_at(lua_State* L) {
   const std::string where = caller_where(L);
-  auto fail = [&](const std::string& m) {
-    lua_pushstring(L, (where + ": at(): " + m).c_str());
-    lua_error(L);
-  };
+  auto fail = [&](const std::string& m) { raise(L, where, "at()", m); };
   if (lua_type(L, 1) != LUA_TNUMBER || lua_tonumber(L, 1) < 0) fail("the first argument is a time in seconds (>= 0)");
   if (!lua_istable(L, 2)) fail("the second argument is an action: kill \"name\", slow(\"name\", ms) or scale{attention=N, moe=N}");
   ScenarioEvent e;

@@ -6,13 +6,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <set>
 
 #include "actors/deployment.h"
-#include "runtime/model/reference_engine.h"
 #include "deployment_checks.h"
-#include "test_util.h"
+#include "transformers_fixture.h"
 
 using namespace janus;
 using namespace std::chrono_literals;
@@ -29,28 +27,13 @@ const Fixture& fixture(const std::string& name) {
   static std::map<std::string, Fixture> cache;
   auto it = cache.find(name);
   if (it != cache.end()) return it->second;
-  Fixture f;
-  f.dir = janus::test::fixture(name);
-  auto expected = nlohmann::json::parse(janus::test::read_file(f.dir + "/expected.json"));
-  f.prompts = expected["prompts"].get<std::vector<std::vector<int32_t>>>();
-  auto model = Model::load(f.dir);
-  REQUIRE(model.ok());
-  ReferenceEngine engine(*model);
-  std::vector<GenerateRequest> reqs;
-  for (const auto& p : f.prompts) {
-    GenerateRequest r;
-    r.prompt = p;
-    r.max_new_tokens = 16;
-    r.stop_at_eos = false;
-    reqs.push_back(r);
-  }
-  auto out = engine.generate(reqs);
+  const test::TransformersFixture& t = test::transformers_fixture(name);
+  Fixture f{t.dir, t.prompts, {}};
+  auto out = test::reference_tokens(t.dir, test::greedy_requests(t.prompts, 16));
   REQUIRE(out.ok());
-  for (size_t i = 0; i < out->size(); ++i) {
-    f.reference.push_back((*out)[i].tokens);
-    // The reference engine itself equals transformers (tests/runtime): the chain holds.
-    CHECK((*out)[i].tokens == expected["greedy_tokens"][i].get<std::vector<int32_t>>());
-  }
+  f.reference = *out;
+  // The reference engine itself equals transformers (tests/runtime): the chain holds.
+  for (size_t i = 0; i < f.reference.size(); ++i) CHECK(f.reference[i] == t.greedy[i]);
   return cache.emplace(name, std::move(f)).first->second;
 }
 
@@ -75,14 +58,7 @@ GraphSpec spec_for(const Fixture& f, const Shape& s, int experts) {
   g.attention.max_batch = 8;
   g.attention.kv_blocks = 64;
   g.experts.instances = s.instances;
-  if (s.spare) {
-    g.experts.slots = (experts + s.instances - 1) / s.instances + 1;  // auto placement fills the spare slots with replicas
-  } else {
-    g.experts.auto_placement = false;  // exactly one replica per expert
-    g.experts.slots = (experts + s.instances - 1) / s.instances;
-    g.experts.placement.assign(static_cast<size_t>(s.instances), {});
-    for (int e = 0; e < experts; ++e) g.experts.placement[static_cast<size_t>(e % s.instances)].push_back(e);
-  }
+  test::place_experts(g, experts, s.spare);
   g.router.side = s.side;
   g.scheduler.policy = s.policy;
   g.scheduler.seed = 11;
@@ -177,13 +153,7 @@ TEST_CASE("with recovery off, an expert instance that dies mid-run fails the aff
   REQUIRE(d.ok());
   std::atomic<int> tokens{0};
   std::vector<RequestHandle> hs;
-  for (size_t i = 0; i < f.prompts.size(); ++i) {
-    GenerateRequest r;
-    r.prompt = f.prompts[i];
-    r.max_new_tokens = 400;
-    r.stop_at_eos = false;
-    hs.push_back((*d)->submit(r, [&](int32_t) { ++tokens; }));
-  }
+  for (const GenerateRequest& r : test::greedy_requests(f.prompts, 400)) hs.push_back((*d)->submit(r, [&](int32_t) { ++tokens; }));
   const auto t0 = std::chrono::steady_clock::now();
   while (tokens < 12 && std::chrono::steady_clock::now() - t0 < 30s) std::this_thread::sleep_for(1ms);
   REQUIRE((*d)->kill("expert-1").ok());
@@ -216,13 +186,7 @@ TEST_CASE("shutdown with requests in flight resolves every request and returns")
   REQUIRE(d.ok());
   std::atomic<int> tokens{0};
   std::vector<RequestHandle> hs;
-  for (size_t i = 0; i < f.prompts.size(); ++i) {
-    GenerateRequest r;
-    r.prompt = f.prompts[i];
-    r.max_new_tokens = 400;
-    r.stop_at_eos = false;
-    hs.push_back((*d)->submit(r, [&](int32_t) { ++tokens; }));
-  }
+  for (const GenerateRequest& r : test::greedy_requests(f.prompts, 400)) hs.push_back((*d)->submit(r, [&](int32_t) { ++tokens; }));
   while (tokens < 6) std::this_thread::sleep_for(1ms);
   const auto t0 = std::chrono::steady_clock::now();
   (*d)->shutdown();

@@ -5,12 +5,10 @@
 
 #include <atomic>
 #include <chrono>
-#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "actors/deployment.h"
-#include "runtime/model/reference_engine.h"
-#include "test_util.h"
+#include "transformers_fixture.h"
 
 using namespace janus;
 using namespace std::chrono_literals;
@@ -25,22 +23,13 @@ struct Case {
 
 // The fixture's prompts, each asked for `new_tokens`, and what the reference engine makes.
 Case make_case(const std::string& fixture, int new_tokens) {
+  const test::TransformersFixture& f = test::transformers_fixture(fixture);
   Case c;
-  c.dir = janus::test::fixture(fixture);
-  auto expected = nlohmann::json::parse(janus::test::read_file(c.dir + "/expected.json"));
-  for (const auto& p : expected["prompts"]) {
-    GenerateRequest r;
-    r.prompt = p.get<std::vector<int32_t>>();
-    r.max_new_tokens = new_tokens;
-    r.stop_at_eos = false;
-    c.requests.push_back(r);
-  }
-  auto model = Model::load(c.dir);
-  REQUIRE(model.ok());
-  ReferenceEngine engine(*model);
-  auto out = engine.generate(c.requests);
+  c.dir = f.dir;
+  c.requests = test::greedy_requests(f.prompts, new_tokens);
+  auto out = test::reference_tokens(c.dir, c.requests);
   REQUIRE(out.ok());
-  for (const auto& r : *out) c.reference.push_back(r.tokens);
+  c.reference = *out;
   return c;
 }
 

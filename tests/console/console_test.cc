@@ -6,7 +6,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -23,15 +22,10 @@ const std::string kJanus = std::string(JANUS_BINARY_DIR) + "/janus";
 const std::string kLong = std::string(JANUS_SOURCE_DIR) + "/tests/console/long.lua";
 
 std::string sh(const std::string& cmd, int* code = nullptr) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int status = pclose(p);
-  if (code) *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
+  auto r = janus::test::run_shell(cmd + " 2>&1");
+  REQUIRE(r.has_value());
+  if (code) *code = r->code;
+  return r->out;
 }
 
 bool have_tmux() { return std::system("command -v tmux > /dev/null 2>&1") == 0; }

@@ -598,6 +598,19 @@ const std::vector<int64_t> kBatches = {0, 1, 2, 16, 64, 256, 1024, 4096, 8192, 2
 // with and without the sorted scatter (blocks beyond the device's cluster limit clamp).
 const std::vector<cuda::AebsLaunchOptions> kVariants = {{0, 1, nullptr}, {1, 1, nullptr}, {3, 0, nullptr}, {16, 1, nullptr}};
 
+// Runs every launch variant over the B x k ids at d_ids (outputs poisoned first) and holds
+// each to the CPU's outputs; `what` leads the failure message.
+void check_variants(const cuda::AebsDeviceTable& dt, const AebsTableView& view, const int32_t* d_ids, const int32_t* ids, int64_t B,
+                    int k, cuda::AebsDeviceOutputs& dout, const AebsHostOutputs& cpu, const std::string& what) {
+  for (const auto& opt : kVariants) {
+    REQUIRE_CUDA(cudaMemset(dout.storage, 0x7b, dout.bytes));
+    REQUIRE_OK(cuda::aebs_launch(dt, d_ids, B, k, dout.out, nullptr, opt));
+    REQUIRE_CUDA(cudaDeviceSynchronize());
+    const std::string d = compare(view, dout.out, cpu, ids, B * k, k);
+    CHECK_MESSAGE(d.empty(), what << " " << shape_name(cuda::aebs_launch_shape(dt, B * k, opt)) << ": " << d);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("AEBS kernel emulation (lane by lane, no GPU) equals the CPU reference on the planner's shapes") {
@@ -828,13 +841,7 @@ TEST_CASE("GPU AEBS counts invalid ids in the summary and leaves them out, like 
     cpu.resize(table.view(), B * 6);
     CHECK(cpu::aebs(table.view(), ids->data(), B, 6, cpu.outputs()).code() == ErrorCode::kInvalidArgument);
     CHECK(cpu.summary[kAebsInvalidChoices] == static_cast<int32_t>((ids->size() + 96) / 97));
-    for (const auto& opt : kVariants) {
-      REQUIRE_CUDA(cudaMemset(dout.storage, 0x7b, dout.bytes));
-      REQUIRE_OK(cuda::aebs_launch(dt, d_ids, B, 6, dout.out, nullptr, opt));
-      REQUIRE_CUDA(cudaDeviceSynchronize());
-      const std::string d = compare(table.view(), dout.out, cpu, ids->data(), B * 6, 6);
-      CHECK_MESSAGE(d.empty(), "B " << B << " " << shape_name(cuda::aebs_launch_shape(dt, B * 6, opt)) << ": " << d);
-    }
+    check_variants(dt, table.view(), d_ids, ids->data(), B, 6, dout, cpu, "B " + std::to_string(B));
     cudaFree(d_ids);
     cuda::aebs_free_outputs(&dout);
   }
@@ -860,13 +867,7 @@ TEST_CASE("GPU AEBS reads ids at any alignment (an offset slice of a larger buff
   REQUIRE_OK(cpu::aebs(table.view(), ids->data(), B, s.k, cpu.outputs()));
   for (int shift : {1, 2, 3}) {
     REQUIRE_CUDA(cudaMemcpy(d_buf + shift, ids->data(), ids->size() * sizeof(int32_t), cudaMemcpyHostToDevice));
-    for (const auto& opt : kVariants) {
-      REQUIRE_CUDA(cudaMemset(dout.storage, 0x7b, dout.bytes));
-      REQUIRE_OK(cuda::aebs_launch(dt, d_buf + shift, B, s.k, dout.out, nullptr, opt));
-      REQUIRE_CUDA(cudaDeviceSynchronize());
-      const std::string d = compare(table.view(), dout.out, cpu, ids->data(), B * s.k, s.k);
-      CHECK_MESSAGE(d.empty(), "shift " << shift << " " << shape_name(cuda::aebs_launch_shape(dt, B * s.k, opt)) << ": " << d);
-    }
+    check_variants(dt, table.view(), d_buf + shift, ids->data(), B, s.k, dout, cpu, "shift " + std::to_string(shift));
   }
   cudaFree(d_buf);
   cuda::aebs_free_outputs(&dout);

@@ -9,12 +9,12 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
 #include "backend_test_util.h"
 #include "deployment_checks.h"
+#include "transformers_fixture.h"
 #include "actors/deployment.h"
 #include "runtime/model/reference_engine.h"
 
@@ -23,24 +23,6 @@ using namespace janus::cuda::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-struct Expected {
-  std::string dir;
-  std::vector<std::vector<int32_t>> prompts, greedy;
-  nlohmann::json json;
-};
-
-const Expected& expected(const std::string& name) {
-  static std::map<std::string, Expected> cache;
-  auto it = cache.find(name);
-  if (it != cache.end()) return it->second;
-  Expected e;
-  e.dir = janus::test::fixture(name);
-  e.json = nlohmann::json::parse(janus::test::read_file(e.dir + "/expected.json"));
-  e.prompts = e.json["prompts"].get<std::vector<std::vector<int32_t>>>();
-  e.greedy = e.json["greedy_tokens"].get<std::vector<std::vector<int32_t>>>();
-  return cache.emplace(name, std::move(e)).first->second;
-}
 
 struct Shape {
   int shards, instances;
@@ -68,14 +50,7 @@ GraphSpec spec_for(const std::string& dir, const std::vector<std::vector<int32_t
   g.attention.kv_blocks = 64;
   g.experts.instances = s.instances;
   g.experts.devices = {s.expert_device};
-  if (s.spare) {
-    g.experts.slots = (experts + s.instances - 1) / s.instances + 1;  // auto placement fills spare slots with replicas
-  } else {
-    g.experts.auto_placement = false;
-    g.experts.slots = (experts + s.instances - 1) / s.instances;
-    g.experts.placement.assign(static_cast<size_t>(s.instances), {});
-    for (int e = 0; e < experts; ++e) g.experts.placement[static_cast<size_t>(e % s.instances)].push_back(e);
-  }
+  janus::test::place_experts(g, experts, s.spare);
   g.router.side = s.side;
   g.scheduler.policy = s.policy;
   g.scheduler.seed = 11;
@@ -93,7 +68,7 @@ std::string tokens_text(const std::vector<int32_t>& v) {
 
 // Runs the fixture's six prompts for 16 greedy tokens and holds them to transformers'.
 void check_fixture_greedy(const std::string& name, const Shape& s) {
-  const Expected& f = expected(name);
+  const janus::test::TransformersFixture& f = janus::test::transformers_fixture(name);
   CAPTURE(name);
   CAPTURE(describe(s));
   DeploymentOptions o;
@@ -181,9 +156,9 @@ TEST_CASE("cuda decode: BF16 fixture on the GPU, prompt logits within 1e-2 of tr
   // `last_logits` (the BF16 weights upcast, computed in fp32) than
   // `last_logits_native_bf16` (transformers computing in BF16 throughout); either within
   // 1e-2 passes, both distances are printed.
-  const Expected& f = expected("qwen3_moe_bf16");
-  const auto upcast = f.json["last_logits"].get<std::vector<std::vector<float>>>();
-  const auto native = f.json["last_logits_native_bf16"].get<std::vector<std::vector<float>>>();
+  const janus::test::TransformersFixture& f = janus::test::transformers_fixture("qwen3_moe_bf16");
+  const auto upcast = f.expected["last_logits"].get<std::vector<std::vector<float>>>();
+  const auto native = f.expected["last_logits_native_bf16"].get<std::vector<std::vector<float>>>();
   for (const Shape& s : {Shape{1, 2, false, 1, "moe", "aebs"}, Shape{2, 3, true, 2, "attention", "aebs"}}) {
     CAPTURE(describe(s));
     DeploymentOptions o;
@@ -192,14 +167,7 @@ TEST_CASE("cuda decode: BF16 fixture on the GPU, prompt logits within 1e-2 of tr
     auto d = Deployment::create(g, o);
     REQUIRE_MESSAGE(d.ok(), d.status().to_string());
     std::vector<RequestHandle> hs;
-    for (const auto& p : f.prompts) {
-      GenerateRequest r;
-      r.prompt = p;
-      r.max_new_tokens = 4;
-      r.stop_at_eos = false;
-      r.want_prompt_logits = true;
-      hs.push_back((*d)->submit(r));
-    }
+    for (const GenerateRequest& r : janus::test::greedy_requests(f.prompts, 4, true)) hs.push_back((*d)->submit(r));
     for (size_t i = 0; i < hs.size(); ++i) {
       CAPTURE(i);
       REQUIRE(hs[i].result.wait_for(60s) == std::future_status::ready);
@@ -218,7 +186,7 @@ TEST_CASE("cuda decode: BF16 fixture on the GPU, prompt logits within 1e-2 of tr
 
 TEST_CASE("cuda decode: sampled tokens (temperature, top-p, top-k, seeded) equal the CPU graph's") {
   JANUS_SKIP_WITHOUT_GPU();
-  const Expected& f = expected("qwen3_moe");
+  const janus::test::TransformersFixture& f = janus::test::transformers_fixture("qwen3_moe");
   std::vector<std::vector<int32_t>> tokens[2];
   for (int gpu = 0; gpu < 2; ++gpu) {
     Shape s{2, 3, true, 2, "moe", "aebs"};
@@ -245,7 +213,7 @@ TEST_CASE("cuda decode: sampled tokens (temperature, top-p, top-k, seeded) equal
 
 TEST_CASE("cuda decode: requests arriving while others decode, some waiting for KV blocks, on the GPU") {
   JANUS_SKIP_WITHOUT_GPU();
-  const Expected& f = expected("qwen3_moe");
+  const janus::test::TransformersFixture& f = janus::test::transformers_fixture("qwen3_moe");
   GraphSpec g = spec_for(f.dir, {}, {2, 3, true, 2, "moe", "aebs"}, 8, 16);
   g.attention.kv_blocks = 3;  // at most two of these requests per shard at a time
   DeploymentOptions o;
@@ -271,15 +239,7 @@ TEST_CASE("cuda decode: BF16 models on the tensor-core paths, prompt logits near
       for (auto& t : p) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(c.vocab_size));
       prompts.push_back(p);
     }
-    std::vector<GenerateRequest> reqs;
-    for (const auto& p : prompts) {
-      GenerateRequest r;
-      r.prompt = p;
-      r.max_new_tokens = 8;
-      r.stop_at_eos = false;
-      r.want_prompt_logits = true;
-      reqs.push_back(r);
-    }
+    const std::vector<GenerateRequest> reqs = janus::test::greedy_requests(prompts, 8, true);
     ReferenceEngine engine(model);
     auto want = engine.generate(reqs);
     REQUIRE_MESSAGE(want.ok(), want.status().to_string());

@@ -8,6 +8,7 @@
 
 #include "gpu/cpu/moe.h"
 #include "kernel_test_util.h"
+#include "test_util.h"
 
 using namespace janus;
 using namespace janus::cuda::test;
@@ -46,21 +47,9 @@ TEST_CASE("cpu::moe_grouped_ffn is sum_j w_j * down(silu(gate x) * up x) over th
           for (int j = 0; j < top_k; ++j) {
             const int s = slot[static_cast<size_t>(r * top_k + j)];
             if (s < 0 || s >= slots) continue;
-            const auto &g = wf[3 * s], &u = wf[3 * s + 1], &d = wf[3 * s + 2];
-            std::vector<double> a(static_cast<size_t>(inter));
-            for (int i = 0; i < inter; ++i) {
-              double gs = 0, us = 0;
-              for (int h = 0; h < hidden; ++h) {
-                gs += static_cast<double>(g[i * hidden + h]) * x[r * hidden + h];
-                us += static_cast<double>(u[i * hidden + h]) * x[r * hidden + h];
-              }
-              a[i] = gs / (1 + std::exp(-gs)) * us;
-            }
-            for (int h = 0; h < hidden; ++h) {
-              double y = 0;
-              for (int i = 0; i < inter; ++i) y += static_cast<double>(d[h * inter + i]) * a[i];
-              acc[h] += weight[static_cast<size_t>(r * top_k + j)] * y;
-            }
+            const std::vector<double> y = janus::test::swiglu_row_f64(x.data() + r * hidden, wf[3 * s].data(), wf[3 * s + 1].data(),
+                                                                      wf[3 * s + 2].data(), hidden, inter);
+            for (int h = 0; h < hidden; ++h) acc[h] += weight[static_cast<size_t>(r * top_k + j)] * y[h];
           }
           for (int h = 0; h < hidden; ++h)
             want[r * hidden + h] = static_cast<float>((accumulate ? base[r * hidden + h] : 0.0) + acc[h]);

@@ -14,14 +14,12 @@
 #include <chrono>
 #include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "actors/deployment.h"
-#include "runtime/model/reference_engine.h"
-#include "test_util.h"
+#include "transformers_fixture.h"
 
 namespace janus::test {
 
@@ -37,24 +35,10 @@ struct Reference {
 
 inline const Reference& reference() {
   static const Reference r = [] {
-    Reference x;
-    x.dir = fixture("qwen3_moe");
-    auto expected = nlohmann::json::parse(read_file(x.dir + "/expected.json"));
-    x.prompts = expected["prompts"].get<std::vector<std::vector<int32_t>>>();
-    auto model = Model::load(x.dir);
-    if (!model.ok()) return x;
-    ReferenceEngine engine(*model);
-    std::vector<GenerateRequest> reqs;
-    for (const auto& p : x.prompts) {
-      GenerateRequest g;
-      g.prompt = p;
-      g.max_new_tokens = 16;
-      g.stop_at_eos = false;
-      reqs.push_back(g);
-    }
-    auto out = engine.generate(reqs);
-    if (out.ok())
-      for (const auto& o : *out) x.tokens.push_back(o.tokens);
+    const TransformersFixture& f = transformers_fixture("qwen3_moe");
+    Reference x{f.dir, f.prompts, {}};
+    auto out = reference_tokens(x.dir, greedy_requests(x.prompts, 16));
+    if (out.ok()) x.tokens = *out;
     return x;
   }();
   return r;

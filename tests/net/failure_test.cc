@@ -153,13 +153,7 @@ TEST_CASE("a node killed mid-step fails the affected requests with a clear error
     // Long requests, so that the kill lands while they decode.
     std::vector<RequestHandle> handles;
     std::atomic<int> tokens{0};
-    for (const auto& p : reference().prompts) {
-      GenerateRequest g;
-      g.prompt = p;
-      g.max_new_tokens = 400;
-      g.stop_at_eos = false;
-      handles.push_back(d.submit(g, [&](int32_t) { ++tokens; }));
-    }
+    for (const GenerateRequest& g : greedy_requests(reference().prompts, 400)) handles.push_back(d.submit(g, [&](int32_t) { ++tokens; }));
     for (int i = 0; i < 500 && tokens < 20; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     REQUIRE(tokens >= 20);
     cluster->nodes[victim].kill_now();
@@ -214,18 +208,8 @@ TEST_CASE("a node killed mid-run is recovered from, and every request completes 
   // and scheduler). An attention node: its requests resume on the other one's shards.
   // Longer generations than the fixture's, from the reference engine itself.
   const Reference& ref = reference();
-  auto model = Model::load(ref.dir);
-  REQUIRE(model.ok());
-  ReferenceEngine engine(*model);
-  std::vector<GenerateRequest> reqs;
-  for (const auto& p : ref.prompts) {
-    GenerateRequest g;
-    g.prompt = p;
-    g.max_new_tokens = 64;
-    g.stop_at_eos = false;
-    reqs.push_back(g);
-  }
-  auto expected = engine.generate(reqs);
+  const std::vector<GenerateRequest> reqs = greedy_requests(ref.prompts, 64);
+  auto expected = reference_tokens(ref.dir, reqs);
   REQUIRE(expected.ok());
   struct Kill {
     std::string mode, victim, side;
@@ -257,7 +241,7 @@ TEST_CASE("a node killed mid-run is recovered from, and every request completes 
         REQUIRE(handles[i].result.wait_for(std::chrono::seconds(60)) == std::future_status::ready);
         auto r = handles[i].result.get();
         REQUIRE_MESSAGE(r.ok(), (r.status().to_string() + "\n" + cluster->logs()));
-        CHECK(r->tokens == (*expected)[i].tokens);
+        CHECK(r->tokens == (*expected)[i]);
       }
       // The recovery is on record, and the deployment goes on serving exactly.
       auto recoveries = d.recoveries();

@@ -1,9 +1,6 @@
 // The janus command's contract, run as a real process.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -19,15 +16,9 @@ struct Run {
 
 // Runs `janus <args>` with stderr folded into the output when `with_stderr`.
 Run run_janus(const std::string& args, bool with_stderr = false) {
-  std::string cmd = std::string(JANUS_BINARY_DIR) + "/janus " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  auto r = janus::test::run_shell(std::string(JANUS_BINARY_DIR) + "/janus " + args + (with_stderr ? " 2>&1" : " 2>/dev/null"));
+  REQUIRE(r.has_value());
+  return {r->code, r->out};
 }
 
 std::vector<nlohmann::json> json_lines(const std::string& s) {
@@ -187,17 +178,11 @@ TEST_CASE("a GPU config names the missing device before any preset checkpoint is
   janus::test::write_file(d / "gpu.lua", "model{preset = \"gpu-qwen3-moe\"}\nattention{devices = \"cuda:7\"}\nexperts{devices = \"cuda:7\"}\n"
                                          "workload{prompts = {{1, 2, 3}}}\n");
   for (const char* cmd : {"graph", "run"}) {
-    const std::string line = "JANUS_MODEL_CACHE=" + d / "cache" + " " + std::string(JANUS_BINARY_DIR) + "/janus " + cmd + " " +
-                             d / "gpu.lua" + " 2>&1";
-    FILE* p = popen(line.c_str(), "r");
-    REQUIRE(p != nullptr);
-    std::string out;
-    std::array<char, 4096> buf;
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-    const int status = pclose(p);
-    CHECK(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 1);
+    auto r = janus::test::run_shell("JANUS_MODEL_CACHE=" + d / "cache" + " " + std::string(JANUS_BINARY_DIR) + "/janus " + cmd + " " +
+                                    d / "gpu.lua" + " 2>&1");
+    REQUIRE(r.has_value());
+    const std::string& out = r->out;
+    CHECK(r->code == 1);
     CHECK_MESSAGE(out.find("gpu.lua:2: attention{}: device 'cuda:7' does not exist") != std::string::npos, out);
     CHECK_MESSAGE(!std::filesystem::exists(d / "cache"), "a checkpoint was written before the device check");
   }

@@ -109,6 +109,23 @@ TEST_CASE("config errors name the file and line and say what is wrong") {
   CHECK(has(missing.status().message(), "/nonexistent/config.lua: no such config file"));
 }
 
+TEST_CASE("an unknown key is refused with the section's keys in the order they are read") {
+  CHECK(has(error_of(kModel + "coordinator{tsl = true}\n"),
+            "cfg.lua:2: coordinator{}: unknown key 'tsl' (keys: listen, secret, tls, cert, key, ca, join_timeout_s, port_file)"));
+  CHECK(has(error_of(kModel + "exchange{modes = 1}\n"), "cfg.lua:2: exchange{}: unknown key 'modes' (keys: mode, transport, spin_us, probe)"));
+  // Two bad keys: the first of the list is the one reported.
+  CHECK(has(error_of(kModel + "simulate{zipf = -1, gpus_per_node = 0}\n"), "'gpus_per_node' must be an integer >= 1, got 0"));
+  CHECK(has(error_of(kModel + "exchange{transport = \"udp\", mode = \"all\"}\n"),
+            "'mode' must be \"single\", \"case1\", \"case2\" or \"auto\", got \"all\""));
+}
+
+TEST_CASE("a number read into a double keeps the default's precision when given as the default") {
+  GraphSpec g;
+  REQUIRE(error_of(kModel + "simulate{device_gb = 85.04, zipf = 0.1}\n", &g) == "");
+  CHECK(g.simulate.device_gb == 85.04);             // as a float it equals the default's float
+  CHECK(g.simulate.zipf == static_cast<double>(static_cast<float>(0.1)));  // read as a float
+}
+
 TEST_CASE("the default config file is the built-in default graph") {
   auto file = load_lua_config(std::string(JANUS_SOURCE_DIR) + "/examples/configs/default.lua");
   REQUIRE(file.ok());

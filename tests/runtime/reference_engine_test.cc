@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/model/reference_engine.h"
-#include "test_util.h"
+#include "transformers_fixture.h"
 
 using namespace janus;
 using nlohmann::json;
@@ -20,22 +20,15 @@ struct Fixture {
 };
 
 Fixture load_fixture(const std::string& name) {
-  auto m = Model::load(janus::test::fixture(name));
+  const janus::test::TransformersFixture& f = janus::test::transformers_fixture(name);
+  auto m = Model::load(f.dir);
   REQUIRE_MESSAGE(m.ok(), m.status().to_string());
-  return {*m, json::parse(janus::test::read_file(janus::test::fixture(name) + "/expected.json"))};
+  return {*m, f.expected};
 }
 
 std::vector<GenerateRequest> requests_for(const json& expected, bool logits) {
-  std::vector<GenerateRequest> reqs;
-  for (const json& p : expected["prompts"]) {
-    GenerateRequest r;
-    r.prompt = p.get<std::vector<int32_t>>();
-    r.max_new_tokens = static_cast<int>(expected["greedy_tokens"][0].size());
-    r.stop_at_eos = false;
-    r.want_prompt_logits = logits;
-    reqs.push_back(r);
-  }
-  return reqs;
+  return janus::test::greedy_requests(expected["prompts"].get<std::vector<std::vector<int32_t>>>(),
+                                      static_cast<int>(expected["greedy_tokens"][0].size()), logits);
 }
 
 // Runs every prompt alone and all together, checking logits and greedy tokens.

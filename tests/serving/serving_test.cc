@@ -11,7 +11,7 @@
 #include "runtime/scheduling/perf_model.h"
 #include "runtime/model/reference_engine.h"
 #include "runtime/serving/load_driver.h"
-#include "test_util.h"
+#include "transformers_fixture.h"
 
 using namespace janus;
 using namespace std::chrono_literals;
@@ -32,22 +32,11 @@ GraphSpec spec(const std::string& dir, int shards, int instances, int slots) {
 }
 
 std::vector<std::vector<int32_t>> reference(const std::string& dir, const std::vector<PlannedRequest>& plan) {
-  auto model = Model::load(dir);
-  REQUIRE(model.ok());
   std::vector<GenerateRequest> reqs;
-  for (const PlannedRequest& p : plan) {
-    GenerateRequest r;
-    r.prompt = p.prompt;
-    r.max_new_tokens = p.max_new_tokens;
-    r.stop_at_eos = false;
-    reqs.push_back(r);
-  }
-  ReferenceEngine engine(*model);
-  auto out = engine.generate(reqs);
-  REQUIRE_MESSAGE(out.ok(), out.status().to_string());
-  std::vector<std::vector<int32_t>> tokens;
-  for (const auto& r : *out) tokens.push_back(r.tokens);
-  return tokens;
+  for (const PlannedRequest& p : plan) reqs.push_back(test::greedy_request(p.prompt, p.max_new_tokens));
+  auto tokens = test::reference_tokens(dir, reqs);
+  REQUIRE_MESSAGE(tokens.ok(), tokens.status().to_string());
+  return *tokens;
 }
 
 std::vector<PlannedRequest> plan(const std::string& kind, double rate, int requests, uint64_t seed, double prompt, double output) {

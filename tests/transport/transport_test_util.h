@@ -16,45 +16,50 @@
 
 namespace janus::test {
 
+/// The 8-byte words of fill_bytes(seed): xorshift64 from a mixed seed, zero read as 1.
+class PayloadWords {
+ public:
+  explicit PayloadWords(uint64_t seed) : x_(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull) {}
+  uint64_t next() {
+    x_ ^= x_ << 13;
+    x_ ^= x_ >> 7;
+    x_ ^= x_ << 17;
+    return x_ == 0 ? 1 : x_;
+  }
+  /// The word the last n < 8 bytes are cut from (every byte nonzero).
+  uint64_t tail() { return next() | 0x0101010101010101ull; }
+
+ private:
+  uint64_t x_;
+};
+
 /// Fills p[0, n) with pseudo-random bytes from `seed` (no zero 8-byte words, so a buffer
 /// that was never written cannot pass for one that was).
 inline void fill_bytes(void* p, size_t n, uint64_t seed) {
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
-  auto next = [&x] {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return x == 0 ? 1 : x;
-  };
+  PayloadWords words(seed);
   auto* b = static_cast<unsigned char*>(p);
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const uint64_t v = next();
+    const uint64_t v = words.next();
     std::memcpy(b + i, &v, 8);
   }
   if (i < n) {
-    const uint64_t v = next() | 0x0101010101010101ull;
+    const uint64_t v = words.tail();
     std::memcpy(b + i, &v, n - i);
   }
 }
 
 /// True when p[0, n) holds exactly what fill_bytes(seed) writes.
 inline bool check_bytes(const void* p, size_t n, uint64_t seed) {
+  PayloadWords words(seed);
   const auto* b = static_cast<const unsigned char*>(p);
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
-  auto next = [&x] {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return x == 0 ? 1 : x;
-  };
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const uint64_t v = next();
+    const uint64_t v = words.next();
     if (std::memcmp(b + i, &v, 8) != 0) return false;
   }
   if (i < n) {
-    const uint64_t v = next() | 0x0101010101010101ull;
+    const uint64_t v = words.tail();
     if (std::memcmp(b + i, &v, n - i) != 0) return false;
   }
   return true;
