@@ -1,10 +1,9 @@
 #include "actors/gatekeeper.h"
 
-#include <openssl/crypto.h>
-
 #include <algorithm>
 
 #include "runtime/base/log.h"
+#include "runtime/base/secret.h"
 
 namespace janus::actors {
 
@@ -53,7 +52,7 @@ caf::behavior Gatekeeper::make_behavior() {
           return caf::make_error(caf::sec::runtime_error, "node '" + j.name + "' joined without a challenge (send NodeHello first)");
         const std::string want = join_proof(secret_, j.name, it->second);
         nonces_.erase(it);  // one attempt per challenge
-        if (j.proof.size() != want.size() || CRYPTO_memcmp(j.proof.data(), want.data(), want.size()) != 0) {
+        if (!equal_constant_time(j.proof, want)) {
           ++refused_;
           log_warn("gatekeeper", "refused node '" + j.name + "' (pid " + std::to_string(j.pid) +
                                      "): authentication failed, wrong secret [" + std::to_string(refused_) + " refused so far]");

@@ -3,11 +3,10 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
-#include <openssl/hmac.h>
 
-#include <random>
 
 #include "actors/node_protocol.h"
+#include "runtime/base/secret.h"
 
 namespace janus::actors {
 
@@ -74,25 +73,9 @@ std::string join_proof(const std::string& secret, const std::string& name, const
   msg += name;
   msg.push_back('\0');
   msg += nonce;
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()), reinterpret_cast<const unsigned char*>(msg.data()), msg.size(),
-       mac, &len);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out += hex[mac[i] >> 4];
-    out += hex[mac[i] & 15];
-  }
-  return out;
+  return to_hex(hmac_sha256(secret, msg));
 }
 
-std::string random_nonce() {
-  std::random_device rd;
-  static const char* hex = "0123456789abcdef";
-  std::string s;
-  for (int i = 0; i < 32; ++i) s += hex[rd() % 16];
-  return s;
-}
+std::string random_nonce() { return to_hex(random_bytes(16)); }
 
 }  // namespace janus::actors

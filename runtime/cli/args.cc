@@ -1,5 +1,8 @@
 #include "runtime/cli/args.h"
 
+#include <cstdlib>
+#include <fstream>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
@@ -85,6 +88,20 @@ Result<std::vector<int32_t>> parse_id_list(const std::string& text, const std::s
     start = comma + 1;
   }
   return out;
+}
+
+Result<std::string> secret_option(const Args& a) {
+  if (a.has("secret-file")) {
+    std::ifstream in(a.get("secret-file"));
+    std::string line;
+    if (!in || !std::getline(in, line)) return invalid_argument("--secret-file: cannot read " + a.get("secret-file"));
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    if (line.empty()) return invalid_argument("--secret-file: " + a.get("secret-file") + " starts with an empty line");
+    return line;
+  }
+  if (!a.get("secret").empty()) return a.get("secret");
+  const char* env = std::getenv("JANUS_SECRET");
+  return std::string(env ? env : "");
 }
 
 }  // namespace janus::cli

@@ -34,6 +34,11 @@ class Args {
   std::vector<std::string> positional_;
 };
 
+/// The deployment's shared secret: the first line of --secret-file, else --secret (which
+/// `ps` shows to every user of the machine), else $JANUS_SECRET; "" when none is given.
+/// Fails when the file cannot be read or is empty.
+Result<std::string> secret_option(const Args& a);
+
 /// "5,17,99" -> {5, 17, 99}; refuses empty items and non-integers.
 Result<std::vector<int32_t>> parse_id_list(const std::string& text, const std::string& what);
 

@@ -8,15 +8,15 @@
 
 namespace janus::cli {
 
-static const char* kHelp = R"(usage: janus console --connect [HOST:]PORT [--secret S] [--json] [--eval CODE | SCRIPT]
+static const char* kHelp = R"(usage: janus console --connect [HOST:]PORT [--secret-file F | --secret S] [--json] [--eval CODE | SCRIPT]
 
 Attaches the Lua console to a deployment started with `janus run CONFIG --listen PORT`.
-The secret is --secret, else $JANUS_SECRET. With --eval or a script file the code runs
+The secret is the first line of --secret-file, else --secret, else $JANUS_SECRET. With --eval or a script file the code runs
 non-interactively; otherwise the console is interactive (help() lists the commands).
 )";
 
 int cmd_console(const Argv& argv) {
-  auto parsed = Args::parse(argv, {"help", "json"}, {"connect", "secret", "eval"});
+  auto parsed = Args::parse(argv, {"help", "json"}, {"connect", "secret", "secret-file", "eval"});
   if (!parsed.ok()) return fail("console", parsed.status().message() + "\n" + kHelp, 2);
   const Args& a = *parsed;
   if (a.flag("help")) {
@@ -34,9 +34,10 @@ int cmd_console(const Argv& argv) {
   long port = std::strtol(port_text.c_str(), &end, 10);
   if (port_text.empty() || *end != '\0' || port <= 0 || port > 65535)
     return fail("console", "--connect: '" + target + "' is not [HOST:]PORT", 2);
-  std::string secret = a.get("secret");
-  if (secret.empty() && std::getenv("JANUS_SECRET")) secret = std::getenv("JANUS_SECRET");
-  if (secret.empty()) return fail("console", "no secret: give --secret or set JANUS_SECRET", 2);
+  auto given = secret_option(a);
+  if (!given.ok()) return fail("console", given.status().message(), 2);
+  const std::string secret = *given;
+  if (secret.empty()) return fail("console", "no secret: give --secret-file, --secret or set JANUS_SECRET", 2);
   auto client = ConsoleClient::connect(host, static_cast<uint16_t>(port), secret);
   if (!client.ok()) return fail("console", client.status().message());
   ConsoleHooks hooks = (*client)->hooks();

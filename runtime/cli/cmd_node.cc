@@ -7,7 +7,7 @@
 
 namespace janus::cli {
 
-static const char* kHelp = R"(usage: janus node --join HOST:PORT --name NAME [--secret S] [--threads N]
+static const char* kHelp = R"(usage: janus node --join HOST:PORT --name NAME [--secret-file F | --secret S] [--threads N]
                   [--tls [--cert FILE --key FILE] [--ca FILE]] [--connect-timeout SECONDS]
 
 Joins a multi-node deployment as node NAME (one of the names its config's nodes{}
@@ -21,7 +21,7 @@ is refused (exit 1). --tls when the coordinator has coordinator{tls=true}.
 )";
 
 int cmd_node(const Argv& argv) {
-  auto parsed = Args::parse(argv, {"help", "tls"}, {"join", "name", "secret", "threads", "cert", "key", "ca", "connect-timeout"});
+  auto parsed = Args::parse(argv, {"help", "tls"}, {"join", "name", "secret", "secret-file", "threads", "cert", "key", "ca", "connect-timeout"});
   if (!parsed.ok()) return fail("node", parsed.status().message() + "\n" + kHelp, 2);
   const Args& a = *parsed;
   if (a.flag("help")) {
@@ -39,9 +39,10 @@ int cmd_node(const Argv& argv) {
   o.join_host = join.substr(0, colon);
   o.join_port = static_cast<uint16_t>(port);
   o.name = a.get("name");
-  o.secret = a.get("secret");
-  if (o.secret.empty() && std::getenv("JANUS_SECRET")) o.secret = std::getenv("JANUS_SECRET");
-  if (o.secret.empty()) return fail("node", "no secret: give --secret or set JANUS_SECRET", 2);
+  auto given = secret_option(a);
+  if (!given.ok()) return fail("node", given.status().message(), 2);
+  o.secret = *given;
+  if (o.secret.empty()) return fail("node", "no secret: give --secret-file, --secret or set JANUS_SECRET", 2);
   auto threads = a.get_int("threads", 0);
   if (!threads.ok()) return fail("node", threads.status().message(), 2);
   o.threads = static_cast<int>(*threads);

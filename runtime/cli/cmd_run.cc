@@ -20,7 +20,7 @@ namespace janus::cli {
 
 static const char* kHelp = R"(usage: janus run [CONFIG] [--json] [--trace FILE] [--threads N]
                  [--console [--eval CODE | --console-script FILE]]
-                 [--listen [HOST:]PORT [--secret S] [--port-file FILE]]
+                 [--listen [HOST:]PORT [--secret-file F | --secret S] [--port-file FILE]]
 
 Builds the deployment a Lua graph config describes and runs its workload; without CONFIG,
 the default deployment (examples/configs/default.lua: the tiny Qwen3-MoE on the CPU, 2
@@ -33,8 +33,11 @@ distinct experts any instance ran in a layer batch). --trace writes a Chrome tra
 --console opens the Lua console on the running deployment (help() lists its commands);
 --eval / --console-script run console code without a terminal. --listen publishes the
 console for `janus console --connect HOST:PORT` (loopback unless HOST says otherwise),
-authenticated by --secret (or $JANUS_SECRET; else a random one, printed on stderr); the
-deployment then keeps serving after its workload until SIGINT or SIGTERM.
+authenticated by the secret of --secret-file (or --secret, which `ps` shows, or
+$JANUS_SECRET; on loopback, else a random one printed on stderr; beyond loopback one must
+be given); the deployment then keeps serving after its workload until SIGINT or SIGTERM.
+The console port speaks Janus's own protocol (HMAC proof of the secret, bounded frames,
+handshake timeouts, back-off after failures); no actor framework listens on it.
 )";
 
 namespace {
@@ -140,7 +143,7 @@ Status print_summary(Deployment& d, const std::string& trace_file) {
 
 int cmd_run(const Argv& argv) {
   auto parsed = Args::parse(argv, {"help", "json", "console"},
-                            {"trace", "threads", "eval", "console-script", "listen", "secret", "port-file"});
+                            {"trace", "threads", "eval", "console-script", "listen", "secret", "secret-file", "port-file"});
   if (!parsed.ok()) return fail("run", parsed.status().message() + "\n" + kHelp, 2);
   const Args& a = *parsed;
   if (a.flag("help")) {
@@ -157,6 +160,11 @@ int cmd_run(const Argv& argv) {
   if (a.has("listen")) {
     Status s = parse_listen(a.get("listen"), &listen_host, &listen_port);
     if (!s.ok()) return fail("run", s.message(), 2);
+  }
+  if (a.has("listen")) {
+    auto given = secret_option(a);
+    if (!given.ok()) return fail("run", given.status().message(), 2);
+    if (Status s = check_console_listen(listen_host, !given->empty()); !s.ok()) return fail("run", s.message(), 2);
   }
   const bool interactive = a.flag("console") || a.has("listen");
 
@@ -217,8 +225,9 @@ int cmd_run(const Argv& argv) {
   ConsoleEngine engine(dep);
   std::unique_ptr<ConsoleServer> server;
   if (a.has("listen")) {
-    std::string secret = a.get("secret");
-    if (secret.empty() && std::getenv("JANUS_SECRET")) secret = std::getenv("JANUS_SECRET");
+    auto given = secret_option(a);
+    if (!given.ok()) return fail("run", given.status().message(), 2);
+    std::string secret = *given;
     if (secret.empty()) {
       secret = random_secret();
       std::fprintf(stderr, "console secret: %s\n", secret.c_str());

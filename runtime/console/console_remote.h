@@ -1,8 +1,12 @@
-// The console over the network: an Inspector actor, published with CAF's middleman on
-// its own small actor system, answers evaluation, completion and watch requests against a
-// ConsoleEngine; `janus console --connect HOST:PORT` is its client. Every request carries
-// the deployment's shared secret; a wrong one is refused (and logged). The endpoint binds
-// to loopback unless told otherwise.
+// The console over the network: a ConsoleServer answers evaluation, completion and watch
+// requests against a ConsoleEngine; `janus console --connect HOST:PORT` is its client.
+// They speak our own framed protocol (runtime/console/console_wire.h), never CAF, so no
+// byte from an unauthenticated peer reaches an actor framework. A client proves it holds
+// the deployment's secret with an HMAC of the server's nonce (the secret never travels);
+// a wrong proof, garbage or silence closes the connection, and from the second in a row
+// makes that address wait, doubling the pause each time. Sizes are bounded, handshakes time out, connections still
+// authenticating are capped per address. The endpoint binds to loopback unless told
+// otherwise, and a non-loopback address needs a secret the user chose.
 #pragma once
 
 #include <cstdint>
@@ -15,11 +19,21 @@
 
 namespace janus {
 
+struct ConsoleServerLimits {
+  double handshake_s = 5;              // to send a valid proof after the greeting
+  double idle_s = 3600;                // between requests of an authenticated console
+  int unauthenticated_per_address = 8; // connections from one address still in the handshake
+  int max_connections = 64;
+  double first_backoff_s = 0.25;       // after the second failed handshake in a row; doubles per failure
+  double max_backoff_s = 60;
+};
+
 class ConsoleServer {
  public:
-  /// Publishes an Inspector on host:port (port 0: any free port).
+  /// Listens on host:port (port 0: any free port).
   static Result<std::unique_ptr<ConsoleServer>> start(ConsoleEngine& engine, const std::string& host, uint16_t port,
-                                                      const std::string& secret);
+                                                      const std::string& secret, ConsoleServerLimits limits = {});
+  /// Stops accepting, interrupts a running command, closes every connection.
   ~ConsoleServer();
   uint16_t port() const;
   /// Requests refused for a wrong secret so far.
@@ -47,5 +61,9 @@ class ConsoleClient {
 
 /// A fresh random secret (hex), for deployments started without one.
 std::string random_secret();
+
+/// Refuses a listening address beyond loopback unless the user gave a secret (a random
+/// one printed to stderr is fine for this machine only).
+Status check_console_listen(const std::string& host, bool secret_given);
 
 }  // namespace janus

@@ -4,6 +4,9 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -104,6 +107,8 @@ class Server {
     }
   }
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  std::string log() const { return janus::test::read_file(dir_ / "log"); }
 
  private:
   janus::test::TempDir dir_;
@@ -111,6 +116,69 @@ class Server {
   pid_t pid_ = -1;
   int port_ = 0;
 };
+
+// A raw TCP connection to the console port, as an attacker would open it.
+int raw_connect(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  return fd;
+}
+
+// Sends `bytes`, then reads until the server closes (true) or 10 s pass (false).
+bool closed_after(int fd, const std::string& bytes) {
+  if (!bytes.empty()) send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+    if (n < 0) return false;  // timed out with the connection still open
+  }
+}
+
+struct RawFrame {
+  int type = -1;
+  std::string payload;
+};
+
+// One frame of the console protocol (u32 big-endian length, u8 type, payload), or type -1.
+RawFrame read_raw_frame(int fd) {
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  auto read_n = [&](size_t n, std::string* out) {
+    out->resize(n);
+    size_t got = 0;
+    while (got < n) {
+      const ssize_t r = recv(fd, out->data() + got, n - got, 0);
+      if (r <= 0) return false;
+      got += static_cast<size_t>(r);
+    }
+    return true;
+  };
+  std::string header;
+  RawFrame f;
+  if (!read_n(5, &header)) return f;
+  const uint32_t len = static_cast<uint32_t>(static_cast<unsigned char>(header[0])) << 24 |
+                       static_cast<uint32_t>(static_cast<unsigned char>(header[1])) << 16 |
+                       static_cast<uint32_t>(static_cast<unsigned char>(header[2])) << 8 | static_cast<unsigned char>(header[3]);
+  if (len > (1u << 20) || !read_n(len, &f.payload)) return f;
+  f.type = static_cast<unsigned char>(header[4]);
+  return f;
+}
+
+long rss_kb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  return -1;
+}
 
 }  // namespace
 
@@ -251,4 +319,91 @@ TEST_CASE("remote console: the right secret attaches, the wrong one is refused, 
   std::string refused = sh(kJanus + " console --connect 127.0.0.1:1 --secret x --eval 'actors()'", &code);
   CHECK(code != 0);
   CHECK(refused.find("cannot connect to 127.0.0.1:1") != std::string::npos);
+}
+
+TEST_CASE("console port under attack: garbage, huge claims, idle floods and guessing leave it serving") {
+  Server srv("s3cret");
+  const std::string base = kJanus + " console --connect 127.0.0.1:" + std::to_string(srv.port());
+  auto eval_ok = [&] {
+    int code = 0;
+    std::string out = sh(base + " --secret s3cret --eval 'placement()'", &code);
+    return code == 0 && out.find("expert-2") != std::string::npos;
+  };
+  REQUIRE(eval_ok());
+  const long rss0 = rss_kb(srv.pid());
+
+  // The 32 bytes that crashed CAF 0.17.6's handshake, and a header claiming 4 GiB, many
+  // times over: each connection is dropped, nothing is allocated for the claim.
+  const std::string caf_crash = std::string("\x01", 1) + std::string(31, '\0');
+  const std::string huge = std::string("\xff\xff\xff\xff\x02", 5);
+  for (int i = 0; i < 20; ++i)
+    for (const std::string& bytes : {caf_crash, huge}) {
+      const int fd = raw_connect(srv.port());
+      CHECK(closed_after(fd, bytes));
+      close(fd);
+    }
+  CHECK(kill(srv.pid(), 0) == 0);
+  const long rss1 = rss_kb(srv.pid());
+  CHECK_MESSAGE(rss1 - rss0 < 64 * 1024, "RSS grew from " << rss0 << " kB to " << rss1 << " kB");
+  CHECK(eval_ok());  // garbage guesses nothing: it costs the address no back-off
+
+  // 300 connections that never say anything: at most a few are held, each only for the
+  // handshake timeout, and a real console gets in soon after.
+  std::vector<int> idle;
+  for (int i = 0; i < 300; ++i) idle.push_back(raw_connect(srv.port()));
+  bool got_in = false;
+  for (int i = 0; i < 40 && !got_in; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    got_in = eval_ok();
+  }
+  CHECK_MESSAGE(got_in, srv.log());
+  for (int fd : idle) close(fd);
+
+  // Guessing: the first wrong secret is answered at once, the next makes the address wait,
+  // and a guess during the wait is refused without being checked.
+  int code = 0;
+  std::string first = sh(base + " --secret wrong --eval 'actors()'", &code);
+  CHECK(code != 0);
+  CHECK(first.find("authentication failed: wrong secret") != std::string::npos);
+  auto guess = [&] {
+    const int fd = raw_connect(srv.port());
+    RawFrame hello = read_raw_frame(fd);
+    std::string reply;
+    if (hello.type == 1) {  // HELLO: answer with a well-formed AUTH holding a wrong proof
+      const std::string proof(32, 'x');
+      std::string auth = {0, 0, 0, 36, 2, 0, 0, 0, 32};
+      auth += proof;
+      send(fd, auth.data(), auth.size(), MSG_NOSIGNAL);
+      reply = read_raw_frame(fd).payload;
+    } else {
+      reply = hello.payload;
+    }
+    close(fd);
+    return reply;
+  };
+  CHECK(guess().find("authentication failed: wrong secret") != std::string::npos);
+  const std::string blocked = guess();
+  CHECK_MESSAGE(blocked.find("too many failed attempts from 127.0.0.1: try again in") != std::string::npos, blocked);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  CHECK(eval_ok());
+  // One log line for the first refusal and then every 100th, not one per attempt.
+  const std::string log = srv.log();
+  size_t lines = 0;
+  for (size_t at = log.find("refused 127.0.0.1"); at != std::string::npos; at = log.find("refused 127.0.0.1", at + 1)) ++lines;
+  CHECK(lines < 20);
+}
+
+TEST_CASE("a console beyond loopback needs a secret chosen by the user; --secret-file keeps it out of ps") {
+  int code = 0;
+  std::string out = sh("env -u JANUS_SECRET " + kJanus + " run " + kLong + " --listen 0.0.0.0:0", &code);
+  CHECK(code == 2);
+  CHECK_MESSAGE(out.find("beyond this machine, needs a secret chosen by you") != std::string::npos, out);
+  janus::test::TempDir d;
+  janus::test::write_file(d / "empty", "\n");
+  out = sh(kJanus + " console --connect 127.0.0.1:1 --secret-file " + d / "empty" + " --eval 'actors()'", &code);
+  CHECK(code == 2);
+  CHECK(out.find("starts with an empty line") != std::string::npos);
+  out = sh(kJanus + " console --connect 127.0.0.1:1 --secret-file " + d / "missing" + " --eval 'actors()'", &code);
+  CHECK(code == 2);
+  CHECK(out.find("--secret-file: cannot read") != std::string::npos);
 }
