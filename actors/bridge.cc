@@ -762,7 +762,7 @@ struct Bridge::Impl {
       MoeResult r;
       r.key = key;
       r.shard = s;
-      r.error = why;
+      r.error = unavailable(why);
       if (static_cast<size_t>(s) < shard_actor.size() && shard_actor[static_cast<size_t>(s)])
         self->send(shard_actor[static_cast<size_t>(s)], std::move(r));
     }
@@ -878,8 +878,8 @@ struct Bridge::Impl {
     Contribution c;
     c.moe_ns = moe_ns;
     for (auto& [s, r] : results)
-      if (!r.error.empty()) {
-        c.error = r.error;
+      if (!r.error.ok()) {
+        c.error = r.error.message();
         return c;
       }
     std::vector<std::vector<Tensor>> host;
@@ -953,11 +953,11 @@ struct Bridge::Impl {
     f.mode = ExchangeMode::kSingle;
     f.origin = origin;
     f.moe_busy_ns = moe_ns;
-    f.error = r.error;
+    f.error = r.error.message();
     std::vector<const Tensor*> ps;
     for (const Tensor& t : r.partials)
       if (t.rows > 0) ps.push_back(&t);
-    if (!r.error.empty() || ps.empty()) {
+    if (!r.error.ok() || ps.empty()) {
       ExchangePart p;
       p.shard = r.shard;
       p.dtype = DType::kF64;

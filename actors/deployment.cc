@@ -523,7 +523,11 @@ Status Deployment::scale(int attention, int moe) {
   caf::scoped_actor self{*impl_->sys};
   Status out = Status::Ok();
   self->request(impl_->scaler, std::chrono::seconds(600), ScaleTo{attention, moe})
-      .receive([&](uint32_t) {}, [&](caf::error& e) { out = unavailable("scale: " + impl_->sys->render(e)); });
+      .receive(
+          [&](Scaled& r) {
+            if (!r.status.ok()) out = unavailable("scale: " + r.status.message());
+          },
+          [&](caf::error& e) { out = unavailable("scale: " + impl_->sys->render(e)); });
   return out;
 }
 

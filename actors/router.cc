@@ -1,7 +1,5 @@
 #include "actors/router.h"
 
-#include <cstring>
-
 namespace janus::actors {
 
 Status concat_activations(const std::vector<ShardActivations>& parts, int64_t cols, Tensor* out) {
@@ -16,18 +14,15 @@ Router::Router(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> 
       shard_(shard),
       backend_(std::move(backend)) {}
 
+Status Router::keep(const Membership& next) {
+  shards_.restart(next.epoch, static_cast<int32_t>(next.shards.size()));
+  return Status::Ok();
+}
+
 caf::behavior Router::make_behavior() {
-  return with_stats({
-      [=, this](Membership& m) {
-        count();
-        localize(m);
-        m_ = m;
-        epoch_ = m.epoch;
-        pending_.clear();
-      },
+  return member_behavior({
       [=, this](ShardActivations& a) {
         count();
-        if (!current_epoch(a.key.epoch, "ShardActivations")) return;
         on_activations(a);
       },
   });
@@ -45,31 +40,32 @@ Status Router::gate(int layer, const Tensor& h, std::vector<int32_t>* ids, std::
 void Router::on_activations(ShardActivations& a) {
   const LayerBatchKey key = a.key;
   if (shard_ >= 0) {  // AGate: gate this shard's rows and pass them on
+    if (!current_epoch(key.epoch, "ShardActivations")) return;
     Status s = timed("route", &key, [&] { return gate(key.layer, a.h, &a.topk_ids, &a.topk_weights); });
     if (!s.ok()) log_error(stats_.name, "gate failed for " + key.to_string() + ": " + s.to_string());
-    send(m_.scheduler, std::move(a));
+    send(membership_.scheduler, std::move(a));
     return;
   }
-  const size_t n = m_.shards.size();
-  if (a.shard < 0 || static_cast<size_t>(a.shard) >= n) {
-    ++stats_.dropped;
-    log_warn(stats_.name, "dropped activations from unknown shard " + std::to_string(a.shard));
-    return;
+  const int32_t from = a.shard;
+  PartialGather<ShardActivations>::Batch batch;
+  std::string why;
+  switch (shards_.offer(key, from, std::move(a), &batch, &why)) {
+    case GatherOutcome::kDropped: return drop("ShardActivations", why);
+    case GatherOutcome::kWaiting:
+    case GatherOutcome::kFailed: return;  // activations carry no error
+    case GatherOutcome::kComplete: break;
   }
-  Pending& p = pending_[key];
-  if (p.parts.empty()) p.parts.resize(n);
-  p.parts[static_cast<size_t>(a.shard)] = std::move(a);
-  if (++p.received < static_cast<int>(n)) return;
+  std::vector<ShardActivations> parts;
+  for (auto& [shard, part] : batch.replies) parts.push_back(std::move(part));
   RoutedBatch b;
   b.key = key;
-  for (const ShardActivations& part : p.parts) b.shard_rows.push_back(static_cast<int32_t>(part.h.rows));
+  for (const ShardActivations& part : parts) b.shard_rows.push_back(static_cast<int32_t>(part.h.rows));
   Status s = timed("route", &key, [&] {
-    JANUS_TRY(concat_activations(p.parts, ctx_->model->config().hidden_size, &b.h));
+    JANUS_TRY(concat_activations(parts, ctx_->model->config().hidden_size, &b.h));
     return gate(key.layer, b.h, &b.topk_ids, &b.topk_weights);
   });
-  pending_.erase(key);
   if (!s.ok()) log_error(stats_.name, "gate failed for " + key.to_string() + ": " + s.to_string());
-  send(m_.scheduler, std::move(b));
+  send(membership_.scheduler, std::move(b));
 }
 
 }  // namespace janus::actors

@@ -6,9 +6,9 @@
 // it gates the shard's rows and forwards them with their routing to the Scheduler.
 #pragma once
 
-#include <map>
-
 #include "actors/actor_common.h"
+#include "actors/partial_gather.h"
+#include "actors/protocol/layer_exchange.h"
 
 namespace janus::actors {
 
@@ -19,17 +19,13 @@ class Router : public JanusActor {
   caf::behavior make_behavior() override;
 
  private:
+  Status keep(const Membership& next) override;
   void on_activations(ShardActivations& a);
   Status gate(int layer, const Tensor& h, std::vector<int32_t>* ids, std::vector<float>* w);
 
   const int shard_;
   std::shared_ptr<RouterBackend> backend_;
-  Membership m_;
-  struct Pending {
-    std::vector<ShardActivations> parts;
-    int received = 0;
-  };
-  std::map<LayerBatchKey, Pending> pending_;
+  PartialGather<ShardActivations> shards_{"shard "};  // EGate: each layer batch's rows from every shard
 };
 
 /// Joins the shards' activations, rows of shard 0 first (shares a single part).

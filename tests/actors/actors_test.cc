@@ -55,9 +55,10 @@ TEST_CASE("an expert instance drops another epoch's work, refuses experts it doe
       ++got;
       CHECK(p.key.epoch == 2);
       if (got == 1) {
-        CHECK(p.error.find("expert 6, which it does not hold") != std::string::npos);
+        CHECK(p.error.message().find("expert 6, which it does not hold") != std::string::npos);
+        CHECK(p.error.code() == ErrorCode::kInternal);
       } else {
-        CHECK(p.error.empty());
+        CHECK(p.error.ok());
         REQUIRE(p.partial.rows == 2);
         CHECK(p.partial.dtype == DType::kF64);
         double norm0 = 0, norm1 = 0;
