@@ -17,12 +17,12 @@ GatherOutcome GatherLedger::take(const LayerBatchKey& key, int32_t from, std::st
     *why = "of epoch " + std::to_string(key.epoch) + " (current epoch " + std::to_string(epoch_) + ")";
     return GatherOutcome::kDropped;
   }
+  if (implicit_slots_ > 0 && (from < 0 || from >= implicit_slots_)) {
+    *why = "for " + key.to_string() + " from unknown " + name(from);
+    return GatherOutcome::kDropped;
+  }
   auto it = due_.find(key);
   if (it == due_.end() && implicit_slots_ > 0) {
-    if (from < 0 || from >= implicit_slots_) {
-      *why = "for " + key.to_string() + " from unknown " + name(from);
-      return GatherOutcome::kDropped;
-    }
     std::set<int32_t> all;
     for (int32_t s = 0; s < implicit_slots_; ++s) all.insert(s);
     it = due_.emplace(key, std::move(all)).first;
