@@ -2,10 +2,16 @@
 
 namespace janus::actors {
 
-Status concat_activations(const std::vector<ShardActivations>& parts, int64_t cols, Tensor* out) {
+Status join_shards(const LayerBatchKey& key, std::map<int32_t, ShardActivations>& parts, int64_t cols, RoutedBatch* out) {
+  out->key = key;
   std::vector<Tensor> hs;
-  for (const ShardActivations& p : parts) hs.push_back(p.h);
-  return concat_rows(hs, cols, out);
+  for (auto& [shard, p] : parts) {
+    out->shard_rows.push_back(static_cast<int32_t>(p.h.rows));
+    out->topk_ids.insert(out->topk_ids.end(), p.topk_ids.begin(), p.topk_ids.end());
+    out->topk_weights.insert(out->topk_weights.end(), p.topk_weights.begin(), p.topk_weights.end());
+    hs.push_back(std::move(p.h));
+  }
+  return concat_rows(hs, cols, &out->h);
 }
 
 Router::Router(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, int shard,
@@ -49,19 +55,12 @@ void Router::on_activations(ShardActivations& a) {
   const int32_t from = a.shard;
   PartialGather<ShardActivations>::Batch batch;
   std::string why;
-  switch (shards_.offer(key, from, std::move(a), &batch, &why)) {
-    case GatherOutcome::kDropped: return drop("ShardActivations", why);
-    case GatherOutcome::kWaiting:
-    case GatherOutcome::kFailed: return;  // activations carry no error
-    case GatherOutcome::kComplete: break;
-  }
-  std::vector<ShardActivations> parts;
-  for (auto& [shard, part] : batch.replies) parts.push_back(std::move(part));
+  const GatherOutcome o = shards_.offer(key, from, std::move(a), &batch, &why);
+  if (o == GatherOutcome::kDropped) return drop("ShardActivations", why);
+  if (o != GatherOutcome::kComplete) return;  // other shards are due (activations carry no error)
   RoutedBatch b;
-  b.key = key;
-  for (const ShardActivations& part : parts) b.shard_rows.push_back(static_cast<int32_t>(part.h.rows));
   Status s = timed("route", &key, [&] {
-    JANUS_TRY(concat_activations(parts, ctx_->model->config().hidden_size, &b.h));
+    JANUS_TRY(join_shards(key, batch.replies, ctx_->model->config().hidden_size, &b));
     return gate(key.layer, b.h, &b.topk_ids, &b.topk_weights);
   });
   if (!s.ok()) log_error(stats_.name, "gate failed for " + key.to_string() + ": " + s.to_string());

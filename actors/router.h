@@ -6,6 +6,8 @@
 // it gates the shard's rows and forwards them with their routing to the Scheduler.
 #pragma once
 
+#include <map>
+
 #include "actors/actor_common.h"
 #include "actors/partial_gather.h"
 #include "actors/protocol/layer_exchange.h"
@@ -28,7 +30,9 @@ class Router : public JanusActor {
   PartialGather<ShardActivations> shards_{"shard "};  // EGate: each layer batch's rows from every shard
 };
 
-/// Joins the shards' activations, rows of shard 0 first (shares a single part).
-Status concat_activations(const std::vector<ShardActivations>& parts, int64_t cols, Tensor* out);
+/// The layer batch a gather of every shard's activations makes, rows of shard 0 first:
+/// their rows joined (a single part is shared, not copied), each shard's row count, and
+/// their routing joined (AGate; empty under EGate).
+Status join_shards(const LayerBatchKey& key, std::map<int32_t, ShardActivations>& parts, int64_t cols, RoutedBatch* out);
 
 }  // namespace janus::actors

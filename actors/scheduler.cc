@@ -113,22 +113,11 @@ void Scheduler::on_shard_rows(ShardActivations& a) {
   const int32_t from = a.shard;
   PartialGather<ShardActivations>::Batch parts;
   std::string why;
-  switch (shard_rows_.offer(key, from, std::move(a), &parts, &why)) {
-    case GatherOutcome::kDropped: return drop("ShardActivations", why);
-    case GatherOutcome::kWaiting:
-    case GatherOutcome::kFailed: return;  // activations carry no error
-    case GatherOutcome::kComplete: break;
-  }
-  std::vector<ShardActivations> shards;
-  for (auto& [shard, p] : parts.replies) shards.push_back(std::move(p));
+  const GatherOutcome o = shard_rows_.offer(key, from, std::move(a), &parts, &why);
+  if (o == GatherOutcome::kDropped) return drop("ShardActivations", why);
+  if (o != GatherOutcome::kComplete) return;  // other shards are due (activations carry no error)
   RoutedBatch b;
-  b.key = key;
-  for (const ShardActivations& p : shards) {
-    b.shard_rows.push_back(static_cast<int32_t>(p.h.rows));
-    b.topk_ids.insert(b.topk_ids.end(), p.topk_ids.begin(), p.topk_ids.end());
-    b.topk_weights.insert(b.topk_weights.end(), p.topk_weights.begin(), p.topk_weights.end());
-  }
-  Status joined = concat_activations(shards, ctx_->model->config().hidden_size, &b.h);
+  Status joined = join_shards(key, parts.replies, ctx_->model->config().hidden_size, &b);
   if (!joined.ok()) return fail(key, joined);
   schedule(b);
 }

@@ -31,27 +31,23 @@ Membership two_by_two(caf::scoped_actor& self, uint32_t epoch, caf::actor schedu
   return m;
 }
 
-/// Both shards' MoeResults for one layer batch, by shard.
-std::vector<MoeResult> results(caf::scoped_actor& self) {
-  std::vector<MoeResult> out(2);
+/// One T for each of two slots (shards, instances), in slot order.
+template <class T>
+std::vector<T> one_each(caf::scoped_actor& self, const char* what, int32_t T::*slot) {
+  std::vector<T> out(2);
   for (int i = 0; i < 2; ++i) {
-    MoeResult r = receive_one<MoeResult>(self, "MoeResult");
-    REQUIRE((r.shard == 0 || r.shard == 1));
-    out[static_cast<size_t>(r.shard)] = std::move(r);
+    T x = receive_one<T>(self, what);
+    REQUIRE((x.*slot == 0 || x.*slot == 1));
+    out[static_cast<size_t>(x.*slot)] = std::move(x);
   }
   return out;
 }
 
-/// Both instances' tasks, by instance.
-std::vector<ExpertTask> tasks(caf::scoped_actor& self) {
-  std::vector<ExpertTask> out(2);
-  for (int i = 0; i < 2; ++i) {
-    ExpertTask t = receive_one<ExpertTask>(self, "ExpertTask");
-    REQUIRE((t.instance == 0 || t.instance == 1));
-    out[static_cast<size_t>(t.instance)] = std::move(t);
-  }
-  return out;
-}
+/// Both shards' MoeResults for one layer batch.
+std::vector<MoeResult> results(caf::scoped_actor& self) { return one_each(self, "MoeResult", &MoeResult::shard); }
+
+/// Both instances' tasks.
+std::vector<ExpertTask> tasks(caf::scoped_actor& self) { return one_each(self, "ExpertTask", &ExpertTask::instance); }
 
 /// An instance's partial sums as the test makes them up: value 1000 * instance + 10 * row + col / 100.
 Tensor made_up_partial(int instance, int64_t rows, int64_t cols) {
