@@ -41,12 +41,41 @@ void JanusActor::count() {
   if (stats_.slow_ms > 0) std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(stats_.slow_ms));
 }
 
+void JanusActor::drop(const char* what, const std::string& why) {
+  ++stats_.dropped;
+  log_warn(stats_.name, std::string("dropped ") + what + " " + why);
+}
+
 bool JanusActor::current_epoch(uint32_t epoch, const char* what) {
   if (epoch == epoch_) return true;
-  ++stats_.dropped;
-  log_warn(stats_.name, std::string("dropped ") + what + " of epoch " + std::to_string(epoch) + " (current epoch " +
-                            std::to_string(epoch_) + ")");
+  drop(what, "of epoch " + std::to_string(epoch) + " (current epoch " + std::to_string(epoch_) + ")");
   return false;
+}
+
+Status JanusActor::keep(const Membership&) { return Status::Ok(); }
+
+Status JanusActor::adopt(Membership next) {
+  if (next.epoch < epoch_) {
+    // The Frontend installs epochs in order: an older one arriving now is stale, and
+    // applying it would undo the newer membership.
+    drop("Membership", "of epoch " + std::to_string(next.epoch) + " (current epoch " + std::to_string(epoch_) + ")");
+    return invalid_argument(stats_.name + ": membership of epoch " + std::to_string(next.epoch) + " is older than epoch " +
+                            std::to_string(epoch_));
+  }
+  if (ctx_->view) ctx_->view->localize(next);
+  Status kept = keep(next);
+  membership_ = std::move(next);
+  epoch_ = membership_.epoch;
+  return kept.with_context(stats_.name);
+}
+
+caf::behavior JanusActor::member_behavior(caf::message_handler handlers) {
+  return with_stats(handlers.or_else([=, this](Membership& m) -> caf::result<void> {
+    count();
+    Status s = adopt(std::move(m));
+    if (!s.ok()) return caf::make_error(caf::sec::runtime_error, s.message());
+    return caf::unit;
+  }));
 }
 
 caf::behavior JanusActor::with_stats(caf::message_handler handlers) {

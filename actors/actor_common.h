@@ -1,12 +1,15 @@
 // What every Janus actor shares: the deployment's context (model, graph, trace), its
-// own counters, the current membership epoch, and a way to time the work it does.
+// own counters, the membership it is a member of and its epoch, and a way to time the
+// work it does.
 #pragma once
 
 #include <caf/all.hpp>
 #include <memory>
 #include <string>
 
-#include "actors/messages.h"
+#include "actors/protocol/control.h"
+#include "actors/protocol/layer_batch_key.h"
+#include "actors/protocol/membership.h"
 #include "gpu/backend/backend.h"
 #include "runtime/config/graph_spec.h"
 #include "runtime/base/log.h"
@@ -39,6 +42,9 @@ struct DeploymentContext {
 /// One definition for one process and for a `janus node`, so both size caches alike.
 BackendOptions backend_options(const GraphSpec& spec, const ModelConfig& model);
 
+/// The tiny wall clock every actor uses for timings (seconds, monotonic).
+double now_seconds();
+
 class JanusActor : public caf::event_based_actor {
  public:
   JanusActor(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, std::string name, std::string kind,
@@ -64,13 +70,29 @@ class JanusActor : public caf::event_based_actor {
   /// Counts a handled message, and waits first when the actor was slowed down.
   void count();
 
-  /// This node's view of a membership (unchanged in one process).
-  void localize(Membership& m) const {
-    if (ctx_->view) ctx_->view->localize(m);
-  }
+  /// Counts a message that is not applied and logs "dropped <what> <why>".
+  void drop(const char* what, const std::string& why);
 
-  /// True when `epoch` is current; otherwise logs, counts the drop and returns false.
+  /// True when `epoch` is current; otherwise drops the message and returns false.
   bool current_epoch(uint32_t epoch, const char* what);
+
+  // -- membership -------------------------------------------------------------------------
+
+  /// The one way an actor takes a membership: one older than the current epoch is
+  /// refused (dropped); otherwise it is localized (this node's view of it), the actor
+  /// keeps what it needs from it (keep()), and it becomes membership_ under its epoch.
+  /// The Status is keep()'s, with the actor's name: the membership is installed even
+  /// when it failed, since the Frontend goes on with it and only logs the failure.
+  Status adopt(Membership next);
+
+  /// What this actor keeps from `next` while membership_ and epoch_ are still the ones
+  /// it replaces: its own position, the members it watches, what in flight belongs to
+  /// the old epoch. Nothing by default.
+  virtual Status keep(const Membership& next);
+
+  /// The behaviour of a member: `handlers`, plus Membership (adopted, and answered when
+  /// installed or with keep()'s error) and the handlers of with_stats().
+  caf::behavior member_behavior(caf::message_handler handlers);
 
   /// The actor's handlers plus those every actor has: StatsQuery (answered with
   /// ActorStats) and SlowDown.
@@ -78,6 +100,7 @@ class JanusActor : public caf::event_based_actor {
 
   std::shared_ptr<const DeploymentContext> ctx_;
   ActorStats stats_;
+  Membership membership_;
   uint32_t epoch_ = 0;
   double started_s_ = 0;
 

@@ -9,45 +9,49 @@ AttentionShard::AttentionShard(caf::actor_config& cfg, std::shared_ptr<const Dep
     : JanusActor(cfg, ctx, "attention-" + std::to_string(id), "AttentionShard", backend->device().name()),
       backend_(std::move(backend)) {}
 
-void AttentionShard::apply_membership(Membership& m) {
-  localize(m);
-  if (in_step_ && m.epoch != epoch_) {
+namespace {
+
+/// A backend's failure as the request's: its code, and a message that names it.
+Status request_failed(const Status& s) { return Status(s.code(), "request failed: " + s.to_string()); }
+
+}  // namespace
+
+const caf::actor& AttentionShard::router() const {
+  return ctx_->spec.egate() ? membership_.routers.at(0) : membership_.routers.at(static_cast<size_t>(index_));
+}
+
+Status AttentionShard::keep(const Membership& next) {
+  if (in_step_ && next.epoch != epoch_) {
     // The step in flight belongs to the old membership: drop it, commit nothing. Its
     // requests stay as they were and the next step recomputes the same values.
-    log_info(stats_.name, "step " + std::to_string(step_) + " aborted by the membership of epoch " + std::to_string(m.epoch));
+    log_info(stats_.name, "step " + std::to_string(step_) + " aborted by the membership of epoch " + std::to_string(next.epoch));
     in_step_ = false;
     mbs_.clear();
     out_ = StepDone{};
   }
-  for (const auto& a : {m_.scheduler}) if (a) demonitor(a);
-  for (const auto& r : m_.routers) demonitor(r);
-  m_ = m;
-  epoch_ = m.epoch;
-  for (size_t i = 0; i < m_.shards.size(); ++i)
-    if (m_.shards[i] == caf::actor_cast<caf::actor>(this)) index_ = static_cast<int>(i);
-  monitor(m_.scheduler);
-  monitor(ctx_->spec.egate() ? m_.routers.at(0) : m_.routers.at(static_cast<size_t>(index_)));
+  if (membership_.scheduler) demonitor(membership_.scheduler);
+  for (const auto& r : membership_.routers) demonitor(r);
+  for (size_t i = 0; i < next.shards.size(); ++i)
+    if (next.shards[i] == caf::actor_cast<caf::actor>(this)) index_ = static_cast<int>(i);
+  monitor(next.scheduler);
+  monitor(ctx_->spec.egate() ? next.routers.at(0) : next.routers.at(static_cast<size_t>(index_)));
+  return Status::Ok();
 }
 
 caf::behavior AttentionShard::make_behavior() {
   set_down_handler([=, this](caf::down_msg& dm) {
-    const caf::actor& router = ctx_->spec.egate() ? m_.routers.at(0) : m_.routers.at(static_cast<size_t>(index_));
-    if (dm.source != m_.scheduler.address() && dm.source != router.address()) return;  // not ours (any more)
+    if (dm.source != membership_.scheduler.address() && dm.source != router().address()) return;  // not ours (any more)
     // The MoE side died: whatever waits on it will never be answered.
     const std::string why = "the MoE side died (" + to_string(dm.reason) + ")";
     log_error(stats_.name, why);
     for (size_t j = 0; j < mbs_.size(); ++j)
       if (!mbs_[j].done) {
-        fail_requests(static_cast<int>(j), "request failed: " + why);
+        fail_requests(static_cast<int>(j), unavailable("request failed: " + why));
         mbs_[j].done = true;
       }
     maybe_end_step();
   });
-  return with_stats({
-      [=, this](Membership& m) {
-        count();
-        apply_membership(m);
-      },
+  return member_behavior({
       [=, this](StepBegin& sb) {
         count();
         if (!current_epoch(sb.epoch, "StepBegin")) return;
@@ -58,17 +62,14 @@ caf::behavior AttentionShard::make_behavior() {
         if (!current_epoch(r.key.epoch, "MoeResult")) return;
         const int j = r.key.micro_batch;
         if (!in_step_ || r.key.step != step_ || j < 0 || j >= static_cast<int>(mbs_.size()) || mbs_[static_cast<size_t>(j)].done ||
-            mbs_[static_cast<size_t>(j)].layer != r.key.layer) {
-          ++stats_.dropped;
-          log_warn(stats_.name, "dropped MoeResult for " + r.key.to_string() + ": no micro-batch waits for it");
-          return;
-        }
+            mbs_[static_cast<size_t>(j)].layer != r.key.layer)
+          return drop("MoeResult", "for " + r.key.to_string() + ": no micro-batch waits for it");
         MicroBatch& mb = mbs_[static_cast<size_t>(j)];
-        if (!r.error.empty()) {
-          fail_requests(j, "request failed: " + r.error);
+        if (!r.error.ok()) {
+          fail_requests(j, r.error.with_context("request failed"));
         } else if (!mb.rows.empty()) {
           Status s = timed("combine", &r.key, [&] { return backend_->add_moe_output(r.partials, mb.x); });
-          if (!s.ok()) fail_requests(j, "request failed: " + s.to_string());
+          if (!s.ok()) fail_requests(j, request_failed(s));
         }
         ++mb.layer;
         advance(j);
@@ -102,8 +103,8 @@ void AttentionShard::begin_step(StepBegin& sb) {
     Status s = seq.ok() ? kv.reserve(*seq, positions) : seq.status();
     if (!s.ok()) {
       if (seq.ok()) kv.release(*seq);
-      admission_failures_.push_back({r.id, "request " + std::to_string(r.id) + " could not be admitted on " + stats_.name +
-                                               ": " + s.message()});
+      admission_failures_.push_back(
+          {r.id, s.with_context("request " + std::to_string(r.id) + " could not be admitted on " + stats_.name)});
       continue;  // never entered running_: nothing to undo
     }
     r.seq = *seq;
@@ -136,7 +137,7 @@ void AttentionShard::begin_step(StepBegin& sb) {
     MicroBatch& mb = mbs_[static_cast<size_t>(j)];
     if (!mb.tokens.empty()) {
       Status s = backend_->embed(mb.tokens, &mb.x);
-      if (!s.ok()) fail_requests(j, "request failed: " + s.to_string());
+      if (!s.ok()) fail_requests(j, request_failed(s));
     }
   }
   for (int j = 0; j < m; ++j) advance(j);
@@ -151,7 +152,7 @@ void AttentionShard::advance(int j) {
     const LayerBatchKey k = key(j);
     if (!mb.rows.empty()) {
       Status s = timed("attention", &k, [&] { return backend_->attention(l, mb.x, mb.rows, &mb.h); });
-      if (!s.ok()) fail_requests(j, "request failed: " + s.to_string());
+      if (!s.ok()) fail_requests(j, request_failed(s));
     }
     if (c.is_sparse(l)) {
       ShardActivations a;
@@ -163,13 +164,12 @@ void AttentionShard::advance(int j) {
       } else {
         a.h = mb.h;
       }
-      const caf::actor& to = ctx_->spec.egate() ? m_.routers.at(0) : m_.routers.at(static_cast<size_t>(index_));
-      send(to, std::move(a));
+      send(router(), std::move(a));
       return;  // wait for the MoE side
     }
     if (!mb.rows.empty()) {
       Status s = timed("dense", &k, [&] { return backend_->dense_mlp(l, mb.h, mb.x); });
-      if (!s.ok()) fail_requests(j, "request failed: " + s.to_string());
+      if (!s.ok()) fail_requests(j, request_failed(s));
     }
     ++mb.layer;
   }
@@ -191,7 +191,7 @@ void AttentionShard::finish_micro_batch(int j) {
   const LayerBatchKey k = key(j);
   Status s = timed("sample", &k, [&] { return backend_->sample(mb.x, rows, &tokens, &logits); });
   if (!s.ok()) {
-    for (uint64_t id : mb.requests) out_.failures.push_back({id, "request failed: " + s.to_string()});
+    for (uint64_t id : mb.requests) out_.failures.push_back({id, request_failed(s)});
     return;
   }
   // Outcomes only: the requests change when the step commits (commit_step).
@@ -215,7 +215,7 @@ void AttentionShard::finish_micro_batch(int j) {
   }
 }
 
-void AttentionShard::fail_requests(int j, const std::string& why) {
+void AttentionShard::fail_requests(int j, const Status& why) {
   MicroBatch& mb = mbs_[static_cast<size_t>(j)];
   for (uint64_t id : mb.requests) out_.failures.push_back({id, why});
   mb.requests.clear();
@@ -256,7 +256,7 @@ void AttentionShard::maybe_end_step() {
   commit_step();
   out_.free_blocks = backend_->kv().free_blocks();
   out_.free_seqs = backend_->kv().free_seqs();
-  send(m_.frontend, std::move(out_));
+  send(membership_.frontend, std::move(out_));
   out_ = StepDone{};
 }
 

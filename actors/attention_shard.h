@@ -20,6 +20,8 @@
 #include <map>
 
 #include "actors/actor_common.h"
+#include "actors/protocol/layer_exchange.h"
+#include "actors/protocol/step.h"
 
 namespace janus::actors {
 
@@ -57,17 +59,19 @@ class AttentionShard : public JanusActor {
   void finish_micro_batch(int j);
   /// Fails the micro-batch's requests; the micro-batch itself goes on with zero rows, so
   /// the other shards' layer batches still close.
-  void fail_requests(int j, const std::string& why);
+  void fail_requests(int j, const Status& why);
   void maybe_end_step();
   void release(uint64_t id);
   /// Applies a finished step's outcomes to the requests and reports them.
   void commit_step();
-  void apply_membership(Membership& m);
+  /// Its position; a step in flight under an older epoch is aborted; it watches the
+  /// MoE side it sends to (the scheduler, its router).
+  Status keep(const Membership& next) override;
+  const caf::actor& router() const;
   LayerBatchKey key(int j) const { return {step_, mbs_[static_cast<size_t>(j)].layer, j, epoch_}; }
 
   int index_ = 0;
   std::shared_ptr<AttentionBackend> backend_;
-  Membership m_;
   std::map<uint64_t, Running> running_;
   std::vector<MicroBatch> mbs_;
   step_t step_ = 0;

@@ -90,8 +90,8 @@ Contribution BridgeStaging::reduce(const std::map<int32_t, MoeResult>& results, 
   Contribution c;
   c.moe_ns = moe_ns;
   for (const auto& [s, r] : results)
-    if (!r.error.empty()) {
-      c.error = r.error;
+    if (!r.error.ok()) {
+      c.error = r.error.message();
       return c;
     }
   std::vector<std::vector<Tensor>> host;

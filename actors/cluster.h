@@ -7,14 +7,15 @@
 // Router and Scheduler run as one mirror per MoE node (actors/bridge.h says why).
 #pragma once
 
+#include <caf/actor_system.hpp>
 #include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "actors/node_protocol.h"
-#include "actors/scaler_messages.h"
 #include "actors/deployment.h"
+#include "actors/protocol/membership.h"
+#include "actors/protocol/node.h"
 
 namespace janus::actors {
 

@@ -509,7 +509,11 @@ Status Deployment::scale(int attention, int moe) {
   std::lock_guard<std::mutex> lk(impl_->mu);
   if (impl_->stopped) return unavailable("the deployment is shut down");
   caf::scoped_actor self{*impl_->sys};
-  return ask(self, impl_->scaler, std::chrono::seconds(600), ScaleTo{attention, moe}, [](uint32_t) {}).with_context("scale");
+  Status refused = Status::Ok();
+  Status asked = ask(self, impl_->scaler, std::chrono::seconds(600), ScaleTo{attention, moe}, [&](Scaled& r) {
+    if (!r.status.ok()) refused = unavailable(r.status.message());
+  });
+  return (asked.ok() ? refused : asked).with_context("scale");
 }
 
 std::vector<RecoveryInfo> Deployment::recoveries() {

@@ -9,27 +9,20 @@ ExpertInstance::ExpertInstance(caf::actor_config& cfg, std::shared_ptr<const Dep
     : JanusActor(cfg, ctx, "expert-" + std::to_string(id), "ExpertInstance", backend->device().name()),
       backend_(std::move(backend)) {}
 
+Status ExpertInstance::keep(const Membership& next) {
+  index_ = -1;
+  for (size_t i = 0; i < next.instances.size(); ++i)
+    if (next.instances[i] == caf::actor_cast<caf::actor>(this)) index_ = static_cast<int>(i);
+  if (index_ < 0) return Status::Ok();
+  return backend_->set_experts(next.layout->experts_on(index_));
+}
+
 caf::behavior ExpertInstance::make_behavior() {
-  return with_stats({
-      [=, this](Membership& m) -> caf::result<void> {
-        count();
-        localize(m);
-        m_ = m;
-        epoch_ = m.epoch;
-        index_ = -1;
-        for (size_t i = 0; i < m_.instances.size(); ++i)
-          if (m_.instances[i] == caf::actor_cast<caf::actor>(this)) index_ = static_cast<int>(i);
-        if (index_ >= 0) {
-          Status s = backend_->set_experts(m_.layout->experts_on(index_));
-          if (!s.ok()) return caf::make_error(caf::sec::runtime_error, stats_.name + ": " + s.message());
-        }
-        return caf::unit;
-      },
-      [=, this](const LoadExperts& l) -> caf::result<void> {
+  return member_behavior({
+      [=, this](const LoadExperts& l) -> Status {
         count();
         Status s = timed("load", nullptr, [&] { return backend_->set_experts(l.experts); });
-        if (!s.ok()) return caf::make_error(caf::sec::runtime_error, stats_.name + ": " + s.message());
-        return caf::unit;
+        return s.with_context(stats_.name);
       },
       [=, this](ExpertTask& t) {
         count();
@@ -37,23 +30,25 @@ caf::behavior ExpertInstance::make_behavior() {
         ExpertPartial out;
         out.key = t.key;
         out.instance = index_;
+        // Work this instance cannot do is a scheduler bug, not data: refused as internal.
         if (index_ < 0) {
-          out.error = "is not a member of epoch " + std::to_string(epoch_);
-          send(m_.scheduler, std::move(out));
+          out.error = internal_error("is not a member of epoch " + std::to_string(epoch_));
+          send(membership_.scheduler, std::move(out));
           return;
         }
-        // Refuse work for experts this instance does not hold: a scheduler bug, not data.
-        const auto& mine = m_.layout->experts_on(index_);
+        const auto& mine = membership_.layout->experts_on(index_);
         for (const ExpertWork& w : t.work)
           if (std::find(mine.begin(), mine.end(), w.expert) == mine.end()) {
-            out.error = "was asked to run expert " + std::to_string(w.expert) + ", which it does not hold";
+            out.error = internal_error("was asked to run expert " + std::to_string(w.expert) + ", which it does not hold");
             break;
           }
-        if (out.error.empty()) {
+        if (out.error.ok()) {
           Status s = timed("experts", &t.key, [&] { return backend_->run(t.key.layer, t.h, t.work, &out.partial); });
-          if (!s.ok()) out.error = s.to_string();
+          // The backend's code travels; its message names the code too, as the requests
+          // that fail by it report it.
+          if (!s.ok()) out.error = Status(s.code(), s.to_string());
         }
-        send(m_.scheduler, std::move(out));
+        send(membership_.scheduler, std::move(out));
       },
   });
 }

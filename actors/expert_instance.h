@@ -8,7 +8,7 @@
 #pragma once
 
 #include "actors/actor_common.h"
-#include "actors/scaler_messages.h"
+#include "actors/protocol/layer_exchange.h"
 
 namespace janus::actors {
 
@@ -20,9 +20,11 @@ class ExpertInstance : public JanusActor {
   caf::behavior make_behavior() override;
 
  private:
+  /// Its position, and the experts the layout gives it there.
+  Status keep(const Membership& next) override;
+
   int index_ = -1;
   std::shared_ptr<ExpertBackend> backend_;
-  Membership m_;
 };
 
 }  // namespace janus::actors

@@ -14,8 +14,8 @@ int Frontend::blocks_needed(const GenerateRequest& r) const {
 }
 
 int Frontend::shard_index(const caf::actor& a) const {
-  for (size_t i = 0; i < m_.shards.size(); ++i)
-    if (m_.shards[i] == a) return static_cast<int>(i);
+  for (size_t i = 0; i < membership_.shards.size(); ++i)
+    if (membership_.shards[i] == a) return static_cast<int>(i);
   return -1;
 }
 
@@ -28,9 +28,9 @@ caf::behavior Frontend::make_behavior() {
       },
       [=, this](Unrecoverable& u) {
         count();
-        log_error(stats_.name, u.why);
-        broken_ = u.why;
-        fail_all("request failed: " + u.why);
+        log_error(stats_.name, u.error.message());
+        broken_ = u.error.message();
+        fail_all("request failed: " + broken_);
         in_step_ = false;
         awaiting_.clear();
       },
@@ -125,24 +125,24 @@ void Frontend::maybe_start_step() {
     reconfig_.pop_front();
     return install(std::move(r));
   }
-  if (m_.shards.empty()) return;
+  if (membership_.shards.empty()) return;
   if (paused_ && budget_ == 0) return;
   const int kv_blocks = ctx_->spec.attention.kv_blocks, max_seqs = ctx_->spec.attention.max_batch;
-  std::vector<std::vector<AdmittedRequest>> admit(m_.shards.size());
+  std::vector<std::vector<AdmittedRequest>> admit(membership_.shards.size());
   // First come, first served (runtime/scheduling/kv_admission.h).
   while (!queue_.empty()) {
     Request& r = live_.at(queue_.front());
     std::vector<ShardOccupancy> occupancy;
-    for (const caf::actor& sh : m_.shards) {
+    for (const caf::actor& sh : membership_.shards) {
       const ShardUse& u = use_[sh.address()];
       occupancy.push_back({u.blocks, u.seqs});
     }
     const int best = pick_shard(occupancy, r.blocks, kv_blocks, max_seqs);
     if (best < 0) break;
-    ShardUse& u = use_[m_.shards[static_cast<size_t>(best)].address()];
+    ShardUse& u = use_[membership_.shards[static_cast<size_t>(best)].address()];
     u.blocks += r.blocks;
     u.seqs += 1;
-    r.shard = m_.shards[static_cast<size_t>(best)];
+    r.shard = membership_.shards[static_cast<size_t>(best)];
     AdmittedRequest a{r.id, r.req, {}};
     a.resume_tokens = r.tokens;  // non-empty when it moved here from another shard
     admit[static_cast<size_t>(best)].push_back(std::move(a));
@@ -154,9 +154,9 @@ void Frontend::maybe_start_step() {
   if (paused_) --budget_;
   ++step_;
   awaiting_.clear();
-  for (size_t i = 0; i < m_.shards.size(); ++i) {
-    awaiting_.insert(m_.shards[i].address());
-    send(m_.shards[i], StepBegin{step_, epoch_, std::move(admit[i])});
+  for (size_t i = 0; i < membership_.shards.size(); ++i) {
+    awaiting_.insert(membership_.shards[i].address());
+    send(membership_.shards[i], StepBegin{step_, epoch_, std::move(admit[i])});
   }
 }
 
@@ -188,7 +188,9 @@ void Frontend::apply_tokens(StepDone& d) {
   for (RequestFailure& f : d.failures) {
     auto it = live_.find(f.id);
     if (it == live_.end()) continue;
-    finish(it->second, unavailable(f.message));
+    // To its caller, an admitted request that failed is one the deployment could not
+    // serve, whatever failed inside: unavailable, with the shard's message.
+    finish(it->second, unavailable(f.error.message()));
     live_.erase(it);
   }
 }
@@ -294,8 +296,9 @@ void Frontend::install(Reconfigure r) {
   auto left = std::make_shared<size_t>(members.size());
   auto failed = std::make_shared<std::string>();
   auto done = [=, this]() {
-    m_ = r.next;
-    epoch_ = m_.epoch;
+    // Its epoch follows the current one (the Scaler numbers them) and the Frontend keeps
+    // nothing else from it: adopt() has no failure to report here.
+    (void)adopt(r.next);
     for (const caf::actor& a : r.retire) send_exit(a, caf::exit_reason::user_shutdown);
     installing_ = false;
     awaiting_.clear();

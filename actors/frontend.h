@@ -19,9 +19,10 @@
 
 #include <deque>
 #include <map>
+#include <set>
 
 #include "actors/actor_common.h"
-#include "actors/scaler_messages.h"
+#include "actors/protocol/step.h"
 
 namespace janus::actors {
 
@@ -62,7 +63,6 @@ class Frontend : public JanusActor {
   void on_reconfigure(Reconfigure& r);
   void install(Reconfigure r);
 
-  Membership m_;
   caf::actor scaler_;
   std::map<uint64_t, Request> live_;  // queued and running
   std::deque<uint64_t> queue_;

@@ -9,9 +9,10 @@
 // batches that can no longer complete.
 #pragma once
 
+#include <caf/all.hpp>
 #include <map>
 
-#include "actors/node_protocol.h"
+#include "actors/protocol/node.h"
 
 namespace janus::actors {
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "actors/actor_common.h"
 #include "actors/messages.h"
 #include "runtime/base/log.h"
 

@@ -17,7 +17,7 @@
 #include <memory>
 
 #include "actors/actor_common.h"
-#include "actors/node_protocol.h"
+#include "actors/protocol/node.h"
 
 namespace janus::actors {
 

@@ -4,14 +4,18 @@
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
 
-
-#include "actors/node_protocol.h"
+#include "actors/protocol/control.h"
+#include "actors/protocol/membership.h"
+#include "actors/protocol/node.h"
+#include "actors/protocol/status.h"
+#include "actors/protocol/step.h"
 #include "runtime/base/secret.h"
 
 namespace janus::actors {
 
 void add_janus_message_types(caf::actor_system_config& cfg) {
-  // The actors' own control messages that cross nodes (actors/messages.h) ...
+  // The actors' own messages that cross nodes (actors/protocol/*.h) ...
+  cfg.add_message_type<Status>("janus.Status");
   cfg.add_message_type<LayerBatchKey>("janus.LayerBatchKey");
   cfg.add_message_type<GenerateRequest>("janus.GenerateRequest");
   cfg.add_message_type<SamplingParams>("janus.SamplingParams");
@@ -26,7 +30,7 @@ void add_janus_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<SlowDown>("janus.SlowDown");
   cfg.add_message_type<LayerAmaxStats>("janus.LayerAmaxStats");
   cfg.add_message_type<SchedulerStats>("janus.SchedulerStats");
-  // ... and the node protocol (actors/node_protocol.h).
+  // ... and the node protocol (actors/protocol/node.h).
   cfg.add_message_type<NodeHello>("janus.NodeHello");
   cfg.add_message_type<NodeChallenge>("janus.NodeChallenge");
   cfg.add_message_type<NodeJoin>("janus.NodeJoin");

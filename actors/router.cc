@@ -1,13 +1,17 @@
 #include "actors/router.h"
 
-#include <cstring>
-
 namespace janus::actors {
 
-Status concat_activations(const std::vector<ShardActivations>& parts, int64_t cols, Tensor* out) {
+Status join_shards(const LayerBatchKey& key, std::map<int32_t, ShardActivations>& parts, int64_t cols, RoutedBatch* out) {
+  out->key = key;
   std::vector<Tensor> hs;
-  for (const ShardActivations& p : parts) hs.push_back(p.h);
-  return concat_rows(hs, cols, out);
+  for (auto& [shard, p] : parts) {
+    out->shard_rows.push_back(static_cast<int32_t>(p.h.rows));
+    out->topk_ids.insert(out->topk_ids.end(), p.topk_ids.begin(), p.topk_ids.end());
+    out->topk_weights.insert(out->topk_weights.end(), p.topk_weights.begin(), p.topk_weights.end());
+    hs.push_back(std::move(p.h));
+  }
+  return concat_rows(hs, cols, &out->h);
 }
 
 Router::Router(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> ctx, int shard,
@@ -16,18 +20,15 @@ Router::Router(caf::actor_config& cfg, std::shared_ptr<const DeploymentContext> 
       shard_(shard),
       backend_(std::move(backend)) {}
 
+Status Router::keep(const Membership& next) {
+  shards_.restart(next.epoch, static_cast<int32_t>(next.shards.size()));
+  return Status::Ok();
+}
+
 caf::behavior Router::make_behavior() {
-  return with_stats({
-      [=, this](Membership& m) {
-        count();
-        localize(m);
-        m_ = m;
-        epoch_ = m.epoch;
-        pending_.clear();
-      },
+  return member_behavior({
       [=, this](ShardActivations& a) {
         count();
-        if (!current_epoch(a.key.epoch, "ShardActivations")) return;
         on_activations(a);
       },
   });
@@ -45,31 +46,25 @@ Status Router::gate(int layer, const Tensor& h, std::vector<int32_t>* ids, std::
 void Router::on_activations(ShardActivations& a) {
   const LayerBatchKey key = a.key;
   if (shard_ >= 0) {  // AGate: gate this shard's rows and pass them on
+    if (!current_epoch(key.epoch, "ShardActivations")) return;
     Status s = timed("route", &key, [&] { return gate(key.layer, a.h, &a.topk_ids, &a.topk_weights); });
     if (!s.ok()) log_error(stats_.name, "gate failed for " + key.to_string() + ": " + s.to_string());
-    send(m_.scheduler, std::move(a));
+    send(membership_.scheduler, std::move(a));
     return;
   }
-  const size_t n = m_.shards.size();
-  if (a.shard < 0 || static_cast<size_t>(a.shard) >= n) {
-    ++stats_.dropped;
-    log_warn(stats_.name, "dropped activations from unknown shard " + std::to_string(a.shard));
-    return;
-  }
-  Pending& p = pending_[key];
-  if (p.parts.empty()) p.parts.resize(n);
-  p.parts[static_cast<size_t>(a.shard)] = std::move(a);
-  if (++p.received < static_cast<int>(n)) return;
+  const int32_t from = a.shard;
+  PartialGather<ShardActivations>::Batch batch;
+  std::string why;
+  const GatherOutcome o = shards_.offer(key, from, std::move(a), &batch, &why);
+  if (o == GatherOutcome::kDropped) return drop("ShardActivations", why);
+  if (o != GatherOutcome::kComplete) return;  // other shards are due (activations carry no error)
   RoutedBatch b;
-  b.key = key;
-  for (const ShardActivations& part : p.parts) b.shard_rows.push_back(static_cast<int32_t>(part.h.rows));
   Status s = timed("route", &key, [&] {
-    JANUS_TRY(concat_activations(p.parts, ctx_->model->config().hidden_size, &b.h));
+    JANUS_TRY(join_shards(key, batch.replies, ctx_->model->config().hidden_size, &b));
     return gate(key.layer, b.h, &b.topk_ids, &b.topk_weights);
   });
-  pending_.erase(key);
   if (!s.ok()) log_error(stats_.name, "gate failed for " + key.to_string() + ": " + s.to_string());
-  send(m_.scheduler, std::move(b));
+  send(membership_.scheduler, std::move(b));
 }
 
 }  // namespace janus::actors

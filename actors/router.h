@@ -9,6 +9,8 @@
 #include <map>
 
 #include "actors/actor_common.h"
+#include "actors/partial_gather.h"
+#include "actors/protocol/layer_exchange.h"
 
 namespace janus::actors {
 
@@ -19,20 +21,18 @@ class Router : public JanusActor {
   caf::behavior make_behavior() override;
 
  private:
+  Status keep(const Membership& next) override;
   void on_activations(ShardActivations& a);
   Status gate(int layer, const Tensor& h, std::vector<int32_t>* ids, std::vector<float>* w);
 
   const int shard_;
   std::shared_ptr<RouterBackend> backend_;
-  Membership m_;
-  struct Pending {
-    std::vector<ShardActivations> parts;
-    int received = 0;
-  };
-  std::map<LayerBatchKey, Pending> pending_;
+  PartialGather<ShardActivations> shards_{"shard "};  // EGate: each layer batch's rows from every shard
 };
 
-/// Joins the shards' activations, rows of shard 0 first (shares a single part).
-Status concat_activations(const std::vector<ShardActivations>& parts, int64_t cols, Tensor* out);
+/// The layer batch a gather of every shard's activations makes, rows of shard 0 first:
+/// their rows joined (a single part is shared, not copied), each shard's row count, and
+/// their routing joined (AGate; empty under EGate).
+Status join_shards(const LayerBatchKey& key, std::map<int32_t, ShardActivations>& parts, int64_t cols, RoutedBatch* out);
 
 }  // namespace janus::actors

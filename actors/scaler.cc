@@ -79,8 +79,8 @@ void Scaler::on_down(caf::down_msg& dm) {
     return;  // a retired actor going away, as asked
   log_warn(stats_.name, why);
   if (!ctx_->spec.scaler.recover) {
-    send(planned_.frontend, Unrecoverable{std::string(kind == "ExpertInstance" ? "expert instance " : "") + why +
-                                          " (recovery is off: scaler{recover=false})"});
+    send(planned_.frontend, Unrecoverable{unavailable(std::string(kind == "ExpertInstance" ? "expert instance " : "") + why +
+                                                      " (recovery is off: scaler{recover=false})")});
     return;
   }
   RecoveryRecord rec;
@@ -91,7 +91,7 @@ void Scaler::on_down(caf::down_msg& dm) {
     int id = 0;
     auto a = spawn_instance(planned_.layout->experts_on(inst), &id);
     if (!a.ok()) {
-      send(planned_.frontend, Unrecoverable{why + "; no replacement: " + a.status().message()});
+      send(planned_.frontend, Unrecoverable{a.status().with_context(why + "; no replacement")});
       return;
     }
     next.instances[static_cast<size_t>(inst)] = *a;
@@ -108,7 +108,7 @@ void Scaler::on_down(caf::down_msg& dm) {
       auto a = spawn_shard(&id);
       auto r = a.ok() && !ctx_->spec.egate() ? spawn_router(id) : Result<caf::actor>(caf::actor{});
       if (!a.ok() || !r.ok()) {
-        send(planned_.frontend, Unrecoverable{why + "; no replacement shard: " + (a.ok() ? r.status() : a.status()).message()});
+        send(planned_.frontend, Unrecoverable{(a.ok() ? r.status() : a.status()).with_context(why + "; no replacement shard")});
         return;
       }
       next.shards.push_back(*a);
@@ -121,14 +121,14 @@ void Scaler::on_down(caf::down_msg& dm) {
     int shard_id = std::stoi(shard_name.substr(shard_name.find('-') + 1));
     auto r = spawn_router(shard_id);
     if (!r.ok()) {
-      send(planned_.frontend, Unrecoverable{why + "; no replacement: " + r.status().message()});
+      send(planned_.frontend, Unrecoverable{r.status().with_context(why + "; no replacement")});
       return;
     }
     next.routers[static_cast<size_t>(router)] = *r;
     rec.what = why + ": replaced";
   } else {
     // The frontend, the scheduler or the EGate router: no redundancy to fall back on.
-    send(planned_.frontend, Unrecoverable{why + " (no recovery for a " + kind + ")"});
+    send(planned_.frontend, Unrecoverable{unavailable(why + " (no recovery for a " + kind + ")")});
     return;
   }
   recoveries_.push_back(rec);
@@ -140,7 +140,7 @@ void Scaler::node_unrecoverable(const std::string& why) {
   if (lost_node_) return;
   lost_node_ = true;
   log_error(stats_.name, why);
-  send(planned_.frontend, Unrecoverable{why});
+  send(planned_.frontend, Unrecoverable{unavailable(why)});
 }
 
 void Scaler::on_node_down(const std::string& node, const std::string& why, double detected) {
@@ -275,21 +275,21 @@ void Scaler::finish_node_recovery(uint32_t lost, Membership next, const std::str
 void Scaler::scale(const ScaleTo& s, caf::response_promise rp) {
   const ModelConfig& c = ctx_->model->config();
   if (ctx_->spec.multi_node()) {
-    rp.deliver(caf::make_error(caf::sec::feature_disabled, "scale: rescaling a multi-node deployment is not supported yet"));
+    rp.deliver(Scaled{unsupported("rescaling a multi-node deployment is not supported yet")});
     return;
   }
   const int slots = ctx_->spec.experts.slots;
   if (s.attention < 1 || s.moe < 1) {
-    rp.deliver(caf::make_error(caf::sec::invalid_argument, "scale: attention and moe must be at least 1"));
+    rp.deliver(Scaled{invalid_argument("attention and moe must be at least 1")});
     return;
   }
   if (static_cast<int64_t>(s.moe) * slots < c.num_experts) {
-    rp.deliver(caf::make_error(caf::sec::invalid_argument, "scale: " + std::to_string(s.moe) + " instances x " + std::to_string(slots) +
-                                                               " slots cannot hold " + std::to_string(c.num_experts) + " experts"));
+    rp.deliver(Scaled{invalid_argument(std::to_string(s.moe) + " instances x " + std::to_string(slots) + " slots cannot hold " +
+                                       std::to_string(c.num_experts) + " experts")});
     return;
   }
   if (s.attention == static_cast<int>(planned_.shards.size()) && s.moe == static_cast<int>(planned_.instances.size())) {
-    rp.deliver(planned_.epoch);
+    rp.deliver(Scaled{Status::Ok(), planned_.epoch});
     return;
   }
   // The placement for the new instance count follows the experts' recent activations.
@@ -305,7 +305,7 @@ void Scaler::scale(const ScaleTo& s, caf::response_promise rp) {
             in.load = st.window_load;
             in.coactivation = st.window_coactivation;
             auto layout = place_experts(in);
-            if (!layout.ok()) return rp.deliver(caf::make_error(caf::sec::runtime_error, layout.status().message()));
+            if (!layout.ok()) return rp.deliver(Scaled{layout.status()});
             Membership next = planned_;
             std::vector<caf::actor> retire;
             // Shards: keep the first ones, add or retire at the end.
@@ -320,11 +320,11 @@ void Scaler::scale(const ScaleTo& s, caf::response_promise rp) {
             while (static_cast<int>(next.shards.size()) < s.attention) {
               int id = 0;
               auto a = spawn_shard(&id);
-              if (!a.ok()) return rp.deliver(caf::make_error(caf::sec::runtime_error, a.status().message()));
+              if (!a.ok()) return rp.deliver(Scaled{a.status()});
               next.shards.push_back(*a);
               if (!ctx_->spec.egate()) {
                 auto r = spawn_router(id);
-                if (!r.ok()) return rp.deliver(caf::make_error(caf::sec::runtime_error, r.status().message()));
+                if (!r.ok()) return rp.deliver(Scaled{r.status()});
                 next.routers.push_back(*r);
               }
             }
@@ -345,7 +345,7 @@ void Scaler::scale(const ScaleTo& s, caf::response_promise rp) {
               } else {
                 int id = 0;
                 auto a = spawn_instance(want, &id);
-                if (!a.ok()) return rp.deliver(caf::make_error(caf::sec::runtime_error, a.status().message()));
+                if (!a.ok()) return rp.deliver(Scaled{a.status()});
                 next.instances.push_back(*a);
               }
             }
@@ -355,17 +355,19 @@ void Scaler::scale(const ScaleTo& s, caf::response_promise rp) {
             auto left = std::make_shared<size_t>(preload.size());
             auto go = [=, this]() mutable {
               propose(next, /*abort=*/false, retire, reason, now_seconds());
-              waiting_.emplace(planned_.epoch, rp);
+              scaling_.emplace(planned_.epoch, rp);
             };
             if (preload.empty()) return go();
             for (auto& [a, experts] : preload)
               request(a, std::chrono::seconds(300), LoadExperts{experts})
-                  .then([=]() mutable {
-                          if (--*left == 0) go();
-                        },
-                        [=](caf::error& e) mutable { rp.deliver(e); });
+                  .then(
+                      [=](Status& loaded) mutable {
+                        if (!loaded.ok()) return rp.deliver(Scaled{loaded});
+                        if (--*left == 0) go();
+                      },
+                      [=](caf::error& e) mutable { rp.deliver(Scaled{unavailable("an instance did not load its experts: " + to_string(e))}); });
           },
-          [=](caf::error& e) mutable { rp.deliver(e); });
+          [=](caf::error& e) mutable { rp.deliver(Scaled{unavailable("the scheduler did not answer: " + to_string(e))}); });
 }
 
 void Scaler::autoscale() {
@@ -417,7 +419,7 @@ void Scaler::decide(double lambda, const SchedulerStats& st) {
   log_info(stats_.name, "demand " + std::to_string(lambda) + " tokens/s: " + std::to_string(rec.attention) + " shards, " +
                             std::to_string(rec.moe) + " instances" + (rec.changed ? " (rescaling)" : ""));
   if (rec.changed) {
-    auto rp = make_response_promise<uint32_t>();  // nobody waits: the answer is dropped
+    auto rp = make_response_promise<Scaled>();  // nobody waits: the answer is dropped
     scale(ScaleTo{rec.attention, rec.moe}, rp);
   }
 }
@@ -434,7 +436,7 @@ caf::behavior Scaler::make_behavior() {
         planned_ = in.membership;
         auto rp = make_response_promise<uint32_t>();
         propose(in.membership, false, {}, "the first membership", now_seconds());
-        waiting_.emplace(planned_.epoch, rp);
+        installing_.emplace(planned_.epoch, rp);
         if (ctx_->spec.scaler.policy == "slo" && kit_.perf) send(caf::actor_cast<caf::actor>(this), ScaleTick{});
         return rp;
       },
@@ -445,10 +447,13 @@ caf::behavior Scaler::make_behavior() {
       [=, this](ScalingQuery) { return decisions_; },
       [=, this](Reconfigured& r) {
         count();
-        auto w = waiting_.find(r.epoch);
-        if (w != waiting_.end()) {
+        if (auto w = installing_.find(r.epoch); w != installing_.end()) {
           w->second.deliver(r.epoch);
-          waiting_.erase(w);
+          installing_.erase(w);
+        }
+        if (auto w = scaling_.find(r.epoch); w != scaling_.end()) {
+          w->second.deliver(Scaled{Status::Ok(), r.epoch});
+          scaling_.erase(w);
         }
         auto rec = recovery_of_epoch_.find(r.epoch);
         if (rec != recovery_of_epoch_.end()) {
@@ -457,9 +462,9 @@ caf::behavior Scaler::make_behavior() {
           log_warn(stats_.name, "recovered in " + std::to_string((x.installed_s - x.detected_s) * 1e3) + " ms: " + x.what);
         }
       },
-      [=, this](const ScaleTo& s) -> caf::result<uint32_t> {
+      [=, this](const ScaleTo& s) -> caf::result<Scaled> {
         count();
-        auto rp = make_response_promise<uint32_t>();
+        auto rp = make_response_promise<Scaled>();
         scale(s, rp);
         return rp;
       },

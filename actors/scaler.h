@@ -24,12 +24,13 @@
 #pragma once
 
 #include <map>
-
 #include <set>
 
 #include "actors/actor_common.h"
-#include "actors/node_protocol.h"
-#include "actors/scaler_messages.h"
+#include "actors/protocol/control.h"
+#include "actors/protocol/membership.h"
+#include "actors/protocol/node.h"
+#include "actors/protocol/scaling.h"
 #include "runtime/scheduling/perf_model.h"
 #include "runtime/config/scaling_decision.h"
 
@@ -74,7 +75,8 @@ class Scaler : public JanusActor {
   std::vector<RosterEntry> roster_;
   Membership planned_;  // the newest membership handed to the Frontend (installed or not)
   std::vector<RecoveryRecord> recoveries_;
-  std::map<uint32_t, caf::response_promise> waiting_;  // answered when that epoch is installed
+  // Answered when that epoch is installed: InstallMembership with the epoch, ScaleTo with Scaled.
+  std::map<uint32_t, caf::response_promise> installing_, scaling_;
   std::map<uint32_t, size_t> recovery_of_epoch_;       // which record an epoch completes
   std::vector<ScalingRecord> decisions_;
   double last_tick_s_ = 0;

@@ -1,7 +1,5 @@
 #include "actors/scheduler.h"
 
-#include <cstring>
-
 #include "actors/router.h"
 
 namespace janus::actors {
@@ -34,7 +32,7 @@ void add_amax(LayerAmaxStats& ls, int amax) {
 }  // namespace
 
 void Scheduler::record(const RoutedBatch& b, const std::vector<int32_t>& replica, uint64_t batch_id) {
-  const ExpertLayout& layout = *m_.layout;
+  const ExpertLayout& layout = *membership_.layout;
   const size_t l = static_cast<size_t>(b.key.layer);
   const size_t E = static_cast<size_t>(layout.num_experts());
   add_amax(sstats_.layers[l], max_activated_experts(layout, replica.data(), static_cast<int64_t>(replica.size())));
@@ -58,69 +56,42 @@ void Scheduler::record(const RoutedBatch& b, const std::vector<int32_t>& replica
   }
 }
 
+Status Scheduler::keep(const Membership& next) {
+  // Whatever was in flight belongs to the old epoch: the shards re-run that step.
+  shard_rows_.restart(next.epoch, static_cast<int32_t>(next.shards.size()));
+  partials_.restart(next.epoch, 0);
+  dead_.clear();
+  for (const auto& i : membership_.instances)
+    if (i) demonitor(i);
+  // Multi-node: instances of other MoE nodes are invalid handles here; their node's own
+  // scheduler mirror sends them their work.
+  for (const auto& i : next.instances)
+    if (i) monitor(i);
+  return Status::Ok();
+}
+
 caf::behavior Scheduler::make_behavior() {
   set_down_handler([=, this](caf::down_msg& dm) {
     // The Scaler replaces a dead instance and the step in flight is re-run under a new
     // membership; until then, send it nothing more.
-    for (size_t i = 0; i < m_.instances.size(); ++i)
-      if (m_.instances[i].address() == dm.source) {
+    for (size_t i = 0; i < membership_.instances.size(); ++i)
+      if (membership_.instances[i].address() == dm.source) {
         dead_[static_cast<int32_t>(i)] = "expert instance expert at position " + std::to_string(i) + " died (" + to_string(dm.reason) + ")";
         log_warn(stats_.name, dead_[static_cast<int32_t>(i)]);
       }
   });
-  return with_stats({
-      [=, this](Membership& m) {
-        count();
-        // Whatever was in flight belongs to the old epoch: the shards re-run that step.
-        pending_.clear();
-        agate_parts_.clear();
-        dead_.clear();
-        localize(m);
-        for (const auto& i : m_.instances)
-          if (i) demonitor(i);
-        m_ = m;
-        epoch_ = m.epoch;
-        // Multi-node: instances of other MoE nodes are invalid handles here; their
-        // node's own scheduler mirror sends them their work.
-        for (const auto& i : m_.instances)
-          if (i) monitor(i);
-      },
+  return member_behavior({
       [=, this](RoutedBatch& b) {  // EGate
         count();
         if (!current_epoch(b.key.epoch, "RoutedBatch")) return;
         schedule(b);
       },
-      [=, this](ShardActivations& a) {  // AGate: gather the shards' routed rows
+      [=, this](ShardActivations& a) {  // AGate
         count();
-        if (!current_epoch(a.key.epoch, "ShardActivations")) return;
-        const size_t n = m_.shards.size();
-        if (a.shard < 0 || static_cast<size_t>(a.shard) >= n) {
-          ++stats_.dropped;
-          log_warn(stats_.name, "dropped activations from unknown shard " + std::to_string(a.shard));
-          return;
-        }
-        const LayerBatchKey key = a.key;
-        auto& parts = agate_parts_[key];
-        if (parts.empty()) parts.resize(n);
-        parts[static_cast<size_t>(a.shard)] = std::move(a);
-        size_t have = 0;
-        for (const auto& p : parts) have += (p.key == key) ? 1 : 0;
-        if (have < n) return;
-        RoutedBatch b;
-        b.key = key;
-        for (auto& p : parts) {
-          b.shard_rows.push_back(static_cast<int32_t>(p.h.rows));
-          b.topk_ids.insert(b.topk_ids.end(), p.topk_ids.begin(), p.topk_ids.end());
-          b.topk_weights.insert(b.topk_weights.end(), p.topk_weights.begin(), p.topk_weights.end());
-        }
-        Status joined = concat_activations(parts, ctx_->model->config().hidden_size, &b.h);
-        agate_parts_.erase(key);
-        if (!joined.ok()) return fail(key, b.shard_rows, joined.message());
-        schedule(b);
+        on_shard_rows(a);
       },
       [=, this](ExpertPartial& p) {
         count();
-        if (!current_epoch(p.key.epoch, "ExpertPartial")) return;
         on_partial(p);
       },
       [=, this](const SchedulerStats&) {
@@ -135,24 +106,35 @@ caf::behavior Scheduler::make_behavior() {
   });
 }
 
+void Scheduler::on_shard_rows(ShardActivations& a) {
+  // AGate: the shards' rows come routed by their own Routers; join them into the layer
+  // batch EGate's Router would have sent.
+  const LayerBatchKey key = a.key;
+  const int32_t from = a.shard;
+  PartialGather<ShardActivations>::Batch parts;
+  std::string why;
+  const GatherOutcome o = shard_rows_.offer(key, from, std::move(a), &parts, &why);
+  if (o == GatherOutcome::kDropped) return drop("ShardActivations", why);
+  if (o != GatherOutcome::kComplete) return;  // other shards are due (activations carry no error)
+  RoutedBatch b;
+  Status joined = join_shards(key, parts.replies, ctx_->model->config().hidden_size, &b);
+  if (!joined.ok()) return fail(key, joined);
+  schedule(b);
+}
+
 void Scheduler::schedule(RoutedBatch& b) {
   const ModelConfig& c = ctx_->model->config();
   const int k = c.top_k;
   const int64_t rows = b.h.rows;
   sstats_.bytes_in += b.h.bytes();
-  if (rows == 0) {
-    Pending p;
-    p.shard_rows = b.shard_rows;
-    reply(b.key, p);
-    return;
-  }
+  if (rows == 0) return reply(b.key, b.shard_rows, {});
   if (static_cast<int64_t>(b.topk_ids.size()) != rows * k || b.topk_weights.size() != b.topk_ids.size())
-    return fail(b.key, b.shard_rows, "routing of " + b.key.to_string() + " is missing (the gate failed)");
-  const ExpertLayout& layout = *m_.layout;
+    return fail(b.key, internal_error("routing of " + b.key.to_string() + " is missing (the gate failed)"));
+  const ExpertLayout& layout = *membership_.layout;
   std::vector<int32_t> replica(b.topk_ids.size());
   const uint64_t batch_id = b.key.step * 1000003ull + static_cast<uint64_t>(b.key.layer) * 131ull + static_cast<uint64_t>(b.key.micro_batch);
   Status s = timed("schedule", &b.key, [&] { return policy_->assign(layout, b.topk_ids.data(), rows, k, batch_id, replica.data()); });
-  if (!s.ok()) return fail(b.key, b.shard_rows, "scheduling " + b.key.to_string() + " failed: " + s.message());
+  if (!s.ok()) return fail(b.key, s.with_context("scheduling " + b.key.to_string() + " failed"));
   // Per instance: its work list; a_i is the number of distinct experts in it.
   std::vector<std::vector<ExpertWork>> work(static_cast<size_t>(layout.num_instances()));
   for (int64_t r = 0; r < rows; ++r)
@@ -163,66 +145,48 @@ void Scheduler::schedule(RoutedBatch& b) {
     }
   record(b, replica, batch_id);
 
-  Pending p;
-  p.shard_rows = b.shard_rows;
-  p.rows = rows;
+  std::vector<int32_t> waiting;
   for (size_t i = 0; i < work.size(); ++i) {
-    if (work[i].empty() || !m_.instances[i]) continue;
+    if (work[i].empty() || !membership_.instances[i]) continue;
     // A dead instance's work waits for the membership that replaces it (the step is then
     // re-run); sending it would be lost anyway.
-    p.waiting.insert(static_cast<int32_t>(i));
+    waiting.push_back(static_cast<int32_t>(i));
   }
   const LayerBatchKey key = b.key;
-  if (p.waiting.empty()) {
-    // A MoE node's mirror whose own instances drew no work this time still answers (with
-    // no partial sums), or the attention side would wait for it forever.
-    reply(key, p);
-    return;
-  }
-  for (int32_t i : p.waiting)
-    if (!dead_.count(i)) send(m_.instances[static_cast<size_t>(i)], ExpertTask{key, i, b.h, std::move(work[static_cast<size_t>(i)])});
-  pending_.emplace(key, std::move(p));
+  // A MoE node's mirror whose own instances drew no work this time still answers (with
+  // no partial sums), or the attention side would wait for it forever.
+  if (waiting.empty()) return reply(key, b.shard_rows, {});
+  partials_.expect(key, waiting, Dispatched{b.shard_rows, rows});
+  for (int32_t i : waiting)
+    if (!dead_.count(i)) send(membership_.instances[static_cast<size_t>(i)], ExpertTask{key, i, b.h, std::move(work[static_cast<size_t>(i)])});
 }
 
 void Scheduler::on_partial(ExpertPartial& part) {
-  auto it = pending_.find(part.key);
-  if (it == pending_.end() || !it->second.waiting.count(part.instance)) {
-    ++stats_.dropped;
-    log_warn(stats_.name, "dropped a partial result for " + part.key.to_string() + " from expert-" + std::to_string(part.instance) +
-                              ": nothing waits for it");
-    return;
-  }
-  Pending& p = it->second;
-  if (!part.error.empty()) {
-    auto shard_rows = p.shard_rows;
-    pending_.erase(it);
-    return fail(part.key, shard_rows, "expert-" + std::to_string(part.instance) + ": " + part.error);
-  }
-  if (part.partial.rows != p.rows) {
-    auto shard_rows = p.shard_rows;
-    pending_.erase(it);
-    return fail(part.key, shard_rows,
-                "expert-" + std::to_string(part.instance) + " returned " + std::to_string(part.partial.rows) + " rows for a batch of " +
-                    std::to_string(p.rows));
-  }
-  p.partials[part.instance] = std::move(part.partial);
-  p.waiting.erase(part.instance);
-  if (p.waiting.empty()) {
-    const LayerBatchKey key = it->first;
-    reply(key, p);
-    pending_.erase(key);
+  const LayerBatchKey key = part.key;
+  Result<Tensor> sums = part.error.ok() ? Result<Tensor>(std::move(part.partial)) : Result<Tensor>(part.error);
+  auto whole_batch = [](const Dispatched& d, const Tensor& t) {
+    if (t.rows == d.rows) return Status::Ok();
+    return internal_error("returned " + std::to_string(t.rows) + " rows for a batch of " + std::to_string(d.rows));
+  };
+  PartialSums::Batch batch;
+  std::string why;
+  switch (partials_.offer(key, part.instance, std::move(sums), &batch, &why, whole_batch)) {
+    case GatherOutcome::kDropped: return drop("ExpertPartial", why);
+    case GatherOutcome::kWaiting: return;
+    case GatherOutcome::kFailed: return fail(key, batch.error);
+    case GatherOutcome::kComplete: return reply(key, batch.context.shard_rows, batch.replies);
   }
 }
 
-void Scheduler::reply(const LayerBatchKey& key, Pending& p) {
+void Scheduler::reply(const LayerBatchKey& key, const std::vector<int32_t>& shard_rows, const std::map<int32_t, Tensor>& partials) {
   int64_t offset = 0;
-  for (size_t s = 0; s < m_.shards.size(); ++s) {
-    const int64_t n = s < p.shard_rows.size() ? p.shard_rows[s] : 0;
+  for (size_t s = 0; s < membership_.shards.size(); ++s) {
+    const int64_t n = s < shard_rows.size() ? shard_rows[s] : 0;
     MoeResult r;
     r.key = key;
     r.shard = static_cast<int32_t>(s);
     if (n > 0)
-      for (const auto& [instance, t] : p.partials) {
+      for (const auto& [instance, t] : partials) {
         // A view of the shard's rows: no copy, the storage is shared.
         Tensor v = t;
         v.rows = n;
@@ -230,19 +194,18 @@ void Scheduler::reply(const LayerBatchKey& key, Pending& p) {
         r.partials.push_back(std::move(v));
       }
     offset += n;
-    send(m_.shards[s], std::move(r));
+    send(membership_.shards[s], std::move(r));
   }
 }
 
-void Scheduler::fail(const LayerBatchKey& key, const std::vector<int32_t>& shard_rows, const std::string& why) {
-  (void)shard_rows;
-  log_error(stats_.name, "layer batch " + key.to_string() + " failed: " + why);
-  for (size_t s = 0; s < m_.shards.size(); ++s) {
+void Scheduler::fail(const LayerBatchKey& key, const Status& why) {
+  log_error(stats_.name, "layer batch " + key.to_string() + " failed: " + why.message());
+  for (size_t s = 0; s < membership_.shards.size(); ++s) {
     MoeResult r;
     r.key = key;
     r.error = why;
     r.shard = static_cast<int32_t>(s);
-    send(m_.shards[s], std::move(r));
+    send(membership_.shards[s], std::move(r));
   }
 }
 

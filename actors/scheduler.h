@@ -11,9 +11,10 @@
 #pragma once
 
 #include <map>
-#include <set>
 
 #include "actors/actor_common.h"
+#include "actors/partial_gather.h"
+#include "actors/protocol/layer_exchange.h"
 #include "runtime/scheduling/activation_stats.h"
 #include "runtime/scheduling/scheduling_policy.h"
 
@@ -25,25 +26,26 @@ class Scheduler : public JanusActor {
   caf::behavior make_behavior() override;
 
  private:
-  struct Pending {
+  /// What a layer batch sent to the instances waits with.
+  struct Dispatched {
     std::vector<int32_t> shard_rows;
-    std::set<int32_t> waiting;             // instances not yet answered
-    std::map<int32_t, Tensor> partials;    // by instance: [rows, H] each
     int64_t rows = 0;
   };
+  using PartialSums = PartialGather<Tensor, Dispatched>;
 
+  Status keep(const Membership& next) override;
+  void on_shard_rows(ShardActivations& a);
   void schedule(RoutedBatch& b);
   void on_partial(ExpertPartial& p);
-  void reply(const LayerBatchKey& key, Pending& p);
-  void fail(const LayerBatchKey& key, const std::vector<int32_t>& shard_rows, const std::string& why);
+  void reply(const LayerBatchKey& key, const std::vector<int32_t>& shard_rows, const std::map<int32_t, Tensor>& partials);
+  void fail(const LayerBatchKey& key, const Status& why);
 
   void record(const RoutedBatch& b, const std::vector<int32_t>& replica, uint64_t batch_id);
 
   std::unique_ptr<SchedulingPolicy> policy_;
   std::vector<std::unique_ptr<SchedulingPolicy>> others_;  // for counterfactual a_max
-  Membership m_;
-  std::map<LayerBatchKey, Pending> pending_;
-  std::map<LayerBatchKey, std::vector<ShardActivations>> agate_parts_;
+  PartialGather<ShardActivations> shard_rows_{"shard "};  // AGate: the shards' routed rows
+  PartialSums partials_{"expert-"};                       // by instance: [rows, H] each
   std::map<int32_t, std::string> dead_;  // instance -> why
   SchedulerStats sstats_;
   ActivationStats window_;  // the last kStatsWindow layer batches of every layer

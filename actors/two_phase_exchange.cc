@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "actors/actor_common.h"
 #include "runtime/base/log.h"
 
 namespace janus::actors {
@@ -268,7 +269,7 @@ void TwoPhaseExchange::fail_shards(const LayerBatchKey& key, const std::string& 
     MoeResult r;
     r.key = key;
     r.shard = s;
-    r.error = why;
+    r.error = unavailable(why);
     outlet_.to_shard(std::move(r));
   }
 }
@@ -402,11 +403,11 @@ void TwoPhaseExchange::send_single(const MoeResult& r, uint32_t origin, uint64_t
   f.mode = ExchangeMode::kSingle;
   f.origin = origin;
   f.moe_busy_ns = moe_ns;
-  f.error = r.error;
+  f.error = r.error.message();
   std::vector<const Tensor*> ps;
   for (const Tensor& t : r.partials)
     if (t.rows > 0) ps.push_back(&t);
-  if (!r.error.empty() || ps.empty()) {
+  if (!r.error.ok() || ps.empty()) {
     ExchangePart p;
     p.shard = r.shard;
     p.dtype = DType::kF64;

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "actors/messages.h"
+#include "actors/protocol/layer_exchange.h"
 #include "runtime/config/graph_spec.h"
 #include "transport/cost_model.h"
 

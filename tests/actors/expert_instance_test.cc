@@ -1,34 +1,16 @@
-// Single actors driven by hand: what each does with good and bad messages.
+// The ExpertInstance driven by its messages alone: what it does with good and bad work.
 #include <doctest/doctest.h>
 
+#include "actor_fixture.h"
 #include "actors/expert_instance.h"
-#include "actors/scheduler.h"
-#include "test_util.h"
 
 using namespace janus;
 using namespace janus::actors;
+using namespace janus::test;
 using namespace std::chrono_literals;
 
-namespace {
-
-struct World {
-  caf::actor_system_config cfg;
-  std::unique_ptr<caf::actor_system> sys;
-  std::shared_ptr<DeploymentContext> ctx;
-  World() {
-    cfg.set("scheduler.max-threads", 2);
-    sys = std::make_unique<caf::actor_system>(cfg);
-    ctx = std::make_shared<DeploymentContext>();
-    auto m = Model::load(janus::test::fixture("qwen3_moe"));
-    REQUIRE(m.ok());
-    ctx->model = *m;
-  }
-};
-
-}  // namespace
-
 TEST_CASE("an expert instance drops another epoch's work, refuses experts it does not hold, and runs its own") {
-  World w;
+  ActorWorld w;
   caf::scoped_actor self{*w.sys};
   auto backend = make_expert_backend(w.ctx->model, Device{}, {0, 1, 2, 3}, false);
   REQUIRE(backend.ok());
@@ -55,9 +37,10 @@ TEST_CASE("an expert instance drops another epoch's work, refuses experts it doe
       ++got;
       CHECK(p.key.epoch == 2);
       if (got == 1) {
-        CHECK(p.error.find("expert 6, which it does not hold") != std::string::npos);
+        CHECK(p.error.message().find("expert 6, which it does not hold") != std::string::npos);
+        CHECK(p.error.code() == ErrorCode::kInternal);
       } else {
-        CHECK(p.error.empty());
+        CHECK(p.error.ok());
         REQUIRE(p.partial.rows == 2);
         CHECK(p.partial.dtype == DType::kF64);
         double norm0 = 0, norm1 = 0;
@@ -76,5 +59,7 @@ TEST_CASE("an expert instance drops another epoch's work, refuses experts it doe
     CHECK(s.name == "expert-0");
   },
                                                  [](caf::error&) { FAIL("no stats"); });
+  // Weights for a coming placement: the answer is the load's Status.
+  self->request(inst, 5s, LoadExperts{{0, 1, 2, 3, 4}}).receive([](Status& s) { CHECK(s.ok()); }, [](caf::error&) { FAIL("no answer"); });
   self->send_exit(inst, caf::exit_reason::user_shutdown);
 }
