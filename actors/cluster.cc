@@ -70,11 +70,17 @@ Status start_cluster(caf::actor_system& sys, const GraphSpec& spec, const Deploy
   std::vector<std::string> names;
   for (const NodeSpec& n : spec.nodes) names.push_back(n.name);
   out->gatekeeper = sys.spawn<Gatekeeper>(names, secret);
-  auto published = cs.tls ? caf::openssl::publish(out->gatekeeper, port, host.c_str(), true)
-                          : sys.middleman().publish(out->gatekeeper, port, host.c_str(), true);
+  // CAF listens on loopback only; the configured address is the relay's, which hands CAF
+  // a connection only once the peer has proven the secret.
+  auto published = cs.tls ? caf::openssl::publish(out->gatekeeper, 0, "127.0.0.1", true)
+                          : sys.middleman().publish(out->gatekeeper, 0, "127.0.0.1", true);
   if (!published)
-    return unavailable(cs.where + ": coordinator{}: cannot listen on " + cs.listen + ": " + sys.render(published.error()));
-  out->port = *published;
+    return unavailable(cs.where + ": coordinator{}: cannot listen on 127.0.0.1: " + sys.render(published.error()));
+  out->caf_port = *published;
+  auto relay = AuthenticatedRelay::start(host, port, "127.0.0.1", out->caf_port, kCoordinatorProtocol, secret);
+  if (!relay.ok()) return unavailable(cs.where + ": coordinator{}: " + relay.status().message());
+  out->relay = std::move(*relay);
+  out->port = out->relay->port();
   out->tls = cs.tls;
   log_info("coordinator", "listening for nodes on " + host + ":" + std::to_string(out->port) + (cs.tls ? " (TLS)" : ""));
   if (!cs.port_file.empty()) {
@@ -207,10 +213,11 @@ void stop_cluster(caf::actor_system& sys, ClusterState& c, const std::string& re
   if (timed_out) log_warn("coordinator", std::to_string(waiting) + " node(s) did not stop in time");
   if (c.gatekeeper) {
     // (CAF 0.17's openssl::unpublish does not compile: a TLS port closes with the system.)
-    if (!c.tls) sys.middleman().unpublish(c.gatekeeper, c.port);
+    if (!c.tls) sys.middleman().unpublish(c.gatekeeper, c.caf_port);
     caf::anon_send_exit(c.gatekeeper, caf::exit_reason::user_shutdown);
   }
   c.nodes.clear();
+  c.relay.reset();
 }
 
 }  // namespace janus::actors

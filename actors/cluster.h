@@ -1,5 +1,7 @@
 // The coordinator's side of a multi-node deployment (Deployment::create with a config
-// that declares nodes{}): it publishes the Gatekeeper where the config says, waits for
+// that declares nodes{}): it publishes the Gatekeeper on loopback behind an authenticated
+// relay on the configured address (transport/authenticated_relay.h: no byte of a peer
+// that has not proven the secret reaches CAF), waits for
 // every declared `janus node` to join with the deployment's secret, hands each its plan,
 // connects the nodes' bridges to each other (directory), has them probe their links and
 // shares the fits (the exchange's cost model), and returns the first membership naming
@@ -10,18 +12,22 @@
 #include <caf/actor_system.hpp>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "actors/deployment.h"
 #include "actors/protocol/membership.h"
 #include "actors/protocol/node.h"
+#include "transport/authenticated_relay.h"
 
 namespace janus::actors {
 
 struct ClusterState {
   caf::actor gatekeeper;
-  uint16_t port = 0;
+  uint16_t port = 0;           // where nodes join: the authenticated relay's port
+  uint16_t caf_port = 0;       // the Gatekeeper's own, on loopback, reached only through the relay
+  std::shared_ptr<AuthenticatedRelay> relay;
   bool tls = false;
   std::vector<NodeInfo> nodes;
   std::vector<int32_t> instance_node;  // node index of each instance position

@@ -10,6 +10,7 @@
 #include "actors/node_agent.h"
 #include "actors/remote_types.h"
 #include "actors/node.h"
+#include "transport/authenticated_relay.h"
 
 namespace janus {
 
@@ -25,14 +26,26 @@ int run_node(const NodeOptions& o) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(o.connect_timeout_s);
   caf::actor coordinator;
   std::string last;
+  // CAF connects to a local dialer, which proves the secret to the coordinator's relay and
+  // then carries CAF's bytes (transport/authenticated_relay.h).
+  auto dialer = AuthenticatedDialer::start(o.join_host, o.join_port, kCoordinatorProtocol, o.secret);
+  if (!dialer.ok()) {
+    say(dialer.status().message());
+    return 1;
+  }
   for (;;) {
-    auto a = o.tls ? caf::openssl::remote_actor(sys, o.join_host, o.join_port)
-                   : sys.middleman().remote_actor(o.join_host, o.join_port);
+    auto a = o.tls ? caf::openssl::remote_actor(sys, "127.0.0.1", (*dialer)->port())
+                   : sys.middleman().remote_actor("127.0.0.1", (*dialer)->port());
     if (a) {
       coordinator = *a;
       break;
     }
-    last = sys.render(a.error());
+    last = (*dialer)->last_failure().empty() ? sys.render(a.error()) : (*dialer)->last_failure();
+    // A refusal is an answer, not a coordinator that is not up yet: do not retry it.
+    if (last.rfind("authentication failed", 0) == 0) {
+      say("the coordinator refused this node: " + last);
+      return 1;
+    }
     if (std::chrono::steady_clock::now() > deadline) {
       say("cannot reach the coordinator at " + o.join_host + ":" + std::to_string(o.join_port) + ": " + last);
       return 1;

@@ -31,6 +31,11 @@
 
 namespace janus::actors {
 
+/// The name of the handshake (transport/secret_handshake.h) a node runs with the
+/// coordinator's relay before CAF: a proof for another protocol (the console's) fails.
+inline constexpr const char* kCoordinatorProtocol = "janus-coordinator-1";
+
+
 struct NodeHello {
   std::string name;
 };

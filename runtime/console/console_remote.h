@@ -16,16 +16,13 @@
 
 #include "runtime/console/console_engine.h"
 #include "runtime/console/repl.h"
+#include "transport/secret_handshake.h"
 
 namespace janus {
 
 struct ConsoleServerLimits {
-  double handshake_s = 5;              // to send a valid proof after the greeting
-  double idle_s = 3600;                // between requests of an authenticated console
-  int unauthenticated_per_address = 8; // connections from one address still in the handshake
-  int max_connections = 64;
-  double first_backoff_s = 0.25;       // after the second failed handshake in a row; doubles per failure
-  double max_backoff_s = 60;
+  AdmissionLimits admission;  // handshake timeout, per-address caps, back-off after wrong secrets
+  double idle_s = 3600;       // between requests of an authenticated console
 };
 
 class ConsoleServer {

@@ -5,11 +5,14 @@
 // refused by the transport; a node killed mid-step fails the affected requests with an
 // error naming it within a bounded time, and the deployment says it cannot serve.
 #include <doctest/doctest.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <future>
 
 #include "cluster_util.h"
+#include "transport/framed_socket.h"
 #include "transport/transport.h"
 
 using namespace janus;
@@ -26,6 +29,20 @@ TEST_CASE("a node with the wrong secret or an unknown name is refused") {
   o.threads = 2;
   o.on_listening = [&, raw](uint16_t port) {
     const std::string join = "127.0.0.1:" + std::to_string(port);
+    // Bytes that crashed CAF 0.17.6 when its middleman listened here (a handshake header
+    // with no payload; a header claiming 4 GiB): the relay in front turns them away and
+    // CAF never sees them, so the coordinator survives to admit the real nodes below.
+    for (const std::string& bytes : {std::string("\x01", 1) + std::string(31, '\0'), std::string("\xff\xff\xff\xff\x02", 5)}) {
+      auto fd = janus::connect_tcp("127.0.0.1", port);
+      REQUIRE(fd.ok());
+      janus::write_all(*fd, bytes);
+      char buf[256];
+      timeval tv{10, 0};
+      setsockopt(*fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      while (recv(*fd, buf, sizeof buf, 0) > 0) {
+      }
+      close(*fd);
+    }
     // First the impostors, each to its end, then the real nodes.
     Process wrong = start_node("a1", join, "not-the-secret", dir.path() + "/wrong");
     wrong_rc = wrong.wait(30);
