@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <mutex>
+#include <thread>
 
 #include "runtime/base/log.h"
 #include "runtime/base/secret.h"
@@ -142,13 +143,20 @@ ConsoleClient::~ConsoleClient() = default;
 
 Result<std::unique_ptr<ConsoleClient>> ConsoleClient::connect(const std::string& host, uint16_t port, const std::string& secret) {
   const std::string where = host + ":" + std::to_string(port);
-  auto fd = connect_tcp(host, port);
-  if (!fd.ok()) return unavailable("console: " + fd.status().message());
-  auto impl = std::make_unique<Impl>();
-  impl->fd = *fd;
-  if (Status s = dial_handshake(impl->fd, impl->reader, wire::kProtocol, secret, 10); !s.ok())
-    return unavailable("console: " + where + " refused us: " + s.message());
-  return std::unique_ptr<ConsoleClient>(new ConsoleClient(std::move(impl)));
+  // "Too many connections" is the server's cap on handshakes in flight, which a burst of
+  // honest clients can hit: it passes in milliseconds, so try again for a while.
+  const auto give_up = deadline_in(15);
+  for (int attempt = 0;; ++attempt) {
+    auto fd = connect_tcp(host, port);
+    if (!fd.ok()) return unavailable("console: " + fd.status().message());
+    auto impl = std::make_unique<Impl>();
+    impl->fd = *fd;
+    Status s = dial_handshake(impl->fd, impl->reader, wire::kProtocol, secret, 10);
+    if (s.ok()) return std::unique_ptr<ConsoleClient>(new ConsoleClient(std::move(impl)));
+    if (s.message().rfind("too many connections", 0) != 0 || std::chrono::steady_clock::now() > give_up)
+      return unavailable("console: " + where + " refused us: " + s.message());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50 + 50 * std::min(attempt, 10)));
+  }
 }
 
 ConsoleHooks ConsoleClient::hooks() {
