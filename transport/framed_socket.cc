@@ -139,23 +139,26 @@ std::chrono::steady_clock::time_point deadline_in(double seconds) {
   return std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(seconds));
 }
 
-Result<int> listen_tcp(const std::string& host, uint16_t port, uint16_t* bound) {
+namespace {
+
+// The first address of host:port on which `use` (bind+listen, or connect) succeeds: a
+// socket of it, or the last reason none did, as "cannot <verb> host:port: why".
+template <class Use>
+Result<int> first_usable_socket(const std::string& host, uint16_t port, bool passive, const char* verb, Use&& use) {
   const std::string where = host + ":" + std::to_string(port);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
+  hints.ai_flags = passive ? AI_PASSIVE : 0;
   addrinfo* res = nullptr;
   if (const int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res); rc != 0)
-    return unavailable("cannot listen on " + where + ": " + gai_strerror(rc));
+    return unavailable(std::string("cannot ") + verb + " " + where + ": " + gai_strerror(rc));
   int fd = -1;
   std::string why = "no address";
   for (addrinfo* ai = res; ai != nullptr && fd < 0; ai = ai->ai_next) {
     const int s = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
     if (s < 0) continue;
-    const int one = 1;
-    ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(s, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(s, 128) == 0) {
+    if (use(s, ai)) {
       fd = s;
     } else {
       why = std::strerror(errno);
@@ -163,7 +166,18 @@ Result<int> listen_tcp(const std::string& host, uint16_t port, uint16_t* bound) 
     }
   }
   ::freeaddrinfo(res);
-  if (fd < 0) return unavailable("cannot listen on " + where + ": " + why);
+  if (fd < 0) return unavailable(std::string("cannot ") + verb + " " + where + ": " + why);
+  return fd;
+}
+
+}  // namespace
+
+Result<int> listen_tcp(const std::string& host, uint16_t port, uint16_t* bound) {
+  JANUS_ASSIGN_OR_RETURN(int fd, first_usable_socket(host, port, true, "listen on", [](int s, const addrinfo* ai) {
+                           const int one = 1;
+                           ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+                           return ::bind(s, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(s, 128) == 0;
+                         }));
   sockaddr_storage a{};
   socklen_t len = sizeof a;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
@@ -172,27 +186,8 @@ Result<int> listen_tcp(const std::string& host, uint16_t port, uint16_t* bound) 
 }
 
 Result<int> connect_tcp(const std::string& host, uint16_t port) {
-  const std::string where = host + ":" + std::to_string(port);
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  if (const int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res); rc != 0)
-    return unavailable("cannot connect to " + where + ": " + gai_strerror(rc));
-  int fd = -1;
-  std::string why = "no address";
-  for (addrinfo* ai = res; ai != nullptr && fd < 0; ai = ai->ai_next) {
-    const int s = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-    if (s < 0) continue;
-    if (::connect(s, ai->ai_addr, ai->ai_addrlen) == 0) {
-      fd = s;
-    } else {
-      why = std::strerror(errno);
-      ::close(s);
-    }
-  }
-  ::freeaddrinfo(res);
-  if (fd < 0) return unavailable("cannot connect to " + where + ": " + why);
+  JANUS_ASSIGN_OR_RETURN(int fd, first_usable_socket(host, port, false, "connect to",
+                                                     [](int s, const addrinfo* ai) { return ::connect(s, ai->ai_addr, ai->ai_addrlen) == 0; }));
   const int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   return fd;
