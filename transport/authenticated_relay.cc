@@ -90,12 +90,8 @@ struct AuthenticatedRelay::Impl {
   explicit Impl(AdmissionLimits limits) : admission(limits) {}
 
   void serve(int fd) {
-    const std::string address = peer_address(fd);
     FrameReader reader(kHandshakeFrames, kHandshakeMaxPayload);
-    std::string why;
-    const HandshakeResult r = accept_handshake(fd, reader, protocol, secret, admission.limits().handshake_s, &threads->stop, &why);
-    if (admission.finished(address, r)) log_warn("relay", "turned away " + address + " (" + why + "); " + std::to_string(admission.refused()) + " so far");
-    if (r != HandshakeResult::kAdmitted) return;
+    if (admission.handshake(fd, reader, protocol, secret, &threads->stop, "relay") != HandshakeResult::kAdmitted) return;
     auto up = connect_tcp(upstream_host, upstream_port);
     if (!up.ok()) {
       log_error("relay", up.status().message());

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "runtime/base/log.h"
 #include "runtime/base/secret.h"
 
 namespace janus {
@@ -40,7 +41,6 @@ HandshakeResult accept_handshake(int fd, FrameReader& reader, const std::string&
   }
   if (!equal_constant_time(*proof, handshake_proof(secret, protocol, nonce))) {
     *why = "wrong secret";
-    send_refusal(fd, "authentication failed: wrong secret for this deployment");
     return HandshakeResult::kWrongSecret;
   }
   if (!write_all(fd, encode_frame(kFrameWelcome))) {
@@ -104,6 +104,16 @@ bool PeerAdmission::finished(const std::string& address, HandshakeResult result)
                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(pause));
   }
   return a.failures == 1 || n % 100 == 0;
+}
+
+HandshakeResult PeerAdmission::handshake(int fd, FrameReader& reader, const std::string& protocol, const std::string& secret,
+                                         const std::atomic<bool>* stop, const char* who) {
+  const std::string address = peer_address(fd);
+  std::string why;
+  const HandshakeResult r = accept_handshake(fd, reader, protocol, secret, limits_.handshake_s, stop, &why);
+  if (finished(address, r)) log_warn(who, "turned away " + address + " (" + why + "); " + std::to_string(refused()) + " so far");
+  if (r == HandshakeResult::kWrongSecret) send_refusal(fd, "authentication failed: wrong secret for this deployment");
+  return r;
 }
 
 std::string peer_address(int fd) {

@@ -37,7 +37,9 @@ enum class HandshakeResult {
 };
 
 /// Server side on a connected socket. On kAdmitted, `reader` holds whatever the peer sent
-/// after its proof. `why` says what went wrong otherwise (for the log).
+/// after its proof. `why` says what went wrong otherwise (for the log). A wrong secret is
+/// not answered here: the caller records it first (PeerAdmission::handshake does both), so
+/// a peer that reads the refusal and retries at once already meets the pause.
 HandshakeResult accept_handshake(int fd, FrameReader& reader, const std::string& protocol, const std::string& secret, double timeout_s,
                                  const std::atomic<bool>* stop, std::string* why);
 
@@ -73,6 +75,10 @@ class PeerAdmission {
   /// guessing runs at a few tries a minute. Returns true when this event should be logged
   /// (the first refusal from an address, then every 100th).
   bool finished(const std::string& address, HandshakeResult result);
+  /// The server's whole handshake on an admitted connection: accept_handshake, then
+  /// finished(), then the refusal for a wrong secret, and a log line for `who` when due.
+  HandshakeResult handshake(int fd, FrameReader& reader, const std::string& protocol, const std::string& secret,
+                            const std::atomic<bool>* stop, const char* who);
   uint64_t refused() const { return refused_.load(); }
   const AdmissionLimits& limits() const { return limits_; }
 

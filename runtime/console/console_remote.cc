@@ -6,7 +6,6 @@
 #include <mutex>
 #include <thread>
 
-#include "runtime/base/log.h"
 #include "runtime/base/secret.h"
 #include "runtime/console/console_wire.h"
 #include "transport/tcp_acceptor.h"
@@ -38,13 +37,8 @@ struct ConsoleServer::Impl {
 };
 
 void ConsoleServer::Impl::serve(int fd) {
-  const std::string address = peer_address(fd);
   FrameReader reader = wire::frame_reader();
-  std::string why;
-  const HandshakeResult r = accept_handshake(fd, reader, wire::kProtocol, secret, limits.admission.handshake_s, &acceptor->stop, &why);
-  if (admission.finished(address, r))
-    log_warn("console", "turned away " + address + " (" + why + "); " + std::to_string(admission.refused()) + " so far");
-  if (r != HandshakeResult::kAdmitted) return;
+  if (admission.handshake(fd, reader, wire::kProtocol, secret, &acceptor->stop, "console") != HandshakeResult::kAdmitted) return;
   for (;;) {
     auto f = read_frame(fd, reader, deadline_in(limits.idle_s), &acceptor->stop);
     if (!f.ok()) return;
