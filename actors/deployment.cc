@@ -350,6 +350,7 @@ MetricsSnapshot Deployment::metrics() {
     }
   });
   (void)ask(self, impl_->scaler, timeout, RescaleQuery{}, [&](RescaleStats& r) {
+    s.epoch = r.epoch;
     s.rescales = r.installed;
     s.rescales_failed = r.failed;
     s.last_rescale_failure = r.last_failure.message();

@@ -203,8 +203,10 @@ struct MetricsSnapshot {
   std::string policy;
   std::vector<LayerAmax> amax;  // MoE layers only
   std::vector<ActorSnapshot> actors;
-  // Rescales installed, and rescales that failed a step and rolled back to the membership
-  // they started from (the last one's Status message in last_rescale_failure).
+  // The newest membership's epoch; rescales installed, and rescales that failed a step and
+  // rolled back to the membership they started from (the last one's Status message in
+  // last_rescale_failure).
+  uint32_t epoch = 0;
   uint64_t rescales = 0, rescales_failed = 0;
   std::string last_rescale_failure;
 };

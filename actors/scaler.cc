@@ -625,7 +625,11 @@ caf::behavior Scaler::make_behavior() {
       },
       [=, this](RosterQuery) { return roster_; },
       [=, this](RecoveryQuery) { return recoveries_; },
-      [=, this](RescaleQuery) { return rescale_stats_; },
+      [=, this](RescaleQuery) {
+        RescaleStats st = rescale_stats_;
+        st.epoch = planned_.epoch;
+        return st;
+      },
   });
 }
 

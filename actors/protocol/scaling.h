@@ -59,6 +59,7 @@ struct ScalingQuery {};
 /// Rescales installed and rescales rolled back (a step failed; the membership they
 /// started from stayed), with the last failure's Status.
 struct RescaleStats {
+  uint32_t epoch = 0;  // the newest membership's (handed to the Frontend, installed or not)
   uint64_t installed = 0;
   uint64_t failed = 0;
   Status last_failure;
