@@ -75,6 +75,17 @@ void run_and_check(Deployment& d, const Case& c, int after_tokens, const std::fu
   }
 }
 
+// The attention shards and expert instances alive now.
+std::pair<int, int> live_shards_and_instances(Deployment& d) {
+  int shards = 0, instances = 0;
+  for (const ActorSnapshot& a : d.actors()) {
+    if (!a.alive) continue;
+    shards += a.kind == "AttentionShard";
+    instances += a.kind == "ExpertInstance";
+  }
+  return {shards, instances};
+}
+
 }  // namespace
 
 TEST_CASE("a killed expert instance is replaced, the step re-runs, every request gets its reference tokens") {
@@ -131,12 +142,7 @@ TEST_CASE("scaling up then down while serving changes membership under new epoch
       std::this_thread::sleep_for(50ms);
       REQUIRE((*d)->scale(1, 2).ok());
     });
-    int shards = 0, instances = 0;
-    for (const ActorSnapshot& a : (*d)->actors()) {
-      if (!a.alive) continue;
-      shards += a.kind == "AttentionShard";
-      instances += a.kind == "ExpertInstance";
-    }
+    const auto [shards, instances] = live_shards_and_instances(**d);
     CHECK(shards == 1);
     CHECK(instances == 2);
     CHECK((*d)->scale(1, 1).code() == ErrorCode::kUnavailable);  // 1 x 5 slots cannot hold 8 experts
@@ -218,12 +224,7 @@ TEST_CASE("a scale-up that fails at any step rolls back to the previous membersh
     CHECK(m.epoch == epoch + 1);
     CHECK(m.rescales == 1);
     CHECK(m.rescales_failed == 1);
-    int shards = 0, instances = 0;
-    for (const ActorSnapshot& a : (*d)->actors()) {
-      if (!a.alive) continue;
-      shards += a.kind == "AttentionShard";
-      instances += a.kind == "ExpertInstance";
-    }
+    const auto [shards, instances] = live_shards_and_instances(**d);
     CHECK(shards == 2);
     CHECK(instances == 3);
   }
@@ -250,12 +251,7 @@ TEST_CASE("a scale-down that loses a member midway finishes as a recovery with e
       MetricsSnapshot m = (*d)->metrics();
       CHECK(m.rescales == 1);
       CHECK(m.rescales_failed == 0);
-      int shards = 0, instances = 0;
-      for (const ActorSnapshot& a : (*d)->actors()) {
-        if (!a.alive) continue;
-        shards += a.kind == "AttentionShard";
-        instances += a.kind == "ExpertInstance";
-      }
+      const auto [shards, instances] = live_shards_and_instances(**d);
       CHECK(shards == 1);
       CHECK(instances == 2);
     }
