@@ -260,6 +260,8 @@ Result<std::unique_ptr<Deployment>> Deployment::create(GraphSpec spec, const Dep
   kit.shard_devices = spec.attention.devices;
   kit.instance_devices = spec.experts.devices;
   kit.next_shard_id = spec.attention.shards;
+  kit.faults = options.rescale_faults;
+  kit.join_timeout_s = options.rescale_join_timeout_s;
   kit.next_instance_id = spec.experts.instances;
   if (spec.scaler.policy == "slo") {
     auto pm = PerfModel::load(spec.scaler.profile);
@@ -346,6 +348,12 @@ MetricsSnapshot Deployment::metrics() {
       const LayerAmaxStats& a = st.layers[l];
       s.amax.push_back({static_cast<int>(l), a.batches, a.batches ? a.sum / static_cast<double>(a.batches) : 0.0, a.max});
     }
+  });
+  (void)ask(self, impl_->scaler, timeout, RescaleQuery{}, [&](RescaleStats& r) {
+    s.epoch = r.epoch;
+    s.rescales = r.installed;
+    s.rescales_failed = r.failed;
+    s.last_rescale_failure = r.last_failure.message();
   });
   s.actors = actors_locked(&self);
   return s;

@@ -34,6 +34,20 @@
 
 namespace janus {
 
+/// Test hook: one step of a later rescale fails for one new (or kept) member, so tests can
+/// check that the deployment rolls back to its previous membership (actors/scaler.h,
+/// "Rollback"). Each fault fires once, on the first rescale that reaches it.
+struct RescaleFault {
+  enum class At {
+    kSpawn,  // the member is not spawned (its device refuses it)
+    kLoad,   // its weights do not load: out of memory (a kept instance: its LoadExperts fails)
+    kJoin,   // it dies after its weights loaded, before it acknowledges the new membership
+    kStall,  // it does not acknowledge the new membership within rescale_join_timeout_s
+  };
+  At at = At::kSpawn;
+  std::string member;  // "expert-3", "attention-2", "router-2"
+};
+
 struct DeploymentOptions {
   /// Worker threads of the actor system; 0 = the number of cores.
   int threads = 0;
@@ -50,6 +64,11 @@ struct DeploymentOptions {
   /// with its port, before create() waits for the nodes to join — where a test or a
   /// launcher starts the `janus node` processes.
   std::function<void(uint16_t port)> on_listening;
+  /// Test hook: rescale steps that fail (see RescaleFault).
+  std::vector<RescaleFault> rescale_faults;
+  /// How long a rescale waits for its new members to acknowledge the membership they join
+  /// before it gives up and rolls back.
+  double rescale_join_timeout_s = 30;
 };
 
 /// A submitted request: its id and the future of its result.
@@ -184,6 +203,12 @@ struct MetricsSnapshot {
   std::string policy;
   std::vector<LayerAmax> amax;  // MoE layers only
   std::vector<ActorSnapshot> actors;
+  // The newest membership's epoch; rescales installed, and rescales that failed a step and
+  // rolled back to the membership they started from (the last one's Status message in
+  // last_rescale_failure).
+  uint32_t epoch = 0;
+  uint64_t rescales = 0, rescales_failed = 0;
+  std::string last_rescale_failure;
 };
 
 class Deployment {
@@ -247,6 +272,9 @@ class Deployment {
   /// Rescales the deployment to `attention` shards and `moe` expert instances while it
   /// serves: new actors get their weights first, the switch happens at a step boundary
   /// under a new epoch, retiring shards' requests resume elsewhere. Returns once in place.
+  /// When a step fails (a new member does not spawn, load, or acknowledge in time) the new
+  /// members are retired and the deployment keeps serving on its previous membership and
+  /// epoch; the Status names the step and the member, and metrics().rescales_failed counts it.
   Status scale(int attention, int moe);
   /// Failures the deployment recovered from (detection and recovery times).
   std::vector<RecoveryInfo> recoveries();

@@ -19,37 +19,69 @@ RosterEntry* Scaler::entry(const caf::actor_addr& a) {
   return nullptr;
 }
 
-Result<caf::actor> Scaler::spawn_shard(int* id) {
+bool Scaler::take_fault(RescaleFault::At at, const std::string& member) {
+  for (auto it = kit_.faults.begin(); it != kit_.faults.end(); ++it)
+    if (it->at == at && it->member == member) {
+      kit_.faults.erase(it);
+      return true;
+    }
+  return false;
+}
+
+namespace {
+// What an injected fault looks like to the rescale: the errors a real device gives.
+Status refused_spawn(const std::string& name) { return unavailable(name + " could not be spawned (injected fault)"); }
+Status out_of_memory(const std::string& name) {
+  return resource_exhausted(name + ": out of memory loading its weights (injected fault)");
+}
+}  // namespace
+
+Result<caf::actor> Scaler::spawn_shard(int* id, bool rescale) {
   *id = kit_.next_shard_id++;
+  const std::string name = "attention-" + std::to_string(*id);
+  spawn_step_ = "spawn";
+  if (rescale && take_fault(RescaleFault::At::kSpawn, name)) return refused_spawn(name);
   const std::string& dev_name = kit_.shard_devices[static_cast<size_t>(*id) % kit_.shard_devices.size()];
   JANUS_ASSIGN_OR_RETURN(Device dev, Device::parse(dev_name));
+  spawn_step_ = "load";  // its backend loads the weights
+  if (rescale && take_fault(RescaleFault::At::kLoad, name)) return out_of_memory(name);
   JANUS_ASSIGN_OR_RETURN(auto backend, make_attention_backend(ctx_->model, dev, kit_.backend, ctx_->null_backend));
   std::shared_ptr<AttentionBackend> b(std::move(backend));
   caf::actor a = spawn<AttentionShard>(ctx_, *id, b);
-  roster_.push_back({"attention-" + std::to_string(*id), "AttentionShard", b->device().name(), a, true});
+  roster_.push_back({name, "AttentionShard", b->device().name(), a, true});
   monitor(a);
   return a;
 }
 
-Result<caf::actor> Scaler::spawn_router(int shard_id) {
+Result<caf::actor> Scaler::spawn_router(int shard_id, bool rescale) {
+  const std::string name = "router-" + std::to_string(shard_id);
+  spawn_step_ = "spawn";
+  if (rescale && take_fault(RescaleFault::At::kSpawn, name)) return refused_spawn(name);
   const std::string& dev_name = kit_.shard_devices[static_cast<size_t>(shard_id) % kit_.shard_devices.size()];
   JANUS_ASSIGN_OR_RETURN(Device dev, Device::parse(dev_name));
+  spawn_step_ = "load";  // its backend loads the weights
+  if (rescale && take_fault(RescaleFault::At::kLoad, name)) return out_of_memory(name);
   JANUS_ASSIGN_OR_RETURN(auto backend, make_router_backend(ctx_->model, dev, ctx_->null_backend));
   std::shared_ptr<RouterBackend> b(std::move(backend));
   caf::actor a = spawn<Router>(ctx_, shard_id, b);
-  roster_.push_back({"router-" + std::to_string(shard_id), "Router", b->device().name(), a, true});
+  roster_.push_back({name, "Router", b->device().name(), a, true});
   monitor(a);
   return a;
 }
 
-Result<caf::actor> Scaler::spawn_instance(const std::vector<int32_t>& experts, int* id) {
+Result<caf::actor> Scaler::spawn_instance(const std::vector<int32_t>& experts, int* id, bool rescale) {
   *id = kit_.next_instance_id++;
+  const std::string name = "expert-" + std::to_string(*id);
+  spawn_step_ = "spawn";
+  if (rescale && take_fault(RescaleFault::At::kSpawn, name)) return refused_spawn(name);
   const std::string& dev_name = kit_.instance_devices[static_cast<size_t>(*id) % kit_.instance_devices.size()];
   JANUS_ASSIGN_OR_RETURN(Device dev, Device::parse(dev_name));
+  spawn_step_ = "load";  // its backend loads the weights
+  if (rescale && take_fault(RescaleFault::At::kLoad, name)) return out_of_memory(name);
   JANUS_ASSIGN_OR_RETURN(auto backend, make_expert_backend(ctx_->model, dev, experts, ctx_->null_backend));
   std::shared_ptr<ExpertBackend> b(std::move(backend));
   caf::actor a = spawn<ExpertInstance>(ctx_, *id, b);
-  roster_.push_back({"expert-" + std::to_string(*id), "ExpertInstance", b->device().name(), a, true});
+  roster_.push_back({name, "ExpertInstance", b->device().name(), a, true});
   monitor(a);
   return a;
 }
@@ -75,8 +107,24 @@ void Scaler::on_down(caf::down_msg& dm) {
   if (ctx_->spec.multi_node()) return on_node_down(e->node, why, detected);
   const int inst = position(planned_.instances), shard = position(planned_.shards), router = position(planned_.routers);
   if (inst < 0 && shard < 0 && router < 0 && planned_.scheduler.address() != dm.source &&
-      planned_.frontend.address() != dm.source)
-    return;  // a retired actor going away, as asked
+      planned_.frontend.address() != dm.source) {
+    // A retired actor going away, as asked — unless it was killed while it still serves
+    // the installed epoch: the step in flight may wait on it, so it is cut short and re-run
+    // under the membership handed off (which no longer names it).
+    if (dm.reason == caf::exit_reason::user_shutdown || !retiring(dm.source)) return;
+    log_warn(stats_.name, why);
+    if (!ctx_->spec.scaler.recover) {
+      send(planned_.frontend, Unrecoverable{unavailable(why + " while retiring (recovery is off: scaler{recover=false})")});
+      return;
+    }
+    RecoveryRecord rec;
+    rec.detected_s = detected;
+    rec.what = why + ": it was retiring, the step re-runs without it";
+    recoveries_.push_back(rec);
+    propose(planned_, /*abort=*/true, {}, rec.what, detected);
+    recovery_of_epoch_[planned_.epoch] = recoveries_.size() - 1;
+    return;
+  }
   log_warn(stats_.name, why);
   if (!ctx_->spec.scaler.recover) {
     send(planned_.frontend, Unrecoverable{unavailable(std::string(kind == "ExpertInstance" ? "expert instance " : "") + why +
@@ -272,7 +320,7 @@ void Scaler::finish_node_recovery(uint32_t lost, Membership next, const std::str
   if (bridges.empty()) go();
 }
 
-void Scaler::scale(const ScaleTo& s, caf::response_promise rp) {
+void Scaler::scale(const ScaleTo& s, caf::response_promise rp, int attempt) {
   const ModelConfig& c = ctx_->model->config();
   if (ctx_->spec.multi_node()) {
     rp.deliver(Scaled{unsupported("rescaling a multi-node deployment is not supported yet")});
@@ -306,68 +354,172 @@ void Scaler::scale(const ScaleTo& s, caf::response_promise rp) {
             in.coactivation = st.window_coactivation;
             auto layout = place_experts(in);
             if (!layout.ok()) return rp.deliver(Scaled{layout.status()});
-            Membership next = planned_;
-            std::vector<caf::actor> retire;
-            // Shards: keep the first ones, add or retire at the end.
-            while (static_cast<int>(next.shards.size()) > s.attention) {
-              retire.push_back(next.shards.back());
-              next.shards.pop_back();
-              if (!ctx_->spec.egate()) {
-                retire.push_back(next.routers.back());
-                next.routers.pop_back();
-              }
-            }
-            while (static_cast<int>(next.shards.size()) < s.attention) {
-              int id = 0;
-              auto a = spawn_shard(&id);
-              if (!a.ok()) return rp.deliver(Scaled{a.status()});
-              next.shards.push_back(*a);
-              if (!ctx_->spec.egate()) {
-                auto r = spawn_router(id);
-                if (!r.ok()) return rp.deliver(Scaled{r.status()});
-                next.routers.push_back(*r);
-              }
-            }
-            // Instances: kept ones first load the experts they gain (still serving the
-            // old ones), new ones start with theirs; extra ones retire.
-            while (static_cast<int>(next.instances.size()) > s.moe) {
-              retire.push_back(next.instances.back());
-              next.instances.pop_back();
-            }
-            std::vector<std::pair<caf::actor, std::vector<int32_t>>> preload;
-            for (int i = 0; i < s.moe; ++i) {
-              const auto& want = layout->experts_on(i);
-              if (i < static_cast<int>(next.instances.size())) {
-                std::vector<int32_t> both = planned_.layout->experts_on(i);
-                for (int32_t e : want)
-                  if (std::find(both.begin(), both.end(), e) == both.end()) both.push_back(e);
-                preload.emplace_back(next.instances[static_cast<size_t>(i)], both);
-              } else {
-                int id = 0;
-                auto a = spawn_instance(want, &id);
-                if (!a.ok()) return rp.deliver(Scaled{a.status()});
-                next.instances.push_back(*a);
-              }
-            }
-            next.layout = std::make_shared<ExpertLayout>(std::move(*layout));
-            const std::string reason = "scale to " + std::to_string(s.attention) + " attention shards and " +
-                                       std::to_string(s.moe) + " expert instances";
-            auto left = std::make_shared<size_t>(preload.size());
-            auto go = [=, this]() mutable {
-              propose(next, /*abort=*/false, retire, reason, now_seconds());
-              scaling_.emplace(planned_.epoch, rp);
-            };
-            if (preload.empty()) return go();
-            for (auto& [a, experts] : preload)
-              request(a, std::chrono::seconds(300), LoadExperts{experts})
-                  .then(
-                      [=](Status& loaded) mutable {
-                        if (!loaded.ok()) return rp.deliver(Scaled{loaded});
-                        if (--*left == 0) go();
-                      },
-                      [=](caf::error& e) mutable { rp.deliver(Scaled{unavailable("an instance did not load its experts: " + to_string(e))}); });
+            auto r = std::make_shared<Rescale>();
+            r->to = s;
+            r->rp = rp;
+            r->attempt = attempt;
+            r->from_epoch = planned_.epoch;
+            r->reason = "scale to " + std::to_string(s.attention) + " attention shards and " + std::to_string(s.moe) +
+                        " expert instances";
+            spawn_members(r, *layout);
           },
           [=](caf::error& e) mutable { rp.deliver(Scaled{unavailable("the scheduler did not answer: " + to_string(e))}); });
+}
+
+void Scaler::spawn_members(const RescalePtr& r, const ExpertLayout& layout) {
+  const ScaleTo& s = r->to;
+  Membership& next = r->next;
+  next = planned_;
+  // Shards: keep the first ones, add or retire at the end.
+  while (static_cast<int>(next.shards.size()) > s.attention) {
+    r->retire.push_back(next.shards.back());
+    next.shards.pop_back();
+    if (!ctx_->spec.egate()) {
+      r->retire.push_back(next.routers.back());
+      next.routers.pop_back();
+    }
+  }
+  while (static_cast<int>(next.shards.size()) < s.attention) {
+    int id = 0;
+    auto a = spawn_shard(&id, /*rescale=*/true);
+    if (!a.ok()) return roll_back(r, spawn_step_, "attention-" + std::to_string(id), a.status());
+    r->joining.emplace_back("attention-" + std::to_string(id), *a);
+    next.shards.push_back(*a);
+    if (!ctx_->spec.egate()) {
+      auto g = spawn_router(id, /*rescale=*/true);
+      if (!g.ok()) return roll_back(r, spawn_step_, "router-" + std::to_string(id), g.status());
+      r->joining.emplace_back("router-" + std::to_string(id), *g);
+      next.routers.push_back(*g);
+    }
+  }
+  // Instances: kept ones first load the experts they gain (still serving the old ones),
+  // new ones start with theirs; extra ones retire.
+  while (static_cast<int>(next.instances.size()) > s.moe) {
+    r->retire.push_back(next.instances.back());
+    next.instances.pop_back();
+  }
+  std::vector<std::pair<caf::actor, std::vector<int32_t>>> loads;
+  for (int i = 0; i < s.moe; ++i) {
+    const auto& want = layout.experts_on(i);
+    if (i < static_cast<int>(next.instances.size())) {
+      std::vector<int32_t> both = planned_.layout->experts_on(i);
+      r->kept.emplace_back(next.instances[static_cast<size_t>(i)], both);
+      for (int32_t e : want)
+        if (std::find(both.begin(), both.end(), e) == both.end()) both.push_back(e);
+      loads.emplace_back(next.instances[static_cast<size_t>(i)], both);
+    } else {
+      int id = 0;
+      auto a = spawn_instance(want, &id, /*rescale=*/true);
+      if (!a.ok()) return roll_back(r, spawn_step_, "expert-" + std::to_string(id), a.status());
+      r->joining.emplace_back("expert-" + std::to_string(id), *a);
+      next.instances.push_back(*a);
+    }
+  }
+  next.layout = std::make_shared<ExpertLayout>(layout);
+  load_experts(r, std::move(loads));
+}
+
+void Scaler::load_experts(const RescalePtr& r, std::vector<std::pair<caf::actor, std::vector<int32_t>>> loads) {
+  if (loads.empty()) return join(r);
+  r->waiting = loads.size();
+  for (auto& [a, experts] : loads) {
+    const RosterEntry* e = entry(a.address());
+    const std::string name = e != nullptr ? e->name : "an expert instance";
+    auto loaded = [=, this](const Status& st) {
+      if (r->over || overtaken(r)) return;
+      if (!st.ok()) return roll_back(r, "load", name, st);
+      if (--r->waiting == 0) join(r);
+    };
+    if (take_fault(RescaleFault::At::kLoad, name)) {
+      loaded(out_of_memory(name));
+      return;  // rolled back: the others load nothing more
+    }
+    request(a, std::chrono::seconds(300), LoadExperts{experts})
+        .then([=](Status& st) { loaded(st); },
+              [=](caf::error& err) { loaded(unavailable(name + " did not load its experts: " + to_string(err))); });
+  }
+}
+
+void Scaler::join(const RescalePtr& r) {
+  // The hook's deaths of current members at this step (a scale-down losing a member
+  // midway): the recovery path takes them.
+  for (const RosterEntry& e : roster_)
+    if (e.alive && take_fault(RescaleFault::At::kJoin, e.name)) send_exit(e.actor, caf::exit_reason::kill);
+  if (r->joining.empty()) return hand_off(r);
+  // Each new member adopts the membership it joins and says so: one that died after its
+  // weights loaded, or hangs, fails the rescale here, before the Frontend switches to it.
+  // (The Frontend sends it the same membership again at the switch; adopting is idempotent.)
+  Membership next = r->next;
+  next.epoch = planned_.epoch + 1;
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(kit_.join_timeout_s * 1e3));
+  r->waiting = r->joining.size();
+  for (const auto& [name, a] : r->joining) {
+    // It holds its thread four timeouts long before it answers, as a wedged device would.
+    if (take_fault(RescaleFault::At::kStall, name)) send(a, SlowDown{kit_.join_timeout_s * 4e3});
+    const std::string who = name;
+    request(a, timeout, next)
+        .then(
+            [=, this]() {
+              if (r->over || overtaken(r)) return;
+              if (--r->waiting == 0) hand_off(r);
+            },
+            [=, this](caf::error& err) {
+              if (r->over || overtaken(r)) return;
+              const bool late = err == caf::sec::request_timeout;
+              roll_back(r, "join", who,
+                        unavailable(who + (late ? " did not acknowledge epoch " + std::to_string(next.epoch) + " within " +
+                                                      std::to_string(timeout.count()) + " ms"
+                                                : " died before it joined (" + to_string(err) + ")")));
+            });
+  }
+}
+
+void Scaler::hand_off(const RescalePtr& r) {
+  r->over = true;
+  propose(r->next, /*abort=*/false, r->retire, r->reason, now_seconds());
+  if (!r->retire.empty()) retiring_[planned_.epoch] = r->retire;
+  scaling_.emplace(planned_.epoch, r->rp);
+}
+
+bool Scaler::overtaken(const RescalePtr& r) {
+  if (planned_.epoch == r->from_epoch) return false;
+  // Three recoveries in one rescale: the deployment is too unsteady to keep trying.
+  if (r->attempt >= 2) {
+    roll_back(r, "membership", "the deployment", unavailable("the membership changed under the rescale three times"));
+    return true;
+  }
+  r->over = true;
+  retire_joining(r);
+  log_info(stats_.name, r->reason + ": the membership changed (epoch " + std::to_string(planned_.epoch) + "), starting over");
+  scale(r->to, r->rp, r->attempt + 1);
+  return true;
+}
+
+void Scaler::retire_joining(const RescalePtr& r) {
+  for (const auto& [name, a] : r->joining) send_exit(a, caf::exit_reason::user_shutdown);
+}
+
+void Scaler::roll_back(const RescalePtr& r, const std::string& step, const std::string& member, const Status& why) {
+  r->over = true;
+  retire_joining(r);
+  // Kept instances go back to the experts they held — unless another epoch is still being
+  // installed, whose switch may need what they loaded (it loads what it needs then).
+  if (installed_epoch_ == planned_.epoch)
+    for (const auto& [a, experts] : r->kept)
+      request(a, std::chrono::seconds(300), LoadExperts{experts}).then([](Status&) {}, [](caf::error&) {});
+  const Status failed(why.code(), r->reason + " failed at " + step + " of " + member + ": " + why.message() +
+                                      "; still serving epoch " + std::to_string(planned_.epoch));
+  ++rescale_stats_.failed;
+  rescale_stats_.last_failure = failed;
+  log_error(stats_.name, failed.message());
+  r->rp.deliver(Scaled{failed, planned_.epoch});
+}
+
+bool Scaler::retiring(const caf::actor_addr& a) const {
+  for (const auto& [epoch, actors] : retiring_)
+    for (const caf::actor& x : actors)
+      if (x.address() == a) return true;
+  return false;
 }
 
 void Scaler::autoscale() {
@@ -447,6 +599,8 @@ caf::behavior Scaler::make_behavior() {
       [=, this](ScalingQuery) { return decisions_; },
       [=, this](Reconfigured& r) {
         count();
+        installed_epoch_ = r.epoch;
+        retiring_.erase(retiring_.begin(), retiring_.upper_bound(r.epoch));
         if (auto w = installing_.find(r.epoch); w != installing_.end()) {
           w->second.deliver(r.epoch);
           installing_.erase(w);
@@ -454,6 +608,7 @@ caf::behavior Scaler::make_behavior() {
         if (auto w = scaling_.find(r.epoch); w != scaling_.end()) {
           w->second.deliver(Scaled{Status::Ok(), r.epoch});
           scaling_.erase(w);
+          ++rescale_stats_.installed;
         }
         auto rec = recovery_of_epoch_.find(r.epoch);
         if (rec != recovery_of_epoch_.end()) {
@@ -470,6 +625,11 @@ caf::behavior Scaler::make_behavior() {
       },
       [=, this](RosterQuery) { return roster_; },
       [=, this](RecoveryQuery) { return recoveries_; },
+      [=, this](RescaleQuery) {
+        RescaleStats st = rescale_stats_;
+        st.epoch = planned_.epoch;
+        return st;
+      },
   });
 }
 

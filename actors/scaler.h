@@ -21,12 +21,25 @@
 //    to the fewest devices that keep TPOT within the SLO.
 //
 // It keeps a record of every recovery (detection and installation times) and decision.
+//
+// Rollback. A rescale runs its steps — spawn the new members, load their weights (and the
+// kept instances' new experts), have each new member acknowledge the membership it joins
+// (within DeploymentOptions::rescale_join_timeout_s) — before it hands anything to the
+// Frontend, so until the hand-off the deployment serves on its previous membership and
+// epoch. When a step fails, the new members are retired, kept instances go back to the
+// experts they held, and the ScaleTo is answered with a Status naming the step and the
+// member (logged once, counted in RescaleStats). A member of the current membership that
+// dies meanwhile is a recovery (on_down); the rescale then starts over from the recovered
+// membership. A member retiring at a handed-off but not yet installed epoch that dies is
+// a recovery too: the step in flight is aborted and re-run. DeploymentOptions::
+// rescale_faults makes one step fail for one member (the tests' hook).
 #pragma once
 
 #include <map>
 #include <set>
 
 #include "actors/actor_common.h"
+#include "actors/deployment.h"
 #include "actors/protocol/control.h"
 #include "actors/protocol/membership.h"
 #include "actors/protocol/node.h"
@@ -45,6 +58,10 @@ struct SpawnKit {
   // Multi-node: the nodes (agents, bridges) and the node index of each instance and shard position.
   std::vector<NodeInfo> nodes;
   std::vector<int32_t> instance_node, shard_node;
+  // Rescale steps that fail (a test hook; each fires once) and how long new members have
+  // to acknowledge the membership they join.
+  std::vector<RescaleFault> faults;
+  double join_timeout_s = 30;
 };
 
 class Scaler : public JanusActor {
@@ -63,11 +80,42 @@ class Scaler : public JanusActor {
   void node_unrecoverable(const std::string& why);
   /// Hands the Frontend a change from `planned_` to `next`.
   void propose(Membership next, bool abort, std::vector<caf::actor> retire, const std::string& reason, double detected_s);
-  Result<caf::actor> spawn_shard(int* id);
-  Result<caf::actor> spawn_router(int shard_id);
-  Result<caf::actor> spawn_instance(const std::vector<int32_t>& experts, int* id);
+  // `rescale`: the spawn is a rescale's step, where the injected faults apply.
+  Result<caf::actor> spawn_shard(int* id, bool rescale = false);
+  Result<caf::actor> spawn_router(int shard_id, bool rescale = false);
+  Result<caf::actor> spawn_instance(const std::vector<int32_t>& experts, int* id, bool rescale = false);
+  /// Whether a fault is injected at step `at` for `member` (it is consumed).
+  bool take_fault(RescaleFault::At at, const std::string& member);
   RosterEntry* entry(const caf::actor_addr& a);
-  void scale(const ScaleTo& s, caf::response_promise rp);
+  void scale(const ScaleTo& s, caf::response_promise rp, int attempt = 0);
+
+  /// A rescale between its first spawn and its hand-off to the Frontend: what it will
+  /// install and what to undo if a step fails.
+  struct Rescale {
+    ScaleTo to;
+    caf::response_promise rp;
+    int attempt = 0;
+    uint32_t from_epoch = 0;  // planned_.epoch when it started
+    Membership next;
+    std::vector<caf::actor> retire;                 // old members that leave once `next` is installed
+    std::vector<std::pair<std::string, caf::actor>> joining;  // new members, by name
+    std::vector<std::pair<caf::actor, std::vector<int32_t>>> kept;  // kept instances and the experts they held
+    std::string reason;
+    size_t waiting = 0;  // answers still due in the current step
+    bool over = false;   // handed off, rolled back or started over
+  };
+  using RescalePtr = std::shared_ptr<Rescale>;
+  void spawn_members(const RescalePtr& r, const ExpertLayout& layout);
+  void load_experts(const RescalePtr& r, std::vector<std::pair<caf::actor, std::vector<int32_t>>> loads);
+  void join(const RescalePtr& r);
+  void hand_off(const RescalePtr& r);
+  /// A step failed: the new members retire, the previous membership stays.
+  void roll_back(const RescalePtr& r, const std::string& step, const std::string& member, const Status& why);
+  /// The membership changed under the rescale (a member died and was recovered): it starts
+  /// over from the new one. True when it did (the caller stops).
+  bool overtaken(const RescalePtr& r);
+  void retire_joining(const RescalePtr& r);
+  bool retiring(const caf::actor_addr& a) const;
   void autoscale();
   void decide(double lambda, const SchedulerStats& st);
 
@@ -78,6 +126,11 @@ class Scaler : public JanusActor {
   // Answered when that epoch is installed: InstallMembership with the epoch, ScaleTo with Scaled.
   std::map<uint32_t, caf::response_promise> installing_, scaling_;
   std::map<uint32_t, size_t> recovery_of_epoch_;       // which record an epoch completes
+  // Handed-off epochs not yet installed and the members leaving at them: until then the
+  // Frontend still runs steps with those members.
+  std::map<uint32_t, std::vector<caf::actor>> retiring_;
+  uint32_t installed_epoch_ = 0;
+  RescaleStats rescale_stats_;
   std::vector<ScalingRecord> decisions_;
   double last_tick_s_ = 0;
   bool lost_node_ = false;  // multi-node: the deployment cannot serve any more (reported once)
@@ -85,6 +138,7 @@ class Scaler : public JanusActor {
   bool moving_ = false;            // multi-node: a lost node's instances are being moved
   int64_t last_requested_ = -1;
   ShrinkHold shrink_hold_;
+  const char* spawn_step_ = "spawn";  // how far the last spawn_* got: "spawn", then "load" (its weights)
 };
 
 }  // namespace janus::actors

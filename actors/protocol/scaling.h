@@ -3,7 +3,8 @@
 //
 //   Deployment, console, autoscaler ──ScaleTo──► Scaler ──Scaled{status, epoch}──►
 //   Scaler ──ScaleTick──► itself (scaler{policy="slo"}, every interval)
-//   -> Scaler: RecoveryQuery -> std::vector<RecoveryRecord>, ScalingQuery -> std::vector<ScalingRecord>
+//   -> Scaler: RecoveryQuery -> std::vector<RecoveryRecord>, ScalingQuery -> std::vector<ScalingRecord>,
+//              RescaleQuery -> RescaleStats
 #pragma once
 
 #include <caf/allowed_unsafe_message_type.hpp>
@@ -55,6 +56,17 @@ struct ScalingRecord {
 
 struct ScalingQuery {};
 
+/// Rescales installed and rescales rolled back (a step failed; the membership they
+/// started from stayed), with the last failure's Status.
+struct RescaleStats {
+  uint32_t epoch = 0;  // the newest membership's (handed to the Frontend, installed or not)
+  uint64_t installed = 0;
+  uint64_t failed = 0;
+  Status last_failure;
+};
+
+struct RescaleQuery {};
+
 }  // namespace janus::actors
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::ScaleTo)
@@ -64,3 +76,5 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<janus::actors::RecoveryRecord>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::ScaleTick)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::ScalingQuery)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<janus::actors::ScalingRecord>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::RescaleStats)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::RescaleQuery)

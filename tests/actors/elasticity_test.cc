@@ -75,6 +75,17 @@ void run_and_check(Deployment& d, const Case& c, int after_tokens, const std::fu
   }
 }
 
+// The attention shards and expert instances alive now.
+std::pair<int, int> live_shards_and_instances(Deployment& d) {
+  int shards = 0, instances = 0;
+  for (const ActorSnapshot& a : d.actors()) {
+    if (!a.alive) continue;
+    shards += a.kind == "AttentionShard";
+    instances += a.kind == "ExpertInstance";
+  }
+  return {shards, instances};
+}
+
 }  // namespace
 
 TEST_CASE("a killed expert instance is replaced, the step re-runs, every request gets its reference tokens") {
@@ -131,14 +142,118 @@ TEST_CASE("scaling up then down while serving changes membership under new epoch
       std::this_thread::sleep_for(50ms);
       REQUIRE((*d)->scale(1, 2).ok());
     });
-    int shards = 0, instances = 0;
-    for (const ActorSnapshot& a : (*d)->actors()) {
-      if (!a.alive) continue;
-      shards += a.kind == "AttentionShard";
-      instances += a.kind == "ExpertInstance";
-    }
+    const auto [shards, instances] = live_shards_and_instances(**d);
     CHECK(shards == 1);
     CHECK(instances == 2);
     CHECK((*d)->scale(1, 1).code() == ErrorCode::kUnavailable);  // 1 x 5 slots cannot hold 8 experts
+  }
+}
+
+namespace {
+
+std::vector<std::string> sorted_names(Deployment& d) {
+  auto v = d.actor_names();
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+// The roster's live actors, once the retired ones' exits are in (they go asynchronously).
+std::vector<std::string> names_settled(Deployment& d, const std::vector<std::string>& want) {
+  auto now = sorted_names(d);
+  for (auto t0 = std::chrono::steady_clock::now(); now != want && std::chrono::steady_clock::now() - t0 < 20s;
+       std::this_thread::sleep_for(10ms))
+    now = sorted_names(d);
+  return now;
+}
+
+struct RollbackPoint {
+  RescaleFault fault;
+  std::string side;
+  std::string failed_at;  // what the Status names: "<step> of <member>"
+  std::string why;        // and why
+};
+
+}  // namespace
+
+// The rollback matrix: each failure point of a scale-up from 1A2E to 2A3E leaves the
+// deployment on its old membership and epoch with the failure reported and counted, the
+// new members gone, requests exact; a second rescale then succeeds.
+TEST_CASE("a scale-up that fails at any step rolls back to the previous membership, and the next one succeeds") {
+  const Case c = make_case("mixtral", 60);
+  using At = RescaleFault::At;
+  const std::vector<RollbackPoint> points = {
+      {{At::kSpawn, "attention-1"}, "moe", "spawn of attention-1", "could not be spawned"},
+      {{At::kSpawn, "router-1"}, "attention", "spawn of router-1", "could not be spawned"},
+      {{At::kSpawn, "expert-2"}, "moe", "spawn of expert-2", "could not be spawned"},
+      {{At::kLoad, "expert-2"}, "attention", "load of expert-2", "out of memory"},
+      {{At::kLoad, "expert-0"}, "moe", "load of expert-0", "out of memory"},  // a kept instance's new experts
+      {{At::kJoin, "expert-2"}, "moe", "join of expert-2", "died before it joined"},
+      {{At::kStall, "attention-1"}, "attention", "join of attention-1", "did not acknowledge epoch 2 within 300 ms"},
+  };
+  for (const RollbackPoint& p : points) {
+    CAPTURE(p.failed_at);
+    CAPTURE(p.side);
+    DeploymentOptions o;
+    o.threads = 2;
+    o.rescale_faults = {p.fault};
+    o.rescale_join_timeout_s = 0.3;
+    auto d = Deployment::create(spec(c, 1, 2, 5, p.side), o);
+    REQUIRE(d.ok());
+    const auto names = sorted_names(**d);
+    const auto placement = (**d).placement();
+    const uint32_t epoch = (**d).metrics().epoch;
+    CHECK(epoch == 1);
+    run_and_check(**d, c, 20, [&] {
+      const Status failed = (*d)->scale(2, 3);
+      CHECK(failed.code() == ErrorCode::kUnavailable);
+      CHECK(failed.message().find("failed at " + p.failed_at) != std::string::npos);
+      CHECK(failed.message().find(p.why) != std::string::npos);
+      CHECK(failed.message().find("still serving epoch 1") != std::string::npos);
+      MetricsSnapshot m = (*d)->metrics();
+      CHECK(m.epoch == epoch);
+      CHECK(m.rescales_failed == 1);
+      CHECK(m.rescales == 0);
+      CHECK(m.last_rescale_failure.find(p.failed_at) != std::string::npos);
+      CHECK((*d)->placement() == placement);
+      CHECK(names_settled(**d, names) == names);  // the new members exited: no leak
+      CHECK((*d)->recoveries().empty());
+      // Not wedged: the same rescale, now without the fault.
+      REQUIRE((*d)->scale(2, 3).ok());
+    });
+    MetricsSnapshot m = (*d)->metrics();
+    CHECK(m.epoch == epoch + 1);
+    CHECK(m.rescales == 1);
+    CHECK(m.rescales_failed == 1);
+    const auto [shards, instances] = live_shards_and_instances(**d);
+    CHECK(shards == 2);
+    CHECK(instances == 3);
+  }
+}
+
+// A scale-down from 3A4E to 1A2E that loses a member after its weights are in place, just
+// before the hand-off: a retiring shard (its step is cut short and re-run without it) or a
+// kept instance (replaced) — the rescale finishes as a recovery, every token exact.
+TEST_CASE("a scale-down that loses a member midway finishes as a recovery with exact tokens") {
+  const Case c = make_case("mixtral", 60);
+  for (const std::string lost : {"attention-2", "expert-0"}) {
+    for (const std::string side : {"moe", "attention"}) {
+      CAPTURE(lost);
+      CAPTURE(side);
+      DeploymentOptions o;
+      o.threads = 2;
+      o.rescale_faults = {{RescaleFault::At::kJoin, lost}};
+      auto d = Deployment::create(spec(c, 3, 4, 4, side), o);
+      REQUIRE(d.ok());
+      run_and_check(**d, c, 20, [&] { REQUIRE((*d)->scale(1, 2).ok()); });
+      auto rec = (*d)->recoveries();
+      REQUIRE(rec.size() == 1);
+      CHECK(rec[0].what.find(lost + " died") != std::string::npos);
+      MetricsSnapshot m = (*d)->metrics();
+      CHECK(m.rescales == 1);
+      CHECK(m.rescales_failed == 0);
+      const auto [shards, instances] = live_shards_and_instances(**d);
+      CHECK(shards == 1);
+      CHECK(instances == 2);
+    }
   }
 }
