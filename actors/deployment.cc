@@ -443,21 +443,33 @@ Result<ExpertHeatmap> Deployment::experts(int layer) {
   ExpertHeatmap h;
   h.layer = layer;
   h.num_experts = c.num_experts;
-  h.num_instances = impl_->spec.experts.instances;
   h.placement = impl_->spec.resolved_placement;
+  h.num_instances = impl_->spec.experts.instances;
   h.per_expert.assign(static_cast<size_t>(c.num_experts), 0);
   h.per_instance_expert.assign(static_cast<size_t>(h.num_instances * c.num_experts), 0);
   std::lock_guard<std::mutex> lk(impl_->mu);
   if (impl_->stopped) return unavailable("the deployment is shut down");
   caf::scoped_actor self{*impl_->sys};
   (void)ask(self, impl_->scheduler, std::chrono::seconds(5), SchedulerStats{}, [&](SchedulerStats& st) {
+    if (!st.placement.empty()) h.placement = std::move(st.placement);  // the live layout, after any scale or recovery
+    h.num_instances = static_cast<int>(h.placement.size());
+    h.per_instance_expert.assign(static_cast<size_t>(h.num_instances * c.num_experts), 0);
     if (static_cast<size_t>(layer) < st.expert_counts.size()) h.per_expert = st.expert_counts[static_cast<size_t>(layer)];
     if (static_cast<size_t>(layer) < st.replica_counts.size()) h.per_instance_expert = st.replica_counts[static_cast<size_t>(layer)];
   });
   return h;
 }
 
-std::vector<std::vector<int32_t>> Deployment::placement() const { return impl_->spec.resolved_placement; }
+std::vector<std::vector<int32_t>> Deployment::placement() const {
+  // The Scheduler's layout is the one requests are routed by; the spec's is only where
+  // the deployment started (a scale or a recovery replaces it).
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  if (impl_->stopped || !impl_->sys) return impl_->spec.resolved_placement;
+  caf::scoped_actor self{*impl_->sys};
+  std::vector<std::vector<int32_t>> live;
+  (void)ask(self, impl_->scheduler, std::chrono::seconds(5), SchedulerStats{}, [&](SchedulerStats& st) { live = std::move(st.placement); });
+  return live.empty() ? impl_->spec.resolved_placement : live;
+}
 
 std::vector<PolicyAmax> Deployment::amax_by_policy() {
   std::vector<PolicyAmax> out;

@@ -168,6 +168,8 @@ void Frontend::apply_tokens(StepDone& d) {
     Request& r = it->second;
     if (r.tokens.empty()) r.first_s = now;
     r.last_s = now;
+    // Only the most recent steps: a long generation would otherwise keep one per token.
+    if (r.history.size() >= kHistorySteps) r.history.erase(r.history.begin());
     r.history.push_back({d.step, d.shard, t.micro_batch});
     r.tokens.push_back(t.token);
     ++fstats_.tokens;
@@ -222,7 +224,13 @@ void Frontend::finish(Request& r, Result<GenerateResult> result) {
   }
   if (result.ok()) {
     ++fstats_.completed;
-    fstats_.finished.push_back({r.submit_s, r.first_s, r.last_s, static_cast<int64_t>(r.tokens.size())});
+    const RequestTiming t{r.submit_s, r.first_s, r.last_s, static_cast<int64_t>(r.tokens.size())};
+    if (fstats_.finished.size() < kTimingWindow) {
+      fstats_.finished.push_back(t);
+    } else {
+      fstats_.finished[timing_next_] = t;
+      timing_next_ = (timing_next_ + 1) % kTimingWindow;
+    }
   } else {
     ++fstats_.failed;
   }

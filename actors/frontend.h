@@ -79,6 +79,14 @@ class Frontend : public JanusActor {
   std::string broken_;  // why the deployment cannot serve any more
   std::map<uint64_t, Request> recent_;  // finished requests kept for trace(), the last 256
   FrontendStats fstats_;
+  // fstats_.finished is a ring of the last kTimingWindow requests' timings: TTFT and TPOT
+  // percentiles are of that window, so a server that runs for days keeps a bounded list
+  // (the counts stay exact). timing_next_ is where the next one goes once it is full.
+  size_t timing_next_ = 0;
+
+ public:
+  static constexpr size_t kTimingWindow = 4096;
+  static constexpr size_t kHistorySteps = 64;  // per request, the most recent step places kept for trace()
 };
 
 }  // namespace janus::actors

@@ -96,6 +96,7 @@ caf::behavior Scheduler::make_behavior() {
       },
       [=, this](const SchedulerStats&) {
         SchedulerStats out = sstats_;
+        if (membership_.layout) out.placement = membership_.layout->placement();
         if (window_.num_layers() > 0) {
           for (int64_t v : window_.total_counts()) out.window_load.push_back(static_cast<double>(v));
           for (int64_t v : window_.total_coactivation()) out.window_coactivation.push_back(static_cast<double>(v));

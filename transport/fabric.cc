@@ -33,6 +33,7 @@
 #include <rdma/fi_tagged.h>
 #include <sys/mman.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -57,6 +58,33 @@
 
 namespace janus::transport {
 namespace {
+
+// libfabric links the psm providers and, through them, libinfinipath, whose constructor
+// (run when the library loads, before main) installs handlers for SIGINT, SIGTERM,
+// SIGSEGV, SIGBUS, SIGILL and SIGABRT that write ./<exe>.80s-<pid>,<host>.btr and call
+// exit() from inside the handler while the other threads run on. Static destructors then
+// race those threads: a SIGSEGV in __cxa_finalize re-enters the handler, which waits
+// forever; a SIGTERM ends the process with status 1 instead of by the signal. Its
+// documented switch, IPATH_NO_BACKTRACE, is read by that constructor, before any code of
+// ours runs; so as soon as ours does (this object's constructor: library constructors
+// run before the static objects of the program that links them) we put back the default
+// action of every signal whose handler lives in libinfinipath, and set the switch for
+// the processes this one starts.
+struct InfinipathSignalDisarm {
+  InfinipathSignalDisarm() {
+    setenv("IPATH_NO_BACKTRACE", "1", 0);
+    for (int sig : {SIGINT, SIGTERM, SIGSEGV, SIGBUS, SIGILL, SIGABRT, SIGFPE}) {
+      struct sigaction now {};
+      if (sigaction(sig, nullptr, &now) != 0) continue;
+      void* handler = (now.sa_flags & SA_SIGINFO) ? reinterpret_cast<void*>(now.sa_sigaction) : reinterpret_cast<void*>(now.sa_handler);
+      if (handler == reinterpret_cast<void*>(SIG_DFL) || handler == reinterpret_cast<void*>(SIG_IGN)) continue;
+      Dl_info where{};
+      if (dladdr(handler, &where) == 0 || where.dli_fname == nullptr || std::strstr(where.dli_fname, "libinfinipath") == nullptr) continue;
+      signal(sig, SIG_DFL);
+    }
+  }
+};
+const InfinipathSignalDisarm infinipath_signal_disarm;
 
 /// How large the overflow sink behind every receive must be (FabricEndpoint::sink).
 enum class Sink { kNone, kEagerLimit, kMaxMessage };

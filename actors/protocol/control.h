@@ -81,6 +81,9 @@ struct SchedulerStats {
   std::vector<double> window_load;
   std::vector<double> window_coactivation;
   std::vector<std::vector<double>> window_probability;
+  // The replica layout it assigns with now (experts held per instance): the start-up one
+  // until a scale or a recovery installs another.
+  std::vector<std::vector<int32_t>> placement;
 };
 
 /// Where a request ran in one step.
@@ -150,7 +153,7 @@ typename Inspector::result_type inspect(Inspector& f, LayerAmaxStats& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, SchedulerStats& x) {
   return f(caf::meta::type_name("janus.SchedulerStats"), x.layers, x.bytes_in, x.expert_counts, x.replica_counts, x.counterfactual,
-           x.window_load, x.window_coactivation, x.window_probability);
+           x.window_load, x.window_coactivation, x.window_probability, x.placement);
 }
 
 }  // namespace janus::actors

@@ -1,12 +1,15 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "runtime/cli/args.h"
 #include "runtime/cli/commands.h"
@@ -139,6 +142,40 @@ Status print_summary(Deployment& d, const std::string& trace_file) {
   return Status::Ok();
 }
 
+// SIGINT/SIGTERM during a run without --listen: they are blocked in every thread and taken
+// here, by one thread of their own, so that no runtime thread (nor a library's handler)
+// ends the process in the middle of its work. Before the deployment serves, a signal
+// ends the process at once (there is nothing to report, and Deployment::create may be
+// waiting for nodes); afterwards it is handed to the main thread, which stops the run.
+class StopSignals {
+ public:
+  explicit StopSignals(const sigset_t& set) : set_(set), watcher_([this] { watch(); }) {}
+  ~StopSignals() {
+    done_ = true;
+    watcher_.join();
+  }
+  void serving() { serving_ = true; }
+  int received() const { return sig_; }
+
+ private:
+  void watch() {
+    while (!done_ && sig_ == 0) {
+      const timespec tick{0, 50 * 1000 * 1000};
+      const int sig = sigtimedwait(&set_, nullptr, &tick);
+      if (sig <= 0) continue;
+      if (!serving_) {
+        std::fprintf(stderr, "janus run: %s while starting, exiting\n", strsignal(sig));
+        std::_Exit(128 + sig);
+      }
+      sig_ = sig;
+    }
+  }
+  sigset_t set_;
+  std::atomic<bool> done_{false}, serving_{false};
+  std::atomic<int> sig_{0};
+  std::thread watcher_;
+};
+
 }  // namespace
 
 int cmd_run(const Argv& argv) {
@@ -192,7 +229,10 @@ int cmd_run(const Argv& argv) {
   }
   // Blocked only now, before any runtime thread starts (they inherit the mask), so that
   // SIGTERM still ends a process whose config is slow to load.
-  if (a.has("listen")) pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // Without --listen a signal stops the run (StopSignals); --listen waits for it below.
+  if (!interactive || a.has("listen")) pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::unique_ptr<StopSignals> stop;
+  if (!interactive) stop = std::make_unique<StopSignals>(stop_signals);
   for (const char* file : {"trace", "port-file"})
     if (a.has(file))
       if (Status w = check_writable(a.get(file)); !w.ok()) return fail("run", w.message());
@@ -215,6 +255,25 @@ int cmd_run(const Argv& argv) {
 
   int failures = 0;
   if (!interactive) {
+    stop->serving();
+    // Until every result is in or a stop signal: then the requests still running fail
+    // (a stop means now; a long generation could take minutes to finish) with the
+    // deployment's shutdown reason, the results so far are printed, the nodes are told to
+    // shut down, and the exit status is the signal's (128 + signal).
+    for (RequestHandle& h : handles)
+      while (stop->received() == 0 && h.result.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
+      }
+    if (const int sig = stop->received(); sig != 0) {
+      const size_t done = static_cast<size_t>(std::count_if(handles.begin(), handles.end(), [](RequestHandle& h) {
+        return h.result.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+      }));
+      std::fprintf(stderr, "janus run: %s: stopping; %zu of %zu requests had finished, the others fail\n", strsignal(sig), done,
+                   handles.size());
+      dep.shutdown();  // fails what is still running and tells the nodes to shut down
+      print_results(collect(), a.flag("json"), &failures);
+      std::fflush(stdout);
+      return 128 + sig;
+    }
     print_results(collect(), a.flag("json"), &failures);
     Status written = print_summary(dep, a.get("trace"));
     dep.shutdown();

@@ -260,3 +260,32 @@ TEST_CASE("a scale-down that loses a member midway finishes as a recovery with e
     }
   }
 }
+
+TEST_CASE("placement() and experts() show the live layout after a scale, the one the Scheduler routes by") {
+  const Case c = make_case("mixtral", 24);
+  DeploymentOptions o;
+  o.threads = 2;
+  auto d = Deployment::create(spec(c, 1, 2, 5, "moe"), o);
+  REQUIRE(d.ok());
+  const auto start = (*d)->placement();
+  CHECK(start.size() == 2);
+  run_and_check(**d, c, 4, [&] { REQUIRE((*d)->scale(1, 4).ok()); });
+  const auto live = (*d)->placement();
+  REQUIRE(live.size() == 4);
+  std::vector<int> held(8, 0);
+  for (const auto& experts : live) {
+    CHECK(experts.size() <= 5);
+    for (int32_t e : experts) ++held.at(static_cast<size_t>(e));
+  }
+  for (int e = 0; e < 8; ++e) CHECK(held[static_cast<size_t>(e)] >= 1);
+  // The heat map's layout is the same one, sized for its instances.
+  auto h = (*d)->experts(0);
+  REQUIRE(h.ok());
+  CHECK(h->placement == live);
+  CHECK(h->num_instances == 4);
+  CHECK(h->per_instance_expert.size() == static_cast<size_t>(4 * h->num_experts));
+  // And the requests served after the scale are routed by it: still the reference tokens.
+  run_and_check(**d, c, 0, [] {});
+  REQUIRE((*d)->scale(1, 2).ok());
+  CHECK((*d)->placement().size() == 2);
+}

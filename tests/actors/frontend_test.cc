@@ -273,3 +273,47 @@ TEST_CASE("a shard that leaves hands its requests to the others, which resume th
   CHECK(after.status().code() == ErrorCode::kUnavailable);
   CHECK(after.status().message().find("shutting down") != std::string::npos);
 }
+
+TEST_CASE("the frontend's retained state stays bounded over many requests, and its counts and timings stay right") {
+  // A server runs for days: the timings behind TTFT/TPOT are a window of the most recent
+  // requests, a request's step places the most recent steps, finished requests the last
+  // 256; the counters are exact whatever the window.
+  FrontendRig rig(1 << 16);
+  const size_t n = Frontend::kTimingWindow + 500;
+  int64_t expected_tokens = 0;
+  for (size_t batch = 0; batch < n; batch += 250) {
+    std::vector<Caller*> wave;
+    for (size_t i = batch; i < std::min(n, batch + 250); ++i) {
+      const int len = 1 + static_cast<int>(i % 3);
+      expected_tokens += len;
+      wave.push_back(&rig.submit(i + 1, {3, 4}, len));
+    }
+    for (Caller* c : wave) REQUIRE(c->get().ok());
+  }
+  const FrontendStats s = rig.stats();
+  CHECK(s.completed == n);
+  CHECK(s.failed == 0);
+  CHECK(s.tokens == expected_tokens);
+  CHECK(s.requested_tokens == expected_tokens);
+  CHECK(s.queued == 0);
+  CHECK(s.running == 0);
+  REQUIRE(s.finished.size() == Frontend::kTimingWindow);  // the window, not every request
+  for (const RequestTiming& t : s.finished) {
+    CHECK(t.tokens >= 1);
+    CHECK(t.tokens <= 3);
+    CHECK(t.first_token_s >= t.submit_s);
+    CHECK(t.last_token_s >= t.first_token_s);
+  }
+  // The window holds the most recent requests: the newest ones' timings are in it.
+  const double newest_submit = std::max_element(s.finished.begin(), s.finished.end(), [](const RequestTiming& a, const RequestTiming& b) {
+                                 return a.submit_s < b.submit_s;
+                               })->submit_s;
+  CHECK(newest_submit >= s.first_submit_s);
+  // A long request keeps only its most recent step places.
+  Caller& longer = rig.submit(n + 1, {5}, static_cast<int>(Frontend::kHistorySteps) + 40);
+  REQUIRE(longer.get().ok());
+  CHECK(longer.streamed == script(n + 1, static_cast<int>(Frontend::kHistorySteps) + 40));
+  const RequestInfo info = rig.info(n + 1);
+  CHECK(info.history.size() == Frontend::kHistorySteps);
+  CHECK(info.generated == static_cast<int32_t>(Frontend::kHistorySteps) + 40);
+}

@@ -183,7 +183,7 @@ TEST_CASE("the scheduler gathers every instance's partial once, hands each shard
   }
 
   // No rows at all: answered at once, with nothing to add.
-  self->send(sched, RoutedBatch{{4, layer, 4, 1}, Tensor{Device{}, DType::kF32, 0, H}, {}, {}, {0, 0}});
+  self->send(sched, RoutedBatch{{4, layer, 4, 1}, Tensor{Device{}, DType::kF32, 0, H, nullptr, nullptr}, {}, {}, {0, 0}});
   for (const MoeResult& x : results(self)) {
     CHECK(x.error.ok());
     CHECK(x.partials.empty());

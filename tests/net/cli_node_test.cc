@@ -32,18 +32,34 @@ std::string wait_for_file(const std::string& path, double timeout_s) {
   return "";
 }
 
+/// The README's example config, listening on a port of the system's choosing (tests run in
+/// parallel) that it writes to `port_file`.
+std::string loopback_config(const std::string& port_file) {
+  std::string config = read_file(source_dir() + "/examples/configs/nodes/loopback.lua");
+  const std::string listen = "coordinator{listen=\"127.0.0.1:7411\"}";
+  REQUIRE(config.find(listen) != std::string::npos);
+  config.replace(config.find(listen), listen.size(),
+                 "coordinator{listen=\"127.0.0.1:0\", port_file=\"" + port_file + "\", join_timeout_s=30}");
+  return config;
+}
+
+/// The example's four nodes, joining the coordinator once it wrote its port.
+std::map<std::string, Process> start_loopback_nodes(Process& coordinator, const std::string& port_file, const std::string& log_dir) {
+  const std::string port = wait_for_file(port_file, 60);
+  REQUIRE_MESSAGE(!port.empty(), coordinator.output());
+  std::map<std::string, Process> nodes;
+  for (const char* n : {"a1", "a2", "m1", "m2"}) nodes[n] = start_node(n, "127.0.0.1:" + port.substr(0, port.size() - 1), kSecret, log_dir);
+  return nodes;
+}
+
 }  // namespace
 
 TEST_CASE("janus run with four janus node processes prints what one process prints") {
   TempDir dir;
   const std::string example = read_file(source_dir() + "/examples/configs/nodes/loopback.lua");
-  REQUIRE(example.find("coordinator{listen=\"127.0.0.1:7411\"}") != std::string::npos);
   // The example as shipped, on a port of the system's choosing (tests run in parallel).
   const std::string port_file = dir / "port";
-  std::string config = example;
-  config.replace(config.find("coordinator{listen=\"127.0.0.1:7411\"}"), std::string("coordinator{listen=\"127.0.0.1:7411\"}").size(),
-                 "coordinator{listen=\"127.0.0.1:0\", port_file=\"" + port_file + "\", join_timeout_s=30}");
-  write_file(dir / "nodes.lua", config);
+  write_file(dir / "nodes.lua", loopback_config(port_file));
   // The same deployment in one process: the example without its nodes.
   std::string single = example;
   const size_t begin = single.find("\nnodes{\n");
@@ -63,11 +79,7 @@ TEST_CASE("janus run with four janus node processes prints what one process prin
 
   setenv("JANUS_SECRET", kSecret, 1);
   Process coordinator = start_process({janus, "run", dir / "nodes.lua", "--threads", "2"}, dir / "coordinator.log");
-  const std::string port = wait_for_file(port_file, 60);
-  REQUIRE_MESSAGE(!port.empty(), coordinator.output());
-  std::map<std::string, Process> nodes;
-  for (const char* n : {"a1", "a2", "m1", "m2"})
-    nodes[n] = start_node(n, "127.0.0.1:" + port.substr(0, port.size() - 1), kSecret, dir.path());
+  std::map<std::string, Process> nodes = start_loopback_nodes(coordinator, port_file, dir.path());
   const int rc = coordinator.wait(120);
   std::string logs = coordinator.output();
   for (auto& [n, p] : nodes) logs += "---- " + n + "\n" + p.output();
@@ -82,4 +94,60 @@ TEST_CASE("janus run with four janus node processes prints what one process prin
     CHECK_MESSAGE(p.wait(30) == 0, p.output());
   }
   unsetenv("JANUS_SECRET");
+}
+
+TEST_CASE("SIGTERM to a coordinator ends its run cleanly: results so far printed, nodes shut down, status 143") {
+  TempDir dir;
+  const std::string port_file = dir / "port";
+  std::string config = loopback_config(port_file);
+  // Long generations, so that the signal lands while they run.
+  config.replace(config.find("max_new_tokens=24}"), std::string("max_new_tokens=24}").size(), "max_new_tokens=2000, ignore_eos=true}");
+  write_file(dir / "nodes.lua", config);
+  const std::string janus = std::string(JANUS_BINARY_DIR) + "/janus";
+  setenv("JANUS_SECRET", kSecret, 1);
+  Process coordinator = start_process({janus, "run", dir / "nodes.lua", "--threads", "2"}, dir / "coordinator.log");
+  std::map<std::string, Process> nodes = start_loopback_nodes(coordinator, port_file, dir.path());
+  for (auto& [n, p] : nodes)
+    for (int i = 0; i < 3000 && p.output().find("joined") == std::string::npos; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // serving by now (the run takes far longer)
+  REQUIRE(coordinator.running());
+  ::kill(coordinator.pid, SIGTERM);
+  const int rc = coordinator.wait(60);
+  std::string logs = coordinator.output();
+  for (auto& [n, p] : nodes) logs += "---- " + n + "\n" + p.output();
+  CHECK_MESSAGE(rc == 128 + SIGTERM, logs);
+  const std::string out = coordinator.output();
+  CHECK_MESSAGE(out.find("stopping; ") != std::string::npos, out);
+  // Every request is accounted for: its tokens, or why it did not finish.
+  const std::vector<std::string> lines = request_lines(out);
+  CHECK_MESSAGE(lines.size() == 4, out);
+  for (const std::string& l : lines)
+    CHECK_MESSAGE((l.find("->") != std::string::npos || l.find("failed: request failed: the deployment shut down") != std::string::npos), l);
+  // The nodes were told to shut down: each leaves on its own, with 0.
+  for (auto& [n, p] : nodes) {
+    CAPTURE(n);
+    CHECK_MESSAGE(p.wait(30) == 0, p.output());
+  }
+  unsetenv("JANUS_SECRET");
+}
+
+TEST_CASE("a janus process that crashes dies of its signal and leaves no libinfinipath backtrace file") {
+  // libinfinipath (linked through libfabric's psm providers) installs crash handlers that
+  // write <exe>.80s-<pid>,<host>.btr into the working directory and call exit() from the
+  // handler; transport/fabric.cc takes them back out.
+  TempDir dir;
+  const std::string janus = std::string(JANUS_BINARY_DIR) + "/janus";
+  for (int sig : {SIGSEGV, SIGTERM}) {
+    CAPTURE(sig);
+    // A node whose coordinator is not there: it keeps retrying for 20 s.
+    Process p = start_process({janus, "node", "--join", "127.0.0.1:9", "--name", "x", "--secret", kSecret, "--connect-timeout", "20"},
+                              dir / "node.log");
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // past start-up: every library loaded
+    REQUIRE(p.running());
+    ::kill(p.pid, sig);
+    CHECK(p.wait(10) == 128 + sig);
+    if (p.running()) p.kill_now();
+    for (const auto& e : std::filesystem::directory_iterator(std::filesystem::current_path()))
+      CHECK_MESSAGE(e.path().filename().string().rfind("janus.80s-" + std::to_string(p.pid), 0) != 0, e.path().string());
+  }
 }

@@ -12,6 +12,7 @@
 #include <future>
 
 #include "cluster_util.h"
+#include "runtime/model/presets.h"
 #include "transport/framed_socket.h"
 #include "transport/transport.h"
 
@@ -272,5 +273,58 @@ TEST_CASE("a node killed mid-run is recovered from, and every request completes 
       CHECK(recover_ms < 5000);
       CHECK_MESSAGE(check_reference_tokens(d) == "", cluster->logs());
     }
+  }
+}
+
+// OPEN FAULT (not fixed yet): with 400-token requests the survivor stops making progress
+// some tens of steps after the recovery, silently (no error, no drop logged; with 120
+// tokens it completes). With exchange mode pinned to case1 or case2 it completes: the
+// stall is in exchange{mode="auto"} (TwoPhaseExchange choosing a mode per layer batch
+// after the attention-node set shrank). Kept as the reproduction, may_fail until fixed.
+TEST_CASE("an attention node killed under load: its requests resume on the other node and all complete exactly" *
+          doctest::may_fail()) {
+  // The README's loopback graph (examples/configs/nodes/loopback.lua): the tiny-qwen3-moe
+  // preset, one shard per attention node, auto exchange mode over shm, the default KV
+  // cache and batch; 8 long requests, so that the survivor takes over four requests
+  // mid-generation (each recomputes prompt + tokens so far) next to its own four.
+  auto dir = ensure_preset_model("tiny-qwen3-moe", 0, DType::kF32, false);
+  REQUIRE(dir.ok());
+  const std::vector<std::vector<int32_t>> prompts = {{5, 17, 99}, {42, 7, 300, 11, 256, 8}, {100}, {9, 8, 7, 6, 5, 4, 3, 2},
+                                                     {5, 17, 98}, {42, 7, 300, 11},          {101}, {9, 8, 7, 6}};
+  const int n_tokens = 400;
+  const std::vector<GenerateRequest> reqs = greedy_requests(prompts, n_tokens);
+  auto expected = reference_tokens(*dir, reqs);
+  REQUIRE(expected.ok());
+  for (const std::string victim : {"a1", "a2"}) {
+    CAPTURE(victim);
+    Layout l = two_by_two();
+    l.shard_nodes = {"a1", "a2"};
+    GraphSpec spec = cluster_spec(l, "auto", "shm");
+    spec.model.path = *dir;
+    spec.attention.max_batch = 64;
+    spec.attention.kv_blocks = 0;  // as the README's config: enough for max_batch full-length requests
+    spec.experts.slots = 10;
+    spec.exchange.spin_us = GraphSpec{}.exchange.spin_us;
+    spec.scheduler.seed = GraphSpec{}.scheduler.seed;
+    DeploymentOptions o;  // the CLI's: default threads
+    auto cluster = start_cluster(spec, "127.0.0.1", {}, kSecret, o);
+    REQUIRE_MESSAGE(cluster->status.ok(), (cluster->status.to_string() + "\n" + cluster->logs()));
+    Deployment& d = cluster->d();
+    std::vector<RequestHandle> handles;
+    std::atomic<int> tokens{0};
+    for (const GenerateRequest& g : reqs) handles.push_back(d.submit(g, [&](int32_t) { ++tokens; }));
+    const int total = static_cast<int>(reqs.size()) * n_tokens;
+    for (int i = 0; i < 2000 && tokens < total / 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    REQUIRE(tokens >= total / 3);
+    REQUIRE(tokens < total);  // the kill lands mid-run
+    cluster->nodes[victim].kill_now();
+    for (size_t i = 0; i < handles.size(); ++i) {
+      CAPTURE(i);
+      REQUIRE_MESSAGE(handles[i].result.wait_for(std::chrono::seconds(30)) == std::future_status::ready, cluster->logs());
+      auto r = handles[i].result.get();
+      REQUIRE_MESSAGE(r.ok(), (r.status().to_string() + "\n" + cluster->logs()));
+      CHECK(r->tokens == (*expected)[i]);
+    }
+    REQUIRE(d.recoveries().size() == 1);
   }
 }
