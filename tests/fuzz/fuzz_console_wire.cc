@@ -8,15 +8,12 @@
 #include <vector>
 
 #include "runtime/console/console_wire.h"
+#include "tests/fuzz/fuzz_require.h"
 
 using namespace janus;
 using namespace janus::console_wire;
 
 namespace {
-
-void require(bool ok) {
-  if (!ok) std::abort();
-}
 
 bool same(const Reply& a, const Reply& b) {
   return a.ok == b.ok && a.text == b.text && a.error == b.error && a.watch == b.watch && a.completions == b.completions;
@@ -36,18 +33,18 @@ bool read_frames(const std::string& bytes, size_t chunk, std::vector<Frame>* fra
 void check_reply(const std::string& payload) {
   auto r = decode_reply(payload);
   if (!r.ok()) {
-    require(!r.status().message().empty());
+    JANUS_FUZZ_REQUIRE(!r.status().message().empty());
     return;
   }
   // What decoded encodes back to the same reply, and to the same bytes when the two flag
   // bytes were the canonical 0 or 1.
   const std::string again = encode_reply(*r);
   auto back = decode_reply(again);
-  require(back.ok() && same(*back, *r));
+  JANUS_FUZZ_REQUIRE(back.ok() && same(*back, *r));
   const size_t watch_at = 1 + 4 + r->text.size() + 4 + r->error.size();
   const auto flag = [&](size_t i) { return static_cast<unsigned char>(payload[i]); };
-  if (flag(0) <= 1 && flag(watch_at) <= 1) require(again == payload);
-  else require(again.size() == payload.size());
+  if (flag(0) <= 1 && flag(watch_at) <= 1) JANUS_FUZZ_REQUIRE(again == payload);
+  else JANUS_FUZZ_REQUIRE(again.size() == payload.size());
 }
 
 }  // namespace
@@ -60,14 +57,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<Frame> whole, trickled;
   const bool whole_ok = read_frames(bytes, bytes.size() + 1, &whole);
   const bool trickled_ok = read_frames(bytes, 1 + (size > 0 ? data[0] % 7 : 0), &trickled);
-  require(whole_ok == trickled_ok);
-  if (whole_ok) require(whole.size() == trickled.size());
+  JANUS_FUZZ_REQUIRE(whole_ok == trickled_ok);
+  if (whole_ok) JANUS_FUZZ_REQUIRE(whole.size() == trickled.size());
   size_t at = 0;
   for (size_t i = 0; i < whole.size(); ++i) {
-    require(whole[i].payload.size() <= kMaxPayload);
-    if (i < trickled.size()) require(trickled[i].type == whole[i].type && trickled[i].payload == whole[i].payload);
+    JANUS_FUZZ_REQUIRE(whole[i].payload.size() <= kMaxPayload);
+    if (i < trickled.size()) JANUS_FUZZ_REQUIRE(trickled[i].type == whole[i].type && trickled[i].payload == whole[i].payload);
     const std::string wire = encode(whole[i].type, whole[i].payload);
-    require(bytes.compare(at, wire.size(), wire) == 0);
+    JANUS_FUZZ_REQUIRE(bytes.compare(at, wire.size(), wire) == 0);
     at += wire.size();
     check_reply(whole[i].payload);
   }
@@ -81,7 +78,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string rewritten = FieldWriter().strs(*list).take();
     FieldReader again(rewritten);
     auto back = again.strs();
-    require(back.ok() && *back == *list && again.done().ok());
+    JANUS_FUZZ_REQUIRE(back.ok() && *back == *list && again.done().ok());
   }
   return 0;
 }

@@ -7,27 +7,20 @@
 #include <string>
 
 #include "runtime/config/lua_config.h"
+#include "tests/fuzz/fuzz_require.h"
 
 using namespace janus;
-
-namespace {
-
-void require(bool ok) {
-  if (!ok) std::abort();
-}
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string code(reinterpret_cast<const char*>(data), size);
   auto spec = load_lua_config_string(code, "fuzz.lua");
   if (!spec.ok()) {
-    require(!spec.status().message().empty());
+    JANUS_FUZZ_REQUIRE(!spec.status().message().empty());
     return 0;
   }
   // Loaded twice only when it loaded: a refused runaway loop costs its whole budget.
   auto again = load_lua_config_string(code, "fuzz.lua");
-  require(again.ok());
-  require(spec->attention.shards == again->attention.shards && spec->experts.placement == again->experts.placement);
+  JANUS_FUZZ_REQUIRE(again.ok());
+  JANUS_FUZZ_REQUIRE(spec->attention.shards == again->attention.shards && spec->experts.placement == again->experts.placement);
   return 0;
 }

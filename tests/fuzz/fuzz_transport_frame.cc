@@ -7,14 +7,11 @@
 #include <string>
 
 #include "transport/frame.h"
+#include "tests/fuzz/fuzz_require.h"
 
 using namespace janus::transport;
 
 namespace {
-
-void require(bool ok) {
-  if (!ok) std::abort();
-}
 
 bool same(const FrameHeader& a, const FrameHeader& b) {
   return a.sender == b.sender && a.epoch == b.epoch && a.tag == b.tag && a.bytes == b.bytes && a.seq == b.seq && a.flags == b.flags;
@@ -32,15 +29,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const FrameCheck c = decode_frame(words, size, &h, &why);
   delete[] words;
   if (c != FrameCheck::kOk) {
-    require(!why.empty());
-    require(c != FrameCheck::kTruncated || size < kFrameHeaderBytes);
+    JANUS_FUZZ_REQUIRE(!why.empty());
+    JANUS_FUZZ_REQUIRE(c != FrameCheck::kTruncated || size < kFrameHeaderBytes);
     return 0;
   }
-  require(size >= kFrameHeaderBytes);
+  JANUS_FUZZ_REQUIRE(size >= kFrameHeaderBytes);
   // What was accepted encodes to a frame that decodes to the same header.
   alignas(8) unsigned char again[kFrameHeaderBytes];
   encode_frame(h, again);
   FrameHeader back;
-  require(decode_frame(again, sizeof again, &back, &why) == FrameCheck::kOk && same(back, h));
+  JANUS_FUZZ_REQUIRE(decode_frame(again, sizeof again, &back, &why) == FrameCheck::kOk && same(back, h));
   return 0;
 }

@@ -8,15 +8,12 @@
 #include <vector>
 
 #include "actors/wire_codec.h"
+#include "tests/fuzz/fuzz_require.h"
 
 using namespace janus;
 using namespace janus::actors;
 
 namespace {
-
-void require(bool ok) {
-  if (!ok) std::abort();
-}
 
 // The limits the seeds were written against (tests/fuzz/corpus/fuzz_wire_codec).
 ExchangeLimits limits() {
@@ -41,13 +38,13 @@ bool same_part(const ExchangePart& a, const ExchangePart& b) {
 // What decode_exchange_frame promises of a frame it accepts.
 void check_accepted(const ExchangeFrame& f, const ExchangeLimits& lim) {
   const auto nodes = static_cast<uint32_t>(lim.nodes);
-  require(f.sender < nodes && f.origin < nodes && f.designated < nodes);
-  require(f.payload_bytes <= lim.max_payload);
-  require(f.inline_bytes == 0 || (f.inline_bytes == f.payload_bytes && f.transfer_tag == 0));
+  JANUS_FUZZ_REQUIRE(f.sender < nodes && f.origin < nodes && f.designated < nodes);
+  JANUS_FUZZ_REQUIRE(f.payload_bytes <= lim.max_payload);
+  JANUS_FUZZ_REQUIRE(f.inline_bytes == 0 || (f.inline_bytes == f.payload_bytes && f.transfer_tag == 0));
   for (const ExchangePart& p : f.parts) {
-    require(p.shard >= 0 && p.shard < lim.shards);
-    require(p.instance >= -1 && p.instance < lim.instances);
-    require(inside(p.h, f.payload_bytes) && inside(p.topk_ids, f.payload_bytes) && inside(p.topk_weights, f.payload_bytes));
+    JANUS_FUZZ_REQUIRE(p.shard >= 0 && p.shard < lim.shards);
+    JANUS_FUZZ_REQUIRE(p.instance >= -1 && p.instance < lim.instances);
+    JANUS_FUZZ_REQUIRE(inside(p.h, f.payload_bytes) && inside(p.topk_ids, f.payload_bytes) && inside(p.topk_weights, f.payload_bytes));
   }
 }
 
@@ -55,8 +52,8 @@ void exchange_frame(const uint64_t* words, size_t len) {
   FrameFault fault = FrameFault::kMalformed;
   auto f = decode_exchange_frame(words, len, limits(), &fault);
   if (!f.ok()) {
-    require(!f.status().message().empty());
-    require(frame_fault_name(fault) != nullptr);
+    JANUS_FUZZ_REQUIRE(!f.status().message().empty());
+    JANUS_FUZZ_REQUIRE(frame_fault_name(fault) != nullptr);
     return;
   }
   check_accepted(*f, limits());
@@ -65,26 +62,26 @@ void exchange_frame(const uint64_t* words, size_t len) {
   std::vector<uint64_t> again(bytes.size() / 8 + 1);
   std::memcpy(again.data(), bytes.data(), bytes.size());
   auto g = decode_exchange_frame(again.data(), bytes.size(), limits(), &fault);
-  require(g.ok());
-  require(g->key == f->key && g->kind == f->kind && g->mode == f->mode && g->sender == f->sender && g->origin == f->origin &&
+  JANUS_FUZZ_REQUIRE(g.ok());
+  JANUS_FUZZ_REQUIRE(g->key == f->key && g->kind == f->kind && g->mode == f->mode && g->sender == f->sender && g->origin == f->origin &&
           g->designated == f->designated && g->payload_bytes == f->payload_bytes && g->transfer_tag == f->transfer_tag &&
           g->error == f->error && g->moe_busy_ns == f->moe_busy_ns && g->probe_seq == f->probe_seq);
-  require(g->inline_bytes == f->inline_bytes);
-  if (f->inline_bytes > 0) require(std::memcmp(g->inline_data, f->inline_data, f->inline_bytes) == 0);
-  require(g->parts.size() == f->parts.size());
-  for (size_t i = 0; i < f->parts.size(); ++i) require(same_part(g->parts[i], f->parts[i]));
+  JANUS_FUZZ_REQUIRE(g->inline_bytes == f->inline_bytes);
+  if (f->inline_bytes > 0) JANUS_FUZZ_REQUIRE(std::memcmp(g->inline_data, f->inline_data, f->inline_bytes) == 0);
+  JANUS_FUZZ_REQUIRE(g->parts.size() == f->parts.size());
+  for (size_t i = 0; i < f->parts.size(); ++i) JANUS_FUZZ_REQUIRE(same_part(g->parts[i], f->parts[i]));
 }
 
 void shard_activations(const uint8_t* data, size_t len) {
   const std::vector<char> bytes(data, data + len);
   auto f = decode_shard_activations(bytes, limits().shards, limits().top_k);
   if (!f.ok()) {
-    require(!f.status().message().empty());
+    JANUS_FUZZ_REQUIRE(!f.status().message().empty());
     return;
   }
-  require(f->shard >= 0 && f->shard < limits().shards);
-  require(f->activations.bytes == uint64_t{f->activations.rows} * f->activations.cols * dtype_size(f->activations.dtype));
-  require(f->topk_ids.empty() || (f->topk_ids.size() == size_t{f->activations.rows} * limits().top_k &&
+  JANUS_FUZZ_REQUIRE(f->shard >= 0 && f->shard < limits().shards);
+  JANUS_FUZZ_REQUIRE(f->activations.bytes == uint64_t{f->activations.rows} * f->activations.cols * dtype_size(f->activations.dtype));
+  JANUS_FUZZ_REQUIRE(f->topk_ids.empty() || (f->topk_ids.size() == size_t{f->activations.rows} * limits().top_k &&
                                   f->topk_weights.size() == f->topk_ids.size()));
 }
 
