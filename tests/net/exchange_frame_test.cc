@@ -47,8 +47,10 @@ ExchangeFrame dispatch() {
 
 // Decodes from an aligned copy; returns the fault, or nothing when it decoded.
 std::optional<FrameFault> fault_of(const std::vector<char>& bytes, ExchangeFrame* out = nullptr) {
-  std::vector<uint64_t> words((bytes.size() + 7) / 8 + 1);
-  std::memcpy(words.data(), bytes.data(), bytes.size());
+  // Static: a decoded frame's inline_data points into these words after we return.
+  static std::vector<uint64_t> words;
+  words.assign((bytes.size() + 7) / 8 + 1, 0);
+  if (!bytes.empty()) std::memcpy(words.data(), bytes.data(), bytes.size());
   FrameFault fault = FrameFault::kMalformed;
   auto f = decode_exchange_frame(words.data(), bytes.size(), limits(), &fault);
   if (f.ok()) {
