@@ -63,7 +63,7 @@ void exchange_frame(const uint64_t* words, size_t len) {
   std::vector<uint64_t> again(bytes.size() / 8 + 1);
   std::memcpy(again.data(), bytes.data(), bytes.size());
   auto g = decode_exchange_frame(again.data(), bytes.size(), limits(), &fault);
-  if (!g.ok()) std::fprintf(stderr, "the re-encoded frame is refused: %s\n", g.status().message().c_str());
+  if (!g.ok()) std::fprintf(stderr, "the re-encoded frame (%zu parts, %zu bytes) is refused: %s\n", f->parts.size(), bytes.size(), g.status().message().c_str());
   JANUS_FUZZ_REQUIRE(g.ok());
   JANUS_FUZZ_REQUIRE(g->key == f->key && g->kind == f->kind && g->mode == f->mode && g->sender == f->sender && g->origin == f->origin &&
           g->designated == f->designated && g->payload_bytes == f->payload_bytes && g->transfer_tag == f->transfer_tag &&
