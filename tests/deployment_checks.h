@@ -56,7 +56,9 @@ inline void check_requests_joining_while_others_decode(Deployment& d, const std:
     REQUIRE(cv.wait_for(lk, first_tokens_within, [&] { return streamed >= 4; }));
   }
   for (size_t i : later) handles.emplace_back(i, d.submit(make(i)));
-  for (auto& [i, h] : handles) {
+  for (auto& entry : handles) {
+    const size_t i = entry.first;  // not a structured binding: CAPTURE's lambda takes it, which clang 14 refuses
+    auto& h = entry.second;
     CAPTURE(i);
     REQUIRE(h.result.wait_for(std::chrono::seconds(60)) == std::future_status::ready);
     auto r = h.result.get();

@@ -58,10 +58,10 @@ class RegistrationCache {
     return false;
   }
 
+  /// `r` may already be erased (and freed): it is compared, never read.
   bool contains(const MemoryRegion* r) const {
-    auto [lo, hi] = regions_.equal_range(r->begin);
-    for (auto it = lo; it != hi; ++it)
-      if (it->second.get() == r) return true;
+    for (const auto& entry : regions_)
+      if (entry.second.get() == r) return true;
     return false;
   }
 

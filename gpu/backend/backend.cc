@@ -203,6 +203,7 @@ Status concat_rows(const std::vector<Tensor>& parts, int64_t cols, Tensor* out) 
   *out = Tensor::host(only->dtype, rows, cols);
   char* dst = static_cast<char*>(out->data);
   for (const Tensor& p : parts) {
+    if (p.bytes() == 0) continue;  // an empty part may have no data at all (memcpy from null is UB)
     std::memcpy(dst, p.data, p.bytes());
     dst += p.bytes();
   }

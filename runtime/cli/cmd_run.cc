@@ -105,7 +105,10 @@ void print_nodes(Deployment& d) {
   if (by_mode.empty()) return;
   std::printf("exchange per layer batch (median over the recent ones; predicted by the cost model):\n");
   const std::map<std::string, int> column = {{"single", 0}, {"case1", 1}, {"case2", 2}};
-  for (auto& [mode, xs] : by_mode) {
+  for (auto& entry : by_mode) {
+    // Not a structured binding: clang 14 (the sanitizer build) cannot capture one.
+    const std::string& mode = entry.first;
+    const auto& xs = entry.second;
     auto median = [&](auto field) {
       std::vector<double> v;
       for (const ExchangeSample* e : xs) v.push_back(field(*e));

@@ -173,7 +173,8 @@ TEST_CASE("the frontend admits to the shard with the most free blocks and stream
   const StepState resumed = rig.clock(StepControl::Op::kResume);
   CHECK(resumed.step == 0);
   for (auto [caller, id, n] : std::vector<std::tuple<Caller*, uint64_t, int>>{{&a, 1, 20}, {&b, 2, 5}, {&c, 3, 3}}) {
-    CAPTURE(id);
+    const uint64_t request = id;  // a copy: clang 14 cannot capture a structured binding
+    CAPTURE(request);
     auto r = caller->get();
     REQUIRE(r.ok());
     CHECK(r->tokens == script(id, n));
@@ -257,7 +258,8 @@ TEST_CASE("a shard that leaves hands its requests to the others, which resume th
   rig.reconfigure({rig.shards[1]}, {rig.shards[0]});
   rig.clock(StepControl::Op::kResume);
   for (auto [caller, id] : std::vector<std::pair<Caller*, uint64_t>>{{&a, 1}, {&b, 2}}) {
-    CAPTURE(id);
+    const uint64_t request = id;  // a copy: clang 14 cannot capture a structured binding
+    CAPTURE(request);
     auto r = caller->get();
     REQUIRE(r.ok());
     CHECK(r->tokens == script(id, 8));

@@ -36,7 +36,8 @@ TEST_CASE("matmul matches a double-precision product for every weight dtype and 
   for (DType t : {DType::kF32, DType::kBF16, DType::kF16})
     for (auto [m, k, n] : {std::tuple{1, 7, 3}, {5, 64, 33}, {17, 130, 257}, {64, 256, 512}}) {
       CAPTURE(dtype_name(t));
-      CAPTURE(m);
+      const int rows = m;  // a copy: clang 14 cannot capture a structured binding
+      CAPTURE(rows);
       auto x = random_floats(static_cast<size_t>(m * k), rng);
       auto w = random_floats(static_cast<size_t>(n * k), rng);
       auto wq = to_dtype(w, t);

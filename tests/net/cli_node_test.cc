@@ -89,7 +89,9 @@ TEST_CASE("janus run with four janus node processes prints what one process prin
   CHECK_MESSAGE(out.find("nodes (data plane over shm)") != std::string::npos, out);
   CHECK(out.find("exchange per layer batch") != std::string::npos);
   // The coordinator shut its nodes down: each leaves on its own, with 0.
-  for (auto& [n, p] : nodes) {
+  for (auto& node : nodes) {  // not a structured binding: clang 14 cannot capture one
+    const std::string& n = node.first;
+    Process& p = node.second;
     CAPTURE(n);
     CHECK_MESSAGE(p.wait(30) == 0, p.output());
   }

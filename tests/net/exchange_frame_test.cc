@@ -47,8 +47,10 @@ ExchangeFrame dispatch() {
 
 // Decodes from an aligned copy; returns the fault, or nothing when it decoded.
 std::optional<FrameFault> fault_of(const std::vector<char>& bytes, ExchangeFrame* out = nullptr) {
-  std::vector<uint64_t> words((bytes.size() + 7) / 8 + 1);
-  std::memcpy(words.data(), bytes.data(), bytes.size());
+  // Static: a decoded frame's inline_data points into these words after we return.
+  static std::vector<uint64_t> words;
+  words.assign((bytes.size() + 7) / 8 + 1, 0);
+  if (!bytes.empty()) std::memcpy(words.data(), bytes.data(), bytes.size());
   FrameFault fault = FrameFault::kMalformed;
   auto f = decode_exchange_frame(words.data(), bytes.size(), limits(), &fault);
   if (f.ok()) {
@@ -184,4 +186,15 @@ TEST_CASE("frames naming nodes, shards or instances outside the deployment are r
     f.parts[0].dtype = DType::kF64;  // activations are never F64; partial sums are
     CHECK(fault_is(fault_of(encode_exchange_frame(f)), FrameFault::kMalformed));
   }
+}
+
+TEST_CASE("a frame with more parts than the graph can have is refused before they are read") {
+  // Found by tests/fuzz/fuzz_wire_codec: a list of empty structs made 120 bytes 819,202 parts.
+  ExchangeFrame f = dispatch();
+  const ExchangeLimits l = limits();
+  ExchangePart empty;
+  f.parts.assign(static_cast<size_t>(l.shards * (l.instances + 1)), empty);
+  CHECK(!fault_of(encode_exchange_frame(f)).has_value());
+  f.parts.push_back(empty);
+  CHECK(fault_is(fault_of(encode_exchange_frame(f)), FrameFault::kMalformed));
 }

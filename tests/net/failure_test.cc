@@ -99,7 +99,8 @@ TEST_CASE("every kind of bad frame is dropped, logged, counted, and serving goes
   for (const auto& [from, to] : {std::pair<std::string, std::string>{"a1", "m1"}, {"m2", "a2"}})
     for (const Fault& f : faults) {
       CAPTURE(f.kind);
-      CAPTURE(from);
+      const std::string& sender = from;  // clang 14 cannot capture a structured binding
+      CAPTURE(sender);
       const uint64_t before = snapshot(to).*f.counter;
       REQUIRE(d.inject_frame_fault(from, to, f.kind).ok());
       uint64_t after = before;

@@ -1,0 +1,1 @@
+attention{shards=2
