@@ -1,5 +1,6 @@
-// The remote console's framing (runtime/console/console_wire.h) fed hostile bytes: the
-// frame reader, the field reader and decode_reply. These bytes come from anyone who can
+// The remote console's framing (transport/framed_socket.h, with the console's frame types
+// and limits from runtime/console/console_wire.h) fed hostile bytes: the frame reader, the
+// field reader and decode_reply. These bytes come from anyone who can
 // reach the console's port, before any secret is checked.
 #include <cstddef>
 #include <cstdint>
@@ -22,10 +23,15 @@ bool same(const Reply& a, const Reply& b) {
 // Reads every frame out of `bytes` fed in pieces of `chunk` bytes; false once the
 // reader refused them (which is final).
 bool read_frames(const std::string& bytes, size_t chunk, std::vector<Frame>* frames) {
-  FrameReader reader;
+  FrameReader reader = frame_reader();
   for (size_t at = 0; at < bytes.size(); at += chunk) {
-    if (!reader.feed(bytes.data() + at, std::min(chunk, bytes.size() - at)).ok()) return false;
-    while (auto f = reader.next()) frames->push_back(std::move(*f));
+    reader.feed(bytes.data() + at, std::min(chunk, bytes.size() - at));
+    for (;;) {
+      auto f = reader.next();
+      if (!f.ok()) return false;
+      if (!*f) break;
+      frames->push_back(std::move(**f));
+    }
   }
   return true;
 }
@@ -63,7 +69,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (size_t i = 0; i < whole.size(); ++i) {
     JANUS_FUZZ_REQUIRE(whole[i].payload.size() <= kMaxPayload);
     if (i < trickled.size()) JANUS_FUZZ_REQUIRE(trickled[i].type == whole[i].type && trickled[i].payload == whole[i].payload);
-    const std::string wire = encode(whole[i].type, whole[i].payload);
+    const std::string wire = encode_frame(whole[i].type, whole[i].payload);
     JANUS_FUZZ_REQUIRE(bytes.compare(at, wire.size(), wire) == 0);
     at += wire.size();
     check_reply(whole[i].payload);
