@@ -126,7 +126,10 @@ TEST_CASE("SIGTERM to a coordinator ends its run cleanly: results so far printed
   for (const std::string& l : lines)
     CHECK_MESSAGE((l.find("->") != std::string::npos || l.find("failed: request failed: the deployment shut down") != std::string::npos), l);
   // The nodes were told to shut down: each leaves on its own, with 0.
-  for (auto& [n, p] : nodes) {
+  for (auto& node : nodes) {
+    // Named, not a structured binding: clang 14 cannot capture bindings in doctest's lambdas.
+    const std::string& n = node.first;
+    auto& p = node.second;
     CAPTURE(n);
     CHECK_MESSAGE(p.wait(30) == 0, p.output());
   }
