@@ -45,7 +45,7 @@ def component_of(path):
     return best
 
 
-def allowed(name, seen=None):
+def allowed(name):
     out = {name}
     for dep in LAYERS[name][1]:
         out |= allowed(dep)

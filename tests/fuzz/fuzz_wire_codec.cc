@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "actors/wire_codec.h"
+#include "tests/exchange_test_limits.h"
 #include "tests/fuzz/fuzz_require.h"
 
 using namespace janus;
@@ -16,16 +17,7 @@ using namespace janus::actors;
 
 namespace {
 
-// The limits the seeds were written against (tests/fuzz/corpus/fuzz_wire_codec).
-ExchangeLimits limits() {
-  ExchangeLimits l;
-  l.nodes = 4;
-  l.shards = 4;
-  l.instances = 8;
-  l.hidden = 64;
-  l.top_k = 2;
-  return l;
-}
+ExchangeLimits limits() { return test::exchange_test_limits(); }
 
 bool inside(const PayloadSection& s, uint64_t payload) { return s.offset <= payload && s.bytes <= payload - s.offset; }
 

@@ -7,21 +7,14 @@
 #include <random>
 
 #include "actors/wire_codec.h"
+#include "tests/exchange_test_limits.h"
 
 using namespace janus;
 using namespace janus::actors;
 
 namespace {
 
-ExchangeLimits limits() {
-  ExchangeLimits l;
-  l.nodes = 4;
-  l.shards = 4;
-  l.instances = 8;
-  l.hidden = 64;
-  l.top_k = 2;
-  return l;
-}
+ExchangeLimits limits() { return test::exchange_test_limits(); }
 
 ExchangeFrame dispatch() {
   ExchangeFrame f;
