@@ -197,14 +197,14 @@ int cmd_run(const Argv& argv) {
   if (!threads.ok()) return fail("run", threads.status().message(), 2);
   std::string listen_host;
   uint16_t listen_port = 0;
+  std::string console_secret;  // "" with --listen: a random one, printed, for loopback only
   if (a.has("listen")) {
     Status s = parse_listen(a.get("listen"), &listen_host, &listen_port);
     if (!s.ok()) return fail("run", s.message(), 2);
-  }
-  if (a.has("listen")) {
     auto given = secret_option(a);
     if (!given.ok()) return fail("run", given.status().message(), 2);
-    if (Status s = check_console_listen(listen_host, !given->empty()); !s.ok()) return fail("run", s.message(), 2);
+    console_secret = *given;
+    if (Status c = check_console_listen(listen_host, !console_secret.empty()); !c.ok()) return fail("run", c.message(), 2);
   }
   const bool interactive = a.flag("console") || a.has("listen");
 
@@ -287,9 +287,7 @@ int cmd_run(const Argv& argv) {
   ConsoleEngine engine(dep);
   std::unique_ptr<ConsoleServer> server;
   if (a.has("listen")) {
-    auto given = secret_option(a);
-    if (!given.ok()) return fail("run", given.status().message(), 2);
-    std::string secret = *given;
+    std::string secret = console_secret;
     if (secret.empty()) {
       secret = random_secret();
       std::fprintf(stderr, "console secret: %s\n", secret.c_str());
