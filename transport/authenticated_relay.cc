@@ -36,7 +36,7 @@ void splice(int a, int b, const std::atomic<bool>& stop) {
       if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       const ssize_t n = ::recv(p[i].fd, buf, sizeof buf, 0);
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0 || !write_all(p[1 - i].fd, std::string(buf, static_cast<size_t>(n)))) return;
+      if (n <= 0 || !write_all(p[1 - i].fd, buf, static_cast<size_t>(n))) return;
     }
   }
 }

@@ -104,10 +104,10 @@ Status FieldReader::done() const {
   return Status::Ok();
 }
 
-bool write_all(int fd, const std::string& data) {
+bool write_all(int fd, const char* data, size_t size) {
   size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+  while (done < size) {
+    const ssize_t n = ::send(fd, data + done, size - done, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
     done += static_cast<size_t>(n);

@@ -73,8 +73,9 @@ class FieldReader {
   size_t at_ = 0;
 };
 
-/// Writes all of `data` to a socket; false when the peer is gone.
-bool write_all(int fd, const std::string& data);
+/// Writes all `n` bytes to a socket; false when the peer is gone.
+bool write_all(int fd, const char* data, size_t n);
+inline bool write_all(int fd, const std::string& data) { return write_all(fd, data.data(), data.size()); }
 
 /// The next frame from `fd`, waiting until `deadline` (and giving up early once `stop` is
 /// set); an error on a timeout, a closed peer or bytes that are not this protocol.

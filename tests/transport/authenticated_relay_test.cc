@@ -32,7 +32,7 @@ struct EchoServer {
       char buf[65536];
       for (;;) {
         const ssize_t n = recv(c, buf, sizeof buf, 0);
-        if (n <= 0 || !write_all(c, std::string(buf, static_cast<size_t>(n)))) return;
+        if (n <= 0 || !write_all(c, buf, static_cast<size_t>(n))) return;
       }
     });
   }
