@@ -13,6 +13,9 @@ pkg_check_modules(LIBFABRIC REQUIRED IMPORTED_TARGET libfabric>=1.17)
 # The C++ build of Lua: errors unwind as exceptions, so C++ destructors run (the C
 # build longjmps over them).
 pkg_check_modules(LUA REQUIRED IMPORTED_TARGET lua5.4-c++)
+# The tokenizers' split regexes (PCRE2, JIT-compiled) and Unicode normalization (utf8proc).
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
 find_library(READLINE_LIBRARY readline REQUIRED)
 find_package(doctest CONFIG REQUIRED)
 include(doctest)

@@ -16,7 +16,7 @@ shift || true
 packages=(
   build-essential cmake ninja-build pkg-config git
   libcaf-dev libcapnp-dev capnproto libfabric-dev libfabric-bin doctest-dev
-  liblua5.4-dev libreadline-dev nlohmann-json3-dev libssl-dev
+  liblua5.4-dev libreadline-dev nlohmann-json3-dev libssl-dev libpcre2-dev libutf8proc-dev
   tmux iproute2 procps python3
 )
 # The sanitizer build: clang and its runtimes (ASan, UBSan, libFuzzer).

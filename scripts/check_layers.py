@@ -17,6 +17,7 @@ import sys
 LAYERS = {
     "base":         ("runtime/base", []),
     "cpu_kernels":  ("gpu/cpu", ["base"]),
+    "text":         ("runtime/text", ["base"]),
     "model":        ("runtime/model", ["cpu_kernels"]),
     "scheduling":   ("runtime/scheduling", ["cpu_kernels"]),
     "config":       ("runtime/config", ["model", "scheduling"]),
@@ -29,7 +30,7 @@ LAYERS = {
     "console":      ("runtime/console", ["actors"]),
     "cli":          ("runtime/cli", ["serving", "console"]),
 }
-PUBLIC = ["runtime/base/", "runtime/model/", "runtime/scheduling/", "runtime/config/", "gpu/cpu/",
+PUBLIC = ["runtime/base/", "runtime/text/", "runtime/model/", "runtime/scheduling/", "runtime/config/", "gpu/cpu/",
           "gpu/backend/backend.h", "gpu/backend/cpu_backend.h", "gpu/backend/null_backend.h",
           "transport/", "actors/deployment.h", "actors/node.h"]
 FORBIDDEN_IN_PUBLIC = re.compile(r"#include\s*<(caf/|cuda|cublas|nccl|rdma/|capnp/|kj/)")
