@@ -773,6 +773,7 @@ class Decoder {
  public:
   virtual ~Decoder() = default;
   virtual Status apply(std::vector<std::string>& tokens) const = 0;
+  virtual bool has_byte_fallback() const { return false; }
 };
 
 class ByteLevelDecoder final : public Decoder {
@@ -859,6 +860,7 @@ int hex_digit(char c) {
 
 class ByteFallbackDecoder final : public Decoder {
  public:
+  bool has_byte_fallback() const override { return true; }
   Status apply(std::vector<std::string>& tokens) const override {
     std::vector<std::string> out;
     out.reserve(tokens.size());
@@ -934,6 +936,11 @@ class StripDecoder final : public Decoder {
 class SequenceDecoder final : public Decoder {
  public:
   explicit SequenceDecoder(std::vector<std::unique_ptr<Decoder>> parts) : parts_(std::move(parts)) {}
+  bool has_byte_fallback() const override {
+    for (const auto& p : parts_)
+      if (p->has_byte_fallback()) return true;
+    return false;
+  }
   Status apply(std::vector<std::string>& tokens) const override {
     for (const auto& p : parts_) JANUS_TRY(p->apply(tokens));
     return Status::Ok();
@@ -1793,6 +1800,13 @@ std::string Tokenizer::id_to_token(int32_t id) const {
 std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
 std::vector<int32_t> Tokenizer::eos_ids() const { return impl_->eos; }
 
+bool Tokenizer::continues_byte_run(int32_t id) const {
+  if (!impl_->decoder || !impl_->decoder->has_byte_fallback()) return false;
+  const std::string tok = id_to_token(id);
+  return tok.size() == 6 && tok.compare(0, 3, "<0x") == 0 && tok[5] == '>' && hex_digit(tok[3]) >= 0 &&
+         hex_digit(tok[4]) >= 0;
+}
+
 bool Tokenizer::is_special(int32_t id) const {
   auto a = impl_->added_by_id.find(id);
   return a != impl_->added_by_id.end() && impl_->added[a->second].special;
@@ -1813,6 +1827,7 @@ Result<std::string> StreamingDetokenizer::push(int32_t id) {
   if (id < 0 || static_cast<size_t>(id) >= tokenizer_.vocab_size())
     return invalid_argument("detokenize: id " + std::to_string(id) + " is outside the vocabulary");
   ids_.push_back(id);
+  if (tokenizer_.continues_byte_run(id)) return std::string();
   const std::vector<int32_t> before(ids_.begin() + static_cast<std::ptrdiff_t>(prefix_offset_),
                                     ids_.begin() + static_cast<std::ptrdiff_t>(read_offset_));
   const std::vector<int32_t> window(ids_.begin() + static_cast<std::ptrdiff_t>(prefix_offset_), ids_.end());
@@ -1820,7 +1835,11 @@ Result<std::string> StreamingDetokenizer::push(int32_t id) {
   JANUS_ASSIGN_OR_RETURN(std::string new_text, tokenizer_.decode(window, skip_special_));
   // An unfinished character decodes as U+FFFD at the end: wait for the bytes that finish it.
   if (new_text.size() <= prefix_text.size() || ends_with_replacement(new_text)) return std::string();
-  std::string delta = new_text.substr(prefix_text.size());
+  // Normally new_text extends prefix_text; where a decoder re-renders the window
+  // differently, start on a character boundary all the same.
+  size_t start = prefix_text.size();
+  while (start < new_text.size() && (static_cast<unsigned char>(new_text[start]) & 0xC0) == 0x80) ++start;
+  std::string delta = new_text.substr(start);
   const size_t whole = complete_utf8_prefix(delta);
   delta.resize(whole);
   prefix_offset_ = read_offset_;

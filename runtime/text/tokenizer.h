@@ -74,7 +74,11 @@ class Tokenizer {
   struct Impl;
 
  private:
+  friend class StreamingDetokenizer;
   explicit Tokenizer(std::unique_ptr<Impl> impl);
+  // True for a <0xXX> token under a ByteFallback decoder: the run it belongs to may still
+  // grow, and the decoder renders a run as a whole (an invalid run as one U+FFFD per byte).
+  bool continues_byte_run(int32_t id) const;
   std::unique_ptr<Impl> impl_;
 };
 
@@ -84,11 +88,14 @@ class Tokenizer {
 /// depends on neighbours (a Metaspace's leading space, bytes of one character split over
 /// several byte-level tokens) right, and the window keeps each step O(1) in the length of
 /// the stream. Text whose last character is not complete yet (it decodes to U+FFFD) is held
-/// back until a later id completes it, so a client never sees half a character.
+/// back until a later id completes it, so a client never sees half a character. Under a
+/// ByteFallback decoder a run of <0xXX> tokens is held until a token that is not a byte ends
+/// it, because the decoder renders the run as a whole.
 ///
 /// The concatenation of every push() and the final finish() equals
-/// `tokenizer.decode(all ids, skip_special_tokens)`. Holds a reference to the tokenizer,
-/// which must outlive it. One stream per object; not thread-safe.
+/// `tokenizer.decode(all ids, skip_special_tokens)` (tests/text/tokenizer_test.cc checks it
+/// on random ids for every fixture). Holds a reference to the tokenizer, which must outlive
+/// it. One stream per object; not thread-safe.
 class StreamingDetokenizer {
  public:
   explicit StreamingDetokenizer(const Tokenizer& tokenizer, bool skip_special_tokens = false);

@@ -3,6 +3,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <cctype>
+
 namespace janus::text {
 namespace {
 
@@ -44,12 +46,40 @@ size_t utf8_char_len(unsigned char c) {
   return 1;
 }
 
+// Oniguruma writes a code point as \uHHHH, PCRE2 as \x{HHHH}.
+std::string to_pcre2_syntax(std::string_view p) {
+  std::string out;
+  out.reserve(p.size());
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (p[i] == '\\' && i + 1 < p.size()) {
+      if (p[i + 1] == 'u' && i + 5 < p.size() + 0 && i + 6 <= p.size()) {
+        bool hex = true;
+        for (size_t k = i + 2; k < i + 6; ++k) hex &= std::isxdigit(static_cast<unsigned char>(p[k])) != 0;
+        if (hex) {
+          out += "\\x{";
+          out.append(p.substr(i + 2, 4));
+          out += '}';
+          i += 5;
+          continue;
+        }
+      }
+      out += p[i];
+      out += p[i + 1];
+      ++i;
+      continue;
+    }
+    out += p[i];
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Regex>> Regex::compile(std::string_view pattern) {
   int err = 0;
   PCRE2_SIZE err_offset = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+  const std::string translated = to_pcre2_syntax(pattern);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
                                    PCRE2_UTF | PCRE2_UCP, &err, &err_offset, nullptr);
   if (!code) {
     return invalid_argument("regex \"" + std::string(pattern) + "\" does not compile at offset " +
