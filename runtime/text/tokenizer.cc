@@ -1707,8 +1707,7 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::load(const std::string& dir) {
         impl.post.present = true;
         single.push_back({true, {}});
       }
-      if (a->get<bool>() && !starts_with_bos) {
-        if (!impl.bos) return invalid_argument(cfg_path + ": add_bos_token is true but there is no bos_token");
+      if (a->get<bool>() && !starts_with_bos && impl.bos) {
         single.insert(single.begin(), TemplatePiece{false, {*impl.bos}});
       } else if (!a->get<bool>() && starts_with_bos) {
         single.erase(single.begin());

@@ -34,7 +34,7 @@ class Tokenizer {
   ///
   /// `add_bos_token`, where tokenizer_config.json gives it, rewrites the single-sequence
   /// template the way transformers' Llama-style fast tokenizers do: false drops a leading
-  /// bos from it, true puts one in front when it is missing.
+  /// bos from it, true puts one in front when it is missing (and a bos_token is named).
   static Result<std::unique_ptr<Tokenizer>> load(const std::string& dir);
 
   /// Builds a tokenizer from the text of a tokenizer.json alone (no bos/eos beyond what the
