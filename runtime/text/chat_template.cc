@@ -61,8 +61,30 @@ Result<std::string> ChatTemplate::apply(std::string_view messages_json, bool add
   if (!messages.is_array()) return invalid_argument("chat messages must be a JSON array of message objects");
   for (size_t k = 0; k < messages.size(); ++k)
     if (!messages[k].is_object()) return invalid_argument("chat message " + std::to_string(k) + " is not a JSON object");
+  // transformers (5.x) copies a message's reasoning under the names templates read it by:
+  // {"thinking": r, **message, "reasoning_content": r}.
+  for (auto& m : messages) {
+    const json* reasoning = nullptr;
+    for (const char* key : {"reasoning_content", "thinking", "reasoning"}) {
+      auto it = m.find(key);
+      if (it != m.end() && !it->is_null()) {
+        reasoning = &*it;
+        break;
+      }
+    }
+    if (!reasoning) continue;
+    const json r = *reasoning;
+    json aliased = json::object();
+    aliased["thinking"] = r;
+    for (auto it = m.begin(); it != m.end(); ++it) aliased[it.key()] = it.value();
+    aliased["reasoning_content"] = r;
+    m = std::move(aliased);
+  }
   Dict ctx;
   ctx.set("messages", from_json(messages));
+  // apply_chat_template always passes these, as None when the caller has none.
+  ctx.set("tools", Value::none());
+  ctx.set("documents", Value::none());
   ctx.set("add_generation_prompt", Value::boolean(add_generation_prompt));
   ctx.set("bos_token", Value::string(bos_token));
   ctx.set("eos_token", Value::string(eos_token));

@@ -2537,7 +2537,7 @@ Status Interpreter::exec_stmt(const Stmt& s, Scope& scope, std::string& out) {
         if (!ns || ns->type != Value::Type::kNamespace)
           return located(s.line, invalid_argument("cannot assign attribute on non-namespace object"));
         if (s.attr[0] == '_')
-          return located(s.line, invalid_argument("Chat templates cannot store underscore-prefixed attributes on a namespace, but got '" + s.attr + "'"));
+          return located(s.line, invalid_argument("Chat templates cannot store underscore-prefixed attributes on a namespace, but got '" + s.attr + "'. Please rename the attribute."));
         ns->dict->set(s.attr, std::move(v));
         return Status::Ok();
       }
@@ -2647,7 +2647,7 @@ void install_globals(Scope& g) {
     }
     for (const auto& kv : a.keyword) {
       if (!kv.first.empty() && kv.first[0] == '_')
-        return invalid_argument("Chat templates cannot store underscore-prefixed attributes on a namespace, but got '" + kv.first + "'");
+        return invalid_argument("Chat templates cannot store underscore-prefixed attributes on a namespace, but got '" + kv.first + "'. Please rename the attribute.");
       d.set(kv.first, kv.second);
     }
     return Value::make_namespace(std::move(d));
