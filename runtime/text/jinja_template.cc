@@ -383,7 +383,10 @@ class Parser {
       const Token& t = cur();
       if (t.type == Tok::kEof) {
         if (ends.empty()) return Status::Ok();
-        return syntax_error(t.line, t.col, "unexpected end of template, expected '" + ends[0] + "'");
+        std::string closing = ends.back();
+        for (const auto& e : ends)
+          if (e.rfind("end", 0) == 0) closing = e;
+        return syntax_error(t.line, t.col, "unexpected end of template, expected '" + closing + "'");
       }
       if (t.type == Tok::kText) {
         auto s = std::make_unique<Stmt>();
@@ -534,7 +537,7 @@ class Parser {
       // The filter is parsed as a filter applied to a placeholder literal.
       auto placeholder = std::make_unique<Expr>();
       placeholder->kind = EK::kLiteral;
-      JANUS_ASSIGN_OR_RETURN(s->expr, parse_filter(std::move(placeholder)));
+      JANUS_ASSIGN_OR_RETURN(s->expr, parse_filter(std::move(placeholder), false));
       while (is_op("|")) {
         JANUS_ASSIGN_OR_RETURN(s->expr, parse_filter(std::move(s->expr)));
       }
@@ -946,8 +949,8 @@ class Parser {
     return n;
   }
 
-  Result<ExprPtr> parse_filter(ExprPtr e) {
-    JANUS_TRY(expect_op("|"));
+  Result<ExprPtr> parse_filter(ExprPtr e, bool after_pipe = true) {
+    if (after_pipe) JANUS_TRY(expect_op("|"));
     const Token t = cur();
     JANUS_ASSIGN_OR_RETURN(std::string name, expect_name());
     while (is_op(".")) {
@@ -1364,7 +1367,11 @@ Result<bool> Interpreter::compare(const std::string& op, const Value& a, const V
 
 Result<Value> Interpreter::eval_binary(const Expr& e, const Value& a, const Value& b) {
   const std::string& op = e.name;
-  if (op == "~") return Value::string(to_str(a) + to_str(b));
+  if (op == "~") {
+    std::string joined = to_str(a) + to_str(b);
+    if (joined.size() > limits_.max_output_bytes) return resource_exhausted("string grew past the output limit");
+    return Value::string(std::move(joined));
+  }
   if (a.is_undefined()) return undefined_error(a);
   if (b.is_undefined()) return undefined_error(b);
   auto unsupported_operands = [&]() {

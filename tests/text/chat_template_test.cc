@@ -79,7 +79,7 @@ TEST_CASE("chat templates of published models render as transformers renders the
   CHECK(raised >= 6);
   CHECK(rendered >= 150);
   CHECK(per_model.size() == 8);
-  for (const auto& [model, n] : per_model) CHECK_MESSAGE(n >= 10, model);
+  for (const auto& entry : per_model) CHECK_MESSAGE(entry.second >= 10, entry.first);
 }
 
 TEST_CASE("every construct renders as jinja2 renders it in transformers' environment") {
@@ -121,7 +121,7 @@ TEST_CASE("syntax errors name the template line and column") {
       {"a\nb {{ x | nosuchfilter }}", "line 2, column 10", "no filter named 'nosuchfilter'"},
       {"{% for x in y %}\n\n{{ x is wibble }}{% endfor %}", "line 3, column 9", "no test named 'wibble'"},
       {"{{ 'unterminated }}", "line 1, column 4", "unterminated string"},
-      {"x\n  {% frobnicate %}", "line 2, column 3", "unknown tag 'frobnicate'"},
+      {"x\n  {% frobnicate %}", "line 2, column 6", "unknown tag 'frobnicate'"},
       {"{# never closed", "line 1, column 1", "unterminated comment"},
       {"{{ a[1:2:3:4] }}", "line 1", "too many ':'"},
       {"{% endfor %}", "line 1", "unknown tag 'endfor'"},
