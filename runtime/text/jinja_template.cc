@@ -2286,7 +2286,7 @@ Result<Value> Interpreter::apply_filter(const std::string& name, const Value& v,
     const double p = std::pow(10.0, prec && prec->is_integral() ? static_cast<double>(prec->as_int()) : 0.0);
     if (!v.is_number()) return invalid_argument("round needs a number");
     const double x = v.as_double() * p;
-    double r = m == "ceil" ? std::ceil(x) : m == "floor" ? std::floor(x) : std::round(x);
+    double r = m == "ceil" ? std::ceil(x) : m == "floor" ? std::floor(x) : std::nearbyint(x);  // Python rounds half to even
     return Value::real(r / p);
   }
   if (name == "center") {
