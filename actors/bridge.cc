@@ -17,6 +17,12 @@ namespace {
 using poll_atom = caf::atom_constant<caf::atom("brpoll")>;
 using timer_atom = caf::atom_constant<caf::atom("brtimer")>;
 using probe_timeout_atom = caf::atom_constant<caf::atom("brprobeto")>;
+using link_verdict_atom = caf::atom_constant<caf::atom("brlinkvd")>;
+
+// How long a failed send waits for the coordinator to say whether its node is lost. The
+// data plane often sees a killed node before the coordinator's connection to it breaks;
+// failing the requests then would lose what recovery is there to save.
+constexpr auto kLinkVerdictWait = std::chrono::seconds(10);
 
 /// What every frame is checked against, from the graph (the node count comes with the directory).
 ExchangeLimits frame_limits(const DeploymentContext& ctx) {
@@ -68,6 +74,9 @@ struct Bridge::Impl final : NodeLinkEvents, ExchangeOutlet {
 
   bool poll_now = false, poll_timer = false;
   double last_activity = 0, backoff_s = 20e-6;
+  uint64_t polls = 0;
+  uint32_t epoch = 0;             // the installed membership's
+  bool verdict_pending = false;  // a failed send waits for on_link_verdict
 
   std::unique_ptr<LinkProbe> probe;
   caf::response_promise probe_rp;
@@ -108,6 +117,7 @@ struct Bridge::Impl final : NodeLinkEvents, ExchangeOutlet {
 
   void on_poll(bool timer) {
     (timer ? poll_timer : poll_now) = false;
+    ++polls;
     const int n = link.progress();
     if (n > 0) {
       last_activity = now_seconds();
@@ -140,7 +150,24 @@ struct Bridge::Impl final : NodeLinkEvents, ExchangeOutlet {
     }
   }
 
-  void on_link_failed(const std::string& why) override { exchange.fail_all(why); }
+  void on_link_failed(const std::string& why) override {
+    if (!ctx->spec.scaler.recover) return exchange.fail_all(why);
+    // With recovery on, the coordinator decides: if the node is lost, the Scaler moves its
+    // members and the step re-runs under the next epoch (on_node_lost drops what is in
+    // flight); if nothing is declared lost in time, the layer batches fail as they would
+    // without recovery.
+    if (verdict_pending) return;
+    verdict_pending = true;
+    log_warn(who, why + ": waiting up to " + std::to_string(kLinkVerdictWait.count()) + " s for the coordinator's verdict");
+    self->delayed_send(me_handle(), kLinkVerdictWait, link_verdict_atom::value, epoch, why);
+  }
+
+  void on_link_verdict(uint32_t epoch_then, const std::string& why) {
+    verdict_pending = false;
+    if (epoch != epoch_then || !exchange.waiting()) return;  // recovered (or nothing left to fail)
+    log_error(who, why + ", and no node was declared lost in " + std::to_string(kLinkVerdictWait.count()) + " s");
+    exchange.fail_all(why);
+  }
   void on_activity() override { kick(); }
   void on_dropped() override { ++self->stats_.dropped; }
 
@@ -154,6 +181,7 @@ struct Bridge::Impl final : NodeLinkEvents, ExchangeOutlet {
   // -- membership, directory, failures ----------------------------------------------------------
 
   void on_membership(const Membership& m) {
+    epoch = m.epoch;
     exchange.enter_epoch(m.epoch);
     if (Status s = ep.set_epoch(m.epoch); !s.ok()) log_error(who, s.to_string());
     shard_actor.assign(m.shards.size(), caf::actor{});
@@ -247,6 +275,14 @@ struct Bridge::Impl final : NodeLinkEvents, ExchangeOutlet {
     s.pool_acquired = p.acquired;
     s.pool_reused = p.reused;
     if (with_records) s.records.assign(exchange.records().begin(), exchange.records().end());
+    s.pending = exchange.pending();
+    // The polling loop's own state: a loop that stopped would strand every frame after it.
+    std::string by_node;
+    for (const auto& [node, n] : link.sends_in_flight())
+      if (n > 0) by_node += " " + topology.name_of(node) + ":" + std::to_string(n);
+    s.pending.push_back("link: sends in flight " + std::to_string(c.sends_posted - c.sends_completed) + (by_node.empty() ? "" : " (" + by_node.substr(1) + ")") + ", receives in flight " +
+                        std::to_string(c.recvs_posted - c.recvs_completed) + ", backlog " + std::to_string(link.backlog()) + ", last activity " + std::to_string(now_seconds() - last_activity) +
+                        " s ago, polls " + std::to_string(polls) + (poll_now ? ", poll queued" : "") + (poll_timer ? ", timer set" : ""));
     return s;
   }
 };
@@ -265,6 +301,7 @@ caf::behavior Bridge::make_behavior() {
       [=, this](poll_atom) { impl_->on_poll(false); },
       [=, this](timer_atom) { impl_->on_poll(true); },
       [=, this](probe_timeout_atom, uint64_t gen) { impl_->on_probe_timeout(gen); },
+      [=, this](link_verdict_atom, uint32_t epoch, const std::string& why) { impl_->on_link_verdict(epoch, why); },
       [=, this](ShardActivations& a) {
         count();
         impl_->exchange.on_activations(a);

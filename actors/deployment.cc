@@ -619,6 +619,7 @@ std::vector<NodeSnapshot> Deployment::nodes() {
       n.pool_acquired = st.pool_acquired;
       n.pool_reused = st.pool_reused;
       n.registrations = st.registrations;
+      n.pending = st.pending;
       for (const ExchangeRecord& r : st.records) {
         ExchangeSample e;
         e.step = r.key.step;

@@ -74,6 +74,7 @@ int NodeLink::progress() {
 // -- sending ----------------------------------------------------------------------------------
 
 void NodeLink::post_send(uint32_t node, uint64_t tag, const void* data, size_t bytes, Op* op) {
+  ++sends_in_flight_[node];
   if (!backlog_.empty()) {
     backlog_.push_back({node, tag, data, bytes, op});
     return;
@@ -83,6 +84,7 @@ void NodeLink::post_send(uint32_t node, uint64_t tag, const void* data, size_t b
     backlog_.push_back({node, tag, data, bytes, op});
   } else if (!s.ok()) {
     log_error(who_, "send to node '" + topology_.name_of(node) + "' failed: " + s.to_string());
+    --sends_in_flight_[node];
     end_op(op);
   }
 }
@@ -94,6 +96,7 @@ void NodeLink::retry_backlog() {
     if (s.code() == ErrorCode::kResourceExhausted) return;
     if (!s.ok()) {
       log_error(who_, "send to node '" + topology_.name_of(p.node) + "' failed: " + s.to_string());
+      --sends_in_flight_[p.node];
       end_op(p.op);
     }
     backlog_.pop_front();
@@ -177,6 +180,7 @@ void NodeLink::on_completion(const transport::Completion& c) {
       delete op;
       return;
     case Op::Kind::kSend:
+      if (auto it = sends_in_flight_.find(op->node); it != sends_in_flight_.end() && it->second > 0) --it->second;
       if (c.result != JANUS_TRANSPORT_OK) {
         log_error(who_, "a send to node '" + topology_.name_of(op->node) +
                             "' failed: " + transport::status_from_result(c.result, "send").to_string());

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -63,6 +64,11 @@ class NodeLink {
 
   /// Retries queued sends, then handles up to 32 completions; how many there were.
   int progress();
+  /// Sends waiting for room in the transport's queue.
+  size_t backlog() const { return backlog_.size(); }
+  /// Sends posted and not yet completed, by destination node (a peer that stopped
+  /// receiving shows here first).
+  const std::map<uint32_t, uint64_t>& sends_in_flight() const { return sends_in_flight_; }
 
   /// Sends a frame and its payload ([data, data + bytes), kept alive by `hold` until
   /// sent) to `node`; false (logged) when it cannot.
@@ -109,6 +115,7 @@ class NodeLink {
   bool broken_ = false;               // the endpoint failed: logged once
   std::vector<transport::Peer> peer_;  // by node index
   uint64_t next_tag_ = 2;              // payload tags (descriptors travel under 1)
+  std::map<uint32_t, uint64_t> sends_in_flight_;
   std::deque<Pending> backlog_;        // sends that met a full queue, in order
 };
 

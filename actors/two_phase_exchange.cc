@@ -262,6 +262,37 @@ void TwoPhaseExchange::deliver(const LayerBatchKey& key) {
   awaits_.erase(key);
 }
 
+std::vector<std::string> TwoPhaseExchange::pending(size_t limit) const {
+  std::vector<std::string> out;
+  auto names = [&](const auto& m) {
+    std::string s;
+    for (const auto& [n, v] : m) s += (s.empty() ? "" : ",") + topology_.name_of(n);
+    return s.empty() ? std::string("none") : s;
+  };
+  for (const auto& [k, a] : awaits_) {
+    if (out.size() >= limit) return out;
+    std::string s = "awaits " + k.to_string() + " (" + exchange_mode_name(a.mode) + ", " + std::to_string(a.rows) + " rows, " +
+                    std::to_string(seconds_since(a.t0)) + " s): ";
+    if (a.mode == ExchangeMode::kSingle) s += std::to_string(a.single.size()) + " (node, shard) slots in";
+    else if (a.mode == ExchangeMode::kCase2) s += "the sums of designated node '" + topology_.name_of(a.designated) + "'";
+    else s += "sums in from " + names(a.from);
+    out.push_back(s);
+  }
+  for (const auto& [k, in] : ingress_) {
+    if (out.size() >= limit) return out;
+    std::string s = "ingress " + k.to_string() + ": dispatched by " + names(in.routes) + ", " + std::to_string(in.origins_done) +
+                    " origin(s) answered";
+    for (const auto& [shard, n] : in.copies) s += ", shard " + std::to_string(shard) + " copies " + std::to_string(n);
+    out.push_back(s);
+  }
+  for (const auto& [k, e] : egress_) {
+    if (out.size() >= limit) return out;
+    out.push_back("egress " + k.first.to_string() + " for '" + topology_.name_of(k.second) + "': " + std::to_string(e.results.size()) + " of " +
+                  std::to_string(topology_.shards_of(k.second).size()) + " shard results, sums from " + names(e.contributions));
+  }
+  return out;
+}
+
 void TwoPhaseExchange::fail_shards(const LayerBatchKey& key, const std::string& why) {
   ++stats_.failed_batches;
   log_error(settings_.who, "layer batch " + key.to_string() + " failed: " + why);

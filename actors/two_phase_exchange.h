@@ -103,6 +103,10 @@ class TwoPhaseExchange {
 
   /// The most recent layer batches this node dispatched.
   const std::deque<ExchangeRecord>& records() const { return records_; }
+  /// One line per layer batch this node still holds (awaited sums, dispatches whose results
+  /// are out, sums on their way), saying what each waits for: what a stalled deployment
+  /// shows an operator (NodeSnapshot::pending). At most `limit` lines.
+  std::vector<std::string> pending(size_t limit = 16) const;
 
  private:
   struct SingleSlot {

@@ -21,8 +21,8 @@
 //
 // Back-pressure. A post that meets -FI_EAGAIN reads the CQ (which progresses the provider)
 // and retries a few times; if the provider still has no room the operation goes to a
-// backlog (one for sends, one for receives) that progress() issues in order. Posts never
-// block and never surface -FI_EAGAIN.
+// backlog (one per peer for sends, one for receives) that progress() issues in order.
+// Posts never block and never surface -FI_EAGAIN.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <rdma/fabric.h>
@@ -45,6 +45,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -202,7 +203,11 @@ struct FabricEndpoint : EndpointBase {
   std::vector<Chunk> chunks;
   Op* free_ops = nullptr;
   uint32_t user_inflight = 0;
-  std::deque<OpCtx*> send_backlog, recv_backlog;
+  // Sends wait per peer: order matters only between one sender and one receiver, and a
+  // peer that stops taking messages (a node killed with its queue full: every send to it
+  // meets -FI_EAGAIN forever) must not hold back the sends to everyone else behind it.
+  std::map<uint32_t, std::deque<OpCtx*>> send_backlog;
+  std::deque<OpCtx*> recv_backlog;
   bool internal_posted = false;  // handling completions posted operations of our own
 
   unsigned char* discard = nullptr;  // where unwanted split payloads go
@@ -377,7 +382,7 @@ struct FabricEndpoint : EndpointBase {
   /// receives for them — it would deadlock on a shared queue).
   std::deque<OpCtx*>& backlog_of(const OpCtx* c) {
     const OpKind k = c->op->kind;
-    return k == OpKind::kSend || k == OpKind::kRaw ? send_backlog : recv_backlog;
+    return k == OpKind::kSend || k == OpKind::kRaw ? send_backlog[c->op->peer] : recv_backlog;
   }
 
   /// Issues `c` now, or queues it behind earlier back-pressured operations of its kind (the
@@ -413,11 +418,16 @@ struct FabricEndpoint : EndpointBase {
     }
   }
 
-  bool backlogged() const { return !send_backlog.empty() || !recv_backlog.empty(); }
+  bool backlogged() const {
+    if (!recv_backlog.empty()) return true;
+    for (const auto& [peer, q] : send_backlog)
+      if (!q.empty()) return true;
+    return false;
+  }
 
   void retry_backlog() {
     retry(recv_backlog);
-    retry(send_backlog);
+    for (auto& [peer, q] : send_backlog) retry(q);
   }
 
   // -- completions ---------------------------------------------------------------------------

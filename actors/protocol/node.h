@@ -157,6 +157,7 @@ struct BridgeStats {
   uint64_t pool_slabs = 0, pool_acquired = 0, pool_reused = 0;
   uint64_t registrations = 0;          // transport memory registrations (should stop growing)
   std::vector<ExchangeRecord> records;  // the most recent layer batches (attention nodes)
+  std::vector<std::string> pending;     // TwoPhaseExchange::pending(): what is still waited for
 };
 
 struct BridgeStatsQuery {
@@ -248,7 +249,7 @@ typename Inspector::result_type inspect(Inspector& f, BridgeStats& x) {
   return f(caf::meta::type_name("janus.BridgeStats"), x.node, x.transport, x.address, x.frames_sent, x.frames_received,
            x.payload_bytes_sent, x.payload_bytes_received, x.relayed, x.dropped_truncated, x.dropped_malformed,
            x.dropped_wrong_epoch, x.dropped_size_mismatch, x.dropped_unknown_sender, x.dropped_stale, x.failed_batches,
-           x.transport_dropped, x.pool_slabs, x.pool_acquired, x.pool_reused, x.registrations, x.records);
+           x.transport_dropped, x.pool_slabs, x.pool_acquired, x.pool_reused, x.registrations, x.records, x.pending);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, BridgeStatsQuery& x) {

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -185,6 +186,23 @@ struct Cluster {
     std::string s;
     for (auto& [n, p] : nodes) s += "---- " + n + "\n" + p.output();
     return s;
+  }
+  /// What a stalled deployment looks like from the coordinator: the step clock, every
+  /// request's progress, the actors with mail waiting, each node's failed layer batches,
+  /// then the nodes' logs. Printed where a test gives up waiting.
+  std::string diagnosis() {
+    std::ostringstream o;
+    Deployment& dep = *deployment;
+    if (auto c = dep.step_clock(); c.ok()) o << "step " << c->step << (c->in_step ? " (in a step)" : " (between steps)") << (c->paused ? " paused" : "") << "\n";
+    for (const RequestSnapshot& r : dep.requests())
+      o << "request " << r.id << " " << r.state << " shard " << r.shard << " " << r.generated << "/" << r.max_new_tokens << " age " << r.age_s << " s\n";
+    for (const ActorSnapshot& a : dep.actors())
+      if (a.mailbox > 0 || !a.alive) o << "actor " << a.name << "@" << a.node << (a.alive ? "" : " (not answering)") << " mailbox " << a.mailbox << " handled " << a.messages << "\n";
+    for (const NodeSnapshot& n : dep.nodes()) {
+      o << "node " << n.name << (n.alive ? "" : " (not answering)") << " failed batches " << n.failed_batches << " stale drops " << n.dropped_stale << " sent " << n.frames_sent << " received " << n.frames_received << "\n";
+      for (const std::string& p : n.pending) o << "  " << p << "\n";
+    }
+    return o.str() + logs();
   }
 };
 

@@ -257,7 +257,7 @@ TEST_CASE("a node killed mid-run is recovered from, and every request completes 
       const double killed_s = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
       cluster->nodes[victim].kill_now();
       for (size_t i = 0; i < handles.size(); ++i) {
-        REQUIRE(handles[i].result.wait_for(std::chrono::seconds(60)) == std::future_status::ready);
+        REQUIRE_MESSAGE(handles[i].result.wait_for(std::chrono::seconds(60)) == std::future_status::ready, cluster->diagnosis());
         auto r = handles[i].result.get();
         REQUIRE_MESSAGE(r.ok(), (r.status().to_string() + "\n" + cluster->logs()));
         CHECK(r->tokens == (*expected)[i]);
@@ -270,18 +270,23 @@ TEST_CASE("a node killed mid-run is recovered from, and every request completes 
       // Detection: the coordinator's CAF connection to the node breaks with the process.
       const double detect_ms = (recoveries[0].detected_s - killed_s) * 1e3, recover_ms = (recoveries[0].installed_s - recoveries[0].detected_s) * 1e3;
       MESSAGE(mode << " " << k.side << " " << victim << ": detected " << detect_ms << " ms after the kill, recovered " << recover_ms << " ms later");
-      CHECK(detect_ms < 5000);
+      CHECK_MESSAGE(detect_ms < 5000, cluster->logs());
       CHECK(recover_ms < 5000);
       CHECK_MESSAGE(check_reference_tokens(d) == "", cluster->logs());
     }
   }
 }
 
-// OPEN FAULT (not fixed yet): with 400-token requests the survivor stops making progress
-// some tens of steps after the recovery, silently (no error, no drop logged; with 120
-// tokens it completes). With exchange mode pinned to case1 or case2 it completes: the
-// stall is in exchange{mode="auto"} (TwoPhaseExchange choosing a mode per layer batch
-// after the attention-node set shrank). Kept as the reproduction, may_fail until fixed.
+// OPEN FAULT (not fixed yet), root-caused: libfabric 1.17's shm provider. A node killed
+// with sends to it in flight leaves entries in each survivor's shm response queue that
+// stay busy forever (only the dead receiver could complete them), and shm processes that
+// queue in order, stopping at the first busy entry: from then on no send of the survivor
+// completes, to anyone. Some tens of steps later its max_inflight operations are used up
+// and the deployment stops, silently. Cluster::diagnosis() shows it: "sends in flight 960
+// (a1:960 a2:1)" on a MoE node, a2 dead. Our own per-peer backlog (transport/fabric.cc) is
+// not enough; the fix is to re-open the shm endpoint of each survivor after a peer's loss
+// (new addresses through the directory update), or to leave shm for tcp then. tcp is not
+// affected (the test above kills nodes over tcp). may_fail until then.
 TEST_CASE("an attention node killed under load: its requests resume on the other node and all complete exactly" *
           doctest::may_fail()) {
   // The README's loopback graph (examples/configs/nodes/loopback.lua): the tiny-qwen3-moe
@@ -321,7 +326,7 @@ TEST_CASE("an attention node killed under load: its requests resume on the other
     cluster->nodes[victim].kill_now();
     for (size_t i = 0; i < handles.size(); ++i) {
       CAPTURE(i);
-      REQUIRE_MESSAGE(handles[i].result.wait_for(std::chrono::seconds(30)) == std::future_status::ready, cluster->logs());
+      REQUIRE_MESSAGE(handles[i].result.wait_for(std::chrono::seconds(30)) == std::future_status::ready, cluster->diagnosis());
       auto r = handles[i].result.get();
       REQUIRE_MESSAGE(r.ok(), (r.status().to_string() + "\n" + cluster->logs()));
       CHECK(r->tokens == (*expected)[i]);

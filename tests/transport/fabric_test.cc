@@ -279,3 +279,97 @@ TEST_CASE("shm: what a killed process left in /dev/shm neither blocks nor outliv
   CHECK(!std::filesystem::exists(stale));
   CHECK(regions_of(child) == 0);
 }
+
+namespace {
+
+/// Three processes: `sender` floods `silent`, which never takes a message, until sends to
+/// it queue up in the backlog; then one message to `receiver` must still go out and
+/// arrive. The backlog was one queue for every peer, so a node that stopped receiving
+/// (killed with its queue full) held back every later send of its peers' endpoints: the
+/// multi-node deployment stalled after recovering from an attention node's loss.
+std::string stalled_peer_scenario(const std::string& name) {
+  PipePair to_silent, to_receiver;
+  Child silent = spawn([&]() -> std::string {
+    EndpointConfig cfg;
+    cfg.self_id = 21;
+    auto ep = Endpoint::open(name, cfg);
+    TEST_OK(ep.status());
+    auto addr = (*ep)->address();
+    TEST_OK(addr.status());
+    TEST_EXPECT(send_blob(to_silent.write_fd(1), *addr), "address");
+    TEST_EXPECT(barrier(to_silent, 1), "barrier");  // held open, never polled, until the sender is done
+    return "";
+  });
+  Child receiver = spawn([&]() -> std::string {
+    EndpointConfig cfg;
+    cfg.self_id = 22;
+    auto ep_or = Endpoint::open(name, cfg);
+    TEST_OK(ep_or.status());
+    Endpoint& ep = **ep_or;
+    auto addr = ep.address();
+    TEST_OK(addr.status());
+    TEST_EXPECT(send_blob(to_receiver.write_fd(1), *addr), "address");
+    std::vector<char> sender_addr;
+    TEST_EXPECT(recv_blob(to_receiver.read_fd(1), &sender_addr), "address");
+    auto sender = ep.connect(sender_addr, 20);
+    TEST_OK(sender.status());
+    char buf[64] = {};
+    TEST_OK(ep.recv(*sender, 7, buf, sizeof buf, nullptr));
+    std::vector<Completion> done;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (done.empty() && std::chrono::steady_clock::now() < deadline) (void)ep.wait(done, 1, 0.1);
+    TEST_EXPECT(!done.empty(), "the message sent after the flood never arrived");
+    TEST_EXPECT(done[0].result == JANUS_TRANSPORT_OK && std::string(buf) == "after the flood", "wrong message");
+    return "";
+  });
+  Child sender = spawn([&]() -> std::string {
+    EndpointConfig cfg;
+    cfg.self_id = 20;
+    cfg.max_inflight = 1 << 16;
+    auto ep_or = Endpoint::open(name, cfg);
+    TEST_OK(ep_or.status());
+    Endpoint& ep = **ep_or;
+    std::vector<char> a, b;
+    TEST_EXPECT(recv_blob(to_silent.read_fd(0), &a), "address");
+    TEST_EXPECT(recv_blob(to_receiver.read_fd(0), &b), "address");
+    auto mine = ep.address();
+    TEST_OK(mine.status());
+    TEST_EXPECT(send_blob(to_receiver.write_fd(0), *mine), "address");
+    auto silent_peer = ep.connect(a, 21);
+    TEST_OK(silent_peer.status());
+    auto receiver_peer = ep.connect(b, 22);
+    TEST_OK(receiver_peer.status());
+    static char flood[256];
+    int posted = 0;
+    for (; posted < 50000 && ep.counters().backlogged == 0; ++posted) {
+      TEST_OK(ep.send(*silent_peer, 1, flood, sizeof flood, nullptr));
+      Completion c[64];
+      TEST_OK(ep.poll(c, 64).status());
+    }
+    TEST_EXPECT(ep.counters().backlogged > 0, "the silent peer took " + std::to_string(posted) + " messages without back-pressure");
+    static char msg[64] = "after the flood";
+    int tag_of_marker = 0;
+    TEST_OK(ep.send(*receiver_peer, 7, msg, sizeof msg, &tag_of_marker));
+    bool sent = false;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!sent && std::chrono::steady_clock::now() < deadline) {
+      Completion c[64];
+      auto n = ep.poll(c, 64);
+      TEST_OK(n.status());
+      for (int i = 0; i < *n; ++i) sent |= c[i].user_context == &tag_of_marker;
+    }
+    TEST_EXPECT(sent, "the send to the live peer waited behind the silent peer's backlog");
+    return "";
+  });
+  std::string r = join(sender);
+  barrier(to_silent, 0);
+  const std::string rr = join(receiver), rs = join(silent);
+  return r + rr + rs;
+}
+
+}  // namespace
+
+TEST_CASE("shm and tcp: a peer that stops receiving holds back no send to the others") {
+  CHECK(run_in_child([] { return stalled_peer_scenario("shm"); }, 60) == "");
+  CHECK(run_in_child([] { return stalled_peer_scenario("tcp"); }, 60) == "");
+}
