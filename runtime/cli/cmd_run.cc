@@ -259,6 +259,8 @@ int cmd_run(const Argv& argv) {
   int failures = 0;
   if (!interactive) {
     stop->serving();
+    // On stderr (unbuffered): scripts and tests wait for it before they signal a run.
+    std::fprintf(stderr, "janus run: serving %zu requests\n", handles.size());
     // Until every result is in or a stop signal: then the requests still running fail
     // (a stop means now; a long generation could take minutes to finish) with the
     // deployment's shutdown reason, the results so far are printed, the nodes are told to

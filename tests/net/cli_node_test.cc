@@ -111,7 +111,11 @@ TEST_CASE("SIGTERM to a coordinator ends its run cleanly: results so far printed
   std::map<std::string, Process> nodes = start_loopback_nodes(coordinator, port_file, dir.path());
   for (auto& [n, p] : nodes)
     for (int i = 0; i < 3000 && p.output().find("joined") == std::string::npos; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // serving by now (the run takes far longer)
+  // Serving (janus run says so on stderr), and a while into it: the run takes far longer.
+  for (int i = 0; i < 6000 && coordinator.output().find("janus run: serving") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE_MESSAGE(coordinator.output().find("janus run: serving") != std::string::npos, coordinator.output());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
   REQUIRE(coordinator.running());
   ::kill(coordinator.pid, SIGTERM);
   const int rc = coordinator.wait(60);
