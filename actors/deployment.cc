@@ -678,12 +678,13 @@ void Deployment::shutdown() {
     caf::scoped_actor self{*impl_->sys};
     (void)ask(self, impl_->frontend, std::chrono::seconds(10), ShutdownRequest{"request failed: the deployment shut down"}, [] {});
   }
+  std::vector<RosterEntry> roster;
   {
     caf::scoped_actor self{*impl_->sys};
-    const std::vector<RosterEntry> roster = impl_->roster(self);
+    roster = impl_->roster(self);
+    // The Scaler first: members and nodes going away now is no failure to react to.
+    caf::anon_send_exit(impl_->scaler, caf::exit_reason::user_shutdown);
     if (impl_->cluster) {
-      // The Scaler first: nodes going away now is no failure to react to.
-      caf::anon_send_exit(impl_->scaler, caf::exit_reason::user_shutdown);
       stop_cluster(*impl_->sys, *impl_->cluster, "the deployment shut down", std::chrono::seconds(10));
     }
     for (const RosterEntry& e : roster) caf::anon_send_exit(e.actor, caf::exit_reason::user_shutdown);
@@ -695,7 +696,13 @@ void Deployment::shutdown() {
   while (impl_->sys->registry().running() > 0 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   if (const size_t left = impl_->sys->registry().running(); left > 0) {
-    log_error("deployment", std::to_string(left) + " actor(s) did not exit within 30 s of shutdown; leaving them behind");
+    std::string names;
+    for (const RosterEntry& e : roster) {
+      auto* a = caf::actor_cast<caf::abstract_actor*>(e.actor);
+      if (a != nullptr && a->getf(caf::abstract_actor::is_registered_flag)) names += (names.empty() ? " (" : ", ") + e.name;
+    }
+    if (!names.empty()) names += ")";
+    log_error("deployment", std::to_string(left) + " actor(s) did not exit within 30 s of shutdown" + names + "; leaving them behind");
     impl_->sys->await_actors_before_shutdown(false);
   }
   impl_->frontend = impl_->scheduler = impl_->scaler = caf::actor{};

@@ -67,7 +67,14 @@ class Pool {
   void ensure_workers(int n) {
     while (static_cast<int>(workers_.size()) < n) {
       int id = static_cast<int>(workers_.size());
-      workers_.emplace_back([this, id] { worker_loop(id); });
+      // A worker added after earlier regions starts at the current generation: from 0 it
+      // would take one stale pass and count itself out of the next region twice.
+      uint64_t start;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        start = generation_;
+      }
+      workers_.emplace_back([this, id, start] { worker_loop(id, start); });
       workers_.back().detach();
     }
   }
@@ -90,8 +97,7 @@ class Pool {
     }
   }
 
-  void worker_loop(int id) {
-    uint64_t seen = 0;
+  void worker_loop(int id, uint64_t seen) {
     for (;;) {
       {
         std::unique_lock<std::mutex> lk(mu_);
