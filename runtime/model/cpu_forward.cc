@@ -6,6 +6,17 @@
 #include "runtime/base/parallel.h"
 
 namespace janus {
+namespace {
+
+// y[r] += bias for each of n rows (bias is [1, cols] in any dtype).
+void add_bias(float* y, int64_t n, const WeightView& bias) {
+  std::vector<float> b(static_cast<size_t>(bias.cols));
+  convert_to_f32(bias.data, bias.dtype, b.data(), b.size());
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t i = 0; i < bias.cols; ++i) y[r * bias.cols + i] += b[static_cast<size_t>(i)];
+}
+
+}  // namespace
 
 CpuForward::CpuForward(std::shared_ptr<const Model> model) : model_(std::move(model)) {
   const ModelConfig& c = model_->config();
@@ -32,9 +43,25 @@ void CpuForward::attention(int layer, float* x, int64_t n, const cpu::KvRow* row
   cpu::matmul(h, n, H, w.q.data, w.q.dtype, QD, q);
   cpu::matmul(h, n, H, w.k.data, w.k.dtype, KD, k);
   cpu::matmul(h, n, H, w.v.data, w.v.dtype, KD, v);
+  if (c.qkv_bias) {
+    add_bias(q, n, w.q_bias);
+    add_bias(k, n, w.k_bias);
+    add_bias(v, n, w.v_bias);
+  }
   if (c.qk_norm) {
     cpu::rms_norm(q, n * c.num_heads, c.head_dim, w.q_norm.data, w.q_norm.dtype, eps, q);
     cpu::rms_norm(k, n * c.num_kv_heads, c.head_dim, w.k_norm.data, w.k_norm.dtype, eps, k);
+  }
+  if (c.qk_norm_full) {  // OLMoE: one norm over all heads of a row
+    cpu::rms_norm(q, n, QD, w.q_norm.data, w.q_norm.dtype, eps, q);
+    cpu::rms_norm(k, n, KD, w.k_norm.data, w.k_norm.dtype, eps, k);
+  }
+  if (c.clip_qkv > 0) {  // after the norms, as transformers' OLMoE clamps
+    const float clip = static_cast<float>(c.clip_qkv);
+    for (float* t : {q, k, v}) {
+      const int64_t m = n * (t == q ? QD : KD);
+      for (int64_t i = 0; i < m; ++i) t[i] = std::clamp(t[i], -clip, clip);
+    }
   }
   std::vector<int32_t> pos(static_cast<size_t>(n));
   for (int64_t r = 0; r < n; ++r) pos[r] = rows[r].pos;
@@ -48,6 +75,23 @@ void CpuForward::attention(int layer, float* x, int64_t n, const cpu::KvRow* row
   cpu::matmul(a, n, QD, w.o.data, w.o.dtype, H, q);
   for (int64_t i = 0; i < n * H; ++i) x[i] += q[i];
   cpu::rms_norm(x, n, H, w.post_norm.data, w.post_norm.dtype, eps, h);
+}
+
+void CpuForward::shared_expert(int layer, const float* h, int64_t n, double* acc) const {
+  const ModelConfig& c = model_->config();
+  const LayerWeights& lw = model_->weights().layers[static_cast<size_t>(layer)];
+  if (!c.has_shared_expert() || !lw.sparse) return;
+  const int64_t H = c.hidden_size, I = c.shared_expert_intermediate_size;
+  std::vector<float> scratch(static_cast<size_t>(2 * n * I)), y(static_cast<size_t>(n * H)), g(static_cast<size_t>(n));
+  const ExpertWeights& s = lw.shared;
+  cpu::swiglu_ffn(h, n, H, I, s.gate.data, s.gate.dtype, s.up.data, s.up.dtype, s.down.data, s.down.dtype, scratch.data(),
+                  y.data());
+  cpu::matmul(h, n, H, lw.shared_gate.data, lw.shared_gate.dtype, 1, g.data());
+  for (int64_t r = 0; r < n; ++r) {
+    // The product in float, as transformers forms sigmoid(gate) * shared_expert(h).
+    const float sg = 1.0f / (1.0f + std::exp(-g[static_cast<size_t>(r)]));
+    for (int64_t d = 0; d < H; ++d) acc[r * H + d] += static_cast<double>(sg * y[static_cast<size_t>(r * H + d)]);
+  }
 }
 
 void CpuForward::dense_mlp(int layer, const float* h, int64_t n, float* x) const {

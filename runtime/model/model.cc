@@ -148,13 +148,31 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& dir) {
     JANUS_ASSIGN_OR_RETURN(lw.k, b.take(p + "self_attn.k_proj.weight", c.kv_dim(), H));
     JANUS_ASSIGN_OR_RETURN(lw.v, b.take(p + "self_attn.v_proj.weight", c.kv_dim(), H));
     JANUS_ASSIGN_OR_RETURN(lw.o, b.take(p + "self_attn.o_proj.weight", H, c.q_dim()));
+    if (c.qkv_bias) {
+      JANUS_ASSIGN_OR_RETURN(lw.q_bias, b.take(p + "self_attn.q_proj.bias", 1, c.q_dim()));
+      JANUS_ASSIGN_OR_RETURN(lw.k_bias, b.take(p + "self_attn.k_proj.bias", 1, c.kv_dim()));
+      JANUS_ASSIGN_OR_RETURN(lw.v_bias, b.take(p + "self_attn.v_proj.bias", 1, c.kv_dim()));
+    }
     if (c.qk_norm) {
       JANUS_ASSIGN_OR_RETURN(lw.q_norm, b.take(p + "self_attn.q_norm.weight", 1, c.head_dim));
       JANUS_ASSIGN_OR_RETURN(lw.k_norm, b.take(p + "self_attn.k_norm.weight", 1, c.head_dim));
     }
+    if (c.qk_norm_full) {
+      JANUS_ASSIGN_OR_RETURN(lw.q_norm, b.take(p + "self_attn.q_norm.weight", 1, c.q_dim()));
+      JANUS_ASSIGN_OR_RETURN(lw.k_norm, b.take(p + "self_attn.k_norm.weight", 1, c.kv_dim()));
+    }
     lw.sparse = c.is_sparse(l);
     if (lw.sparse) {
       JANUS_TRY(bind_experts(b, c, p, &lw));
+      if (c.has_shared_expert()) {
+        const int64_t I = c.shared_expert_intermediate_size;
+        JANUS_ASSIGN_OR_RETURN(lw.shared.gate, b.take(p + "mlp.shared_expert.gate_proj.weight", I, H));
+        JANUS_ASSIGN_OR_RETURN(lw.shared.up, b.take(p + "mlp.shared_expert.up_proj.weight", I, H));
+        JANUS_ASSIGN_OR_RETURN(lw.shared.down, b.take(p + "mlp.shared_expert.down_proj.weight", H, I));
+        // [1, H] on disk: a Linear(hidden, 1) weight, not a vector.
+        JANUS_ASSIGN_OR_RETURN(const TensorInfo* g, b.take_raw(p + "mlp.shared_expert_gate.weight", {1, H}));
+        lw.shared_gate = WeightView{g->data, g->dtype, 1, H};
+      }
     } else {
       const int64_t I = c.intermediate_size;
       JANUS_ASSIGN_OR_RETURN(lw.dense.gate, b.take(p + "mlp.gate_proj.weight", I, H));

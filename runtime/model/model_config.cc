@@ -9,7 +9,15 @@ namespace janus {
 
 using nlohmann::json;
 
-const char* family_name(ModelFamily f) { return f == ModelFamily::kQwen3Moe ? "qwen3_moe" : "mixtral"; }
+const char* family_name(ModelFamily f) {
+  switch (f) {
+    case ModelFamily::kQwen3Moe: return "qwen3_moe";
+    case ModelFamily::kMixtral: return "mixtral";
+    case ModelFamily::kQwen2Moe: return "qwen2_moe";
+    case ModelFamily::kOlmoe: return "olmoe";
+  }
+  return "?";
+}
 
 int ModelConfig::num_sparse_layers() const {
   int n = 0;
@@ -30,6 +38,8 @@ Status ModelConfig::validate(const std::string& where) const {
                  std::to_string(num_experts) + ")");
     if (moe_intermediate_size <= 0) return err("the expert intermediate size must be positive");
   }
+  if (shared_expert_intermediate_size < 0) return err("shared_expert_intermediate_size must not be negative");
+  if (clip_qkv < 0) return err("clip_qkv must not be negative");
   if (num_sparse_layers() < num_layers && intermediate_size <= 0)
     return err("dense layers need a positive intermediate_size");
   for (int id : eos_token_ids)
@@ -101,7 +111,7 @@ class Reader {
         {"num_attention_heads", 1024},     {"num_key_value_heads", 1024},     {"head_dim", 4096},
         {"num_local_experts", 1 << 14},    {"num_experts", 1 << 14},          {"num_experts_per_tok", 256},
         {"moe_intermediate_size", 1 << 20}, {"intermediate_size", 1 << 20},   {"max_position_embeddings", 1 << 24},
-        {"decoder_sparse_step", 1024},
+        {"decoder_sparse_step", 1024},     {"shared_expert_intermediate_size", 1 << 20},
     };
     for (const auto& [name, limit] : kLimits)
       if (key == name) return limit;
@@ -128,10 +138,13 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
   ModelConfig c;
   if (model_type == "qwen3_moe") c.family = ModelFamily::kQwen3Moe;
   else if (model_type == "mixtral") c.family = ModelFamily::kMixtral;
+  else if (model_type == "qwen2_moe") c.family = ModelFamily::kQwen2Moe;
+  else if (model_type == "olmoe") c.family = ModelFamily::kOlmoe;
   else
     return unsupported(where + ": unsupported architecture: model_type '" + model_type +
-                       "' (Janus reads qwen3_moe and mixtral)");
-  const bool qwen = c.family == ModelFamily::kQwen3Moe;
+                       "' (Janus reads qwen3_moe, mixtral, qwen2_moe and olmoe)");
+  // The Qwen families share the layout of dense and sparse layers and their defaults.
+  const bool qwen = c.family == ModelFamily::kQwen3Moe || c.family == ModelFamily::kQwen2Moe;
   Reader r(j, where);
 
   if (r.has("hidden_act") && j["hidden_act"] != "silu")
@@ -160,7 +173,7 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
   c.rms_norm_eps = eps;
 
   // RoPE: transformers 5 nests theta in rope_parameters; 4 puts rope_theta at the top.
-  double dflt_theta = qwen ? 10000.0 : 1e6;
+  double dflt_theta = c.family == ModelFamily::kMixtral ? 1e6 : 10000.0;
   if (r.has("rope_parameters")) {
     const json& rp = j["rope_parameters"];
     if (!rp.is_object()) return invalid_argument(where + ": 'rope_parameters' must be an object");
@@ -182,7 +195,24 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
   JANUS_TRY(r.bool_or("tie_word_embeddings", false, &c.tie_word_embeddings));
   c.sparse_layer.assign(static_cast<size_t>(c.num_layers), true);
   if (qwen) {
-    c.qk_norm = true;
+    c.qk_norm = c.family == ModelFamily::kQwen3Moe;
+    if (c.family == ModelFamily::kQwen2Moe) {
+      JANUS_TRY(r.bool_or("qkv_bias", true, &c.qkv_bias));
+      // transformers builds a shared expert (and its gate) in every MoE layer of Qwen2-MoE.
+      JANUS_TRY(r.positive_int("shared_expert_intermediate_size", &c.shared_expert_intermediate_size));
+      bool use_sw = false;
+      JANUS_TRY(r.bool_or("use_sliding_window", false, &use_sw));
+      if (use_sw)
+        return unsupported(where + ": 'use_sliding_window' = true is not supported for qwen2_moe (sliding-window layers "
+                                   "from max_window_layers on are not implemented)");
+      if (r.has("layer_types")) {
+        const json& lt = j["layer_types"];
+        if (!lt.is_array()) return invalid_argument(where + ": 'layer_types' must be a list of strings");
+        for (const json& t : lt)
+          if (t != "full_attention")
+            return unsupported(where + ": 'layer_types' holds " + t.dump() + ": only full_attention layers are supported for qwen2_moe");
+      }
+    }
     JANUS_TRY(r.positive_int("moe_intermediate_size", &c.moe_intermediate_size));
     JANUS_TRY(r.bool_or("norm_topk_prob", false, &c.norm_topk_prob));
     int step = 1;
@@ -204,9 +234,25 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
     }
     if (c.num_sparse_layers() < c.num_layers) JANUS_TRY(r.positive_int("intermediate_size", &c.intermediate_size));
     else JANUS_TRY(r.positive_int_or("intermediate_size", c.moe_intermediate_size, &c.intermediate_size));
-    bool use_sw = false;
-    JANUS_TRY(r.bool_or("use_sliding_window", false, &use_sw));
-    if (use_sw) JANUS_TRY(r.positive_int("sliding_window", &c.sliding_window));
+    if (c.family == ModelFamily::kQwen3Moe) {
+      bool use_sw = false;
+      JANUS_TRY(r.bool_or("use_sliding_window", false, &use_sw));
+      if (use_sw) JANUS_TRY(r.positive_int("sliding_window", &c.sliding_window));
+    }
+  } else if (c.family == ModelFamily::kOlmoe) {
+    // OLMoE normalises q over hidden_size and k over (hidden_size / heads) * kv_heads values:
+    // the projections' widths only when head_dim is hidden_size / heads.
+    if (c.head_dim * c.num_heads != c.hidden_size)
+      return unsupported(where + ": 'head_dim' = " + std::to_string(c.head_dim) +
+                         " is not supported for olmoe (its q/k norms span hidden_size; head_dim must be hidden_size / "
+                         "num_attention_heads = " + std::to_string(c.hidden_size / c.num_heads) + ")");
+    c.qk_norm_full = true;
+    JANUS_TRY(r.bool_or("norm_topk_prob", false, &c.norm_topk_prob));
+    JANUS_TRY(r.positive_int("intermediate_size", &c.moe_intermediate_size));
+    c.intermediate_size = c.moe_intermediate_size;
+    if (r.has("clip_qkv")) JANUS_TRY(r.number_or("clip_qkv", 0.0, &c.clip_qkv));
+    if (r.has("sliding_window"))
+      return unsupported(where + ": 'sliding_window' is not supported for olmoe (transformers' OLMoE has none)");
   } else {
     c.qk_norm = false;
     c.norm_topk_prob = true;  // Mixtral always renormalises its top-k
@@ -243,8 +289,12 @@ Result<ModelConfig> load_model_config(const std::string& dir) {
 
 std::string model_config_to_json(const ModelConfig& c) {
   json j;
-  const bool qwen = c.family == ModelFamily::kQwen3Moe;
-  j["architectures"] = {qwen ? "Qwen3MoeForCausalLM" : "MixtralForCausalLM"};
+  const bool qwen = c.family == ModelFamily::kQwen3Moe || c.family == ModelFamily::kQwen2Moe;
+  const char* arch = c.family == ModelFamily::kQwen3Moe   ? "Qwen3MoeForCausalLM"
+                     : c.family == ModelFamily::kMixtral  ? "MixtralForCausalLM"
+                     : c.family == ModelFamily::kQwen2Moe ? "Qwen2MoeForCausalLM"
+                                                          : "OlmoeForCausalLM";
+  j["architectures"] = {arch};
   j["model_type"] = family_name(c.family);
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
@@ -276,9 +326,19 @@ std::string model_config_to_json(const ModelConfig& c) {
     for (int l = 0; l < c.num_layers; ++l)
       if (!c.is_sparse(l)) dense.push_back(l);
     j["mlp_only_layers"] = dense;
-    j["attention_bias"] = false;
     j["use_sliding_window"] = c.sliding_window > 0;
     j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+    if (c.family == ModelFamily::kQwen2Moe) {
+      j["qkv_bias"] = c.qkv_bias;
+      j["shared_expert_intermediate_size"] = c.shared_expert_intermediate_size;
+    } else {
+      j["attention_bias"] = false;
+    }
+  } else if (c.family == ModelFamily::kOlmoe) {
+    j["intermediate_size"] = c.moe_intermediate_size;
+    j["norm_topk_prob"] = c.norm_topk_prob;
+    j["attention_bias"] = false;
+    j["clip_qkv"] = c.clip_qkv > 0 ? json(c.clip_qkv) : json(nullptr);
   } else {
     j["intermediate_size"] = c.moe_intermediate_size;
     j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);

@@ -103,6 +103,7 @@ Result<std::vector<GenerateResult>> ReferenceEngine::generate(const std::vector<
         }
       acc.assign(static_cast<size_t>(n * H), 0.0);
       forward_.experts(l, h.data(), n, work.data(), static_cast<int64_t>(work.size()), acc.data());
+      forward_.shared_expert(l, h.data(), n, acc.data());
       forward_.add_moe_output(acc.data(), n, x.data());
     }
     std::vector<float> xs(sample_rows.size() * static_cast<size_t>(H));

@@ -112,6 +112,14 @@ TEST_CASE("Mixtral fixture: the actor graph's tokens equal the reference engine'
   for (const Shape& s : shapes()) check_matches_reference("mixtral", s);
 }
 
+TEST_CASE("Qwen2-MoE fixture (shared expert and dense layer on the attention side): the graph's tokens equal the reference engine's") {
+  for (const Shape& s : shapes()) check_matches_reference("qwen2_moe", s);
+}
+
+TEST_CASE("OLMoE fixture: the actor graph's tokens equal the reference engine's over a matrix of shapes") {
+  for (const Shape& s : shapes()) check_matches_reference("olmoe", s);
+}
+
 TEST_CASE("requests of mixed lengths arriving while others decode, some waiting for KV blocks") {
   const Fixture& f = fixture("qwen3_moe");
   GraphSpec g = spec_for(f, {2, 3, true, 2, "moe", "aebs"}, 8);
