@@ -59,6 +59,8 @@ class CpuForward {
   void logits(const float* x, int64_t n, float* out) const;
 
  private:
+  void mla_attention(int layer, float* x, int64_t n, const cpu::KvRow* rows, PagedKvCache& kv, float* h) const;
+
   std::shared_ptr<const Model> model_;
   std::vector<float> inv_freq_;
 };

@@ -51,8 +51,9 @@ Result<std::vector<GenerateResult>> ReferenceEngine::generate(const std::vector<
     blocks += (len + shape.block_size - 1) / shape.block_size;
   }
   shape.layers = c.num_layers;
-  shape.kv_heads = c.num_kv_heads;
-  shape.head_dim = c.head_dim;
+  shape.kv_heads = c.kv_cache_heads();
+  shape.head_dim = c.kv_cache_head_dim();
+  shape.values = c.kv_cache_values();
   shape.num_blocks = std::max(blocks, 1);
   shape.max_seqs = static_cast<int>(std::max<size_t>(requests.size(), 1));
   shape.max_seq_len = max_len;

@@ -120,6 +120,11 @@ TEST_CASE("OLMoE fixture: the actor graph's tokens equal the reference engine's 
   for (const Shape& s : shapes()) check_matches_reference("olmoe", s);
 }
 
+TEST_CASE("DeepSeek-V2 fixture (MLA latent cache, shared expert on the attention side): the graph's tokens equal the reference engine's") {
+  for (const Shape& s : shapes()) check_matches_reference("deepseek_v2", s);
+  for (const Shape& s : shapes()) check_matches_reference("deepseek_v2_lite", s);
+}
+
 TEST_CASE("requests of mixed lengths arriving while others decode, some waiting for KV blocks") {
   const Fixture& f = fixture("qwen3_moe");
   GraphSpec g = spec_for(f, {2, 3, true, 2, "moe", "aebs"}, 8);

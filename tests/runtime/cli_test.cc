@@ -56,8 +56,8 @@ TEST_CASE("janus generate prints one JSON object per prompt, matching transforme
   }
 }
 
-TEST_CASE("janus generate on the Qwen2-MoE and OLMoE fixtures: transformers' tokens, logits within 1e-4") {
-  for (const char* name : {"qwen2_moe", "olmoe"}) {
+TEST_CASE("janus generate on the Qwen2-MoE, OLMoE and DeepSeek-V2 fixtures: transformers' tokens, logits within 1e-4") {
+  for (const char* name : {"qwen2_moe", "olmoe", "deepseek_v2"}) {
     CAPTURE(name);
     const std::string fx = janus::test::fixture(name);
     auto expected = nlohmann::json::parse(janus::test::read_file(fx + "/expected.json"));

@@ -244,3 +244,69 @@ TEST_CASE("OLMoE features Janus does not run are refused, naming the key") {
   k["clip_qkv"] = -1;
   CHECK(error_of_json(k).find("'clip_qkv' must be a positive number, got -1") != std::string::npos);
 }
+
+TEST_CASE("DeepSeek-V2 config: MLA ranks, dense first layers, shared experts, group-limited routing") {
+  nlohmann::json j = fixture_config("deepseek_v2");
+  auto c = parse_model_config(j.dump(), "deepseek_v2");
+  REQUIRE_MESSAGE(c.ok(), c.status().to_string());
+  CHECK(c->family == ModelFamily::kDeepseekV2);
+  CHECK(std::string(family_name(c->family)) == "deepseek_v2");
+  CHECK(c->mla());
+  CHECK(c->q_lora_rank == 24);
+  CHECK(c->kv_lora_rank == 32);
+  CHECK(c->qk_head_dim() == 24);
+  CHECK(c->head_dim == 8);  // the RoPE part, as transformers sets it
+  CHECK(c->v_head_dim == 16);
+  CHECK(c->num_experts == 8);  // n_routed_experts
+  CHECK(c->shared_expert_intermediate_size == 32);
+  CHECK_FALSE(c->shared_expert_gate);
+  CHECK(c->sparse_layer == std::vector<bool>{false, true, true});
+  CHECK(c->n_group == 4);
+  CHECK(c->topk_group == 2);
+  CHECK(c->routed_scaling_factor == 1.5);
+  auto back = parse_model_config(model_config_to_json(*c), "back");
+  REQUIRE_MESSAGE(back.ok(), back.status().to_string());
+  CHECK(back->sparse_layer == c->sparse_layer);
+  CHECK(back->q_lora_rank == c->q_lora_rank);
+  CHECK(back->n_group == c->n_group);
+  CHECK(back->shared_expert_intermediate_size == c->shared_expert_intermediate_size);
+  auto lite = parse_model_config(fixture_config("deepseek_v2_lite").dump(), "lite");
+  REQUIRE(lite.ok());
+  CHECK(lite->q_lora_rank == 0);  // "q_lora_rank": null
+  CHECK(lite->n_group == 0);      // greedy
+}
+
+TEST_CASE("DeepSeek-V2 features Janus does not run are refused, naming the key") {
+  nlohmann::json j = fixture_config("deepseek_v2");
+  nlohmann::json k = j;
+  k["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 40}, {"rope_theta", 10000.0}};
+  CHECK(error_of_json(k).find("rope_parameters.rope_type \"yarn\" is not supported") != std::string::npos);
+  k = j;
+  k["topk_method"] = "noaux_tc";
+  CHECK(error_of_json(k).find("'topk_method' \"noaux_tc\" is not supported for deepseek_v2") != std::string::npos);
+  k = j;
+  k["norm_topk_prob"] = true;
+  CHECK(error_of_json(k).find("'norm_topk_prob' = true is not supported for deepseek_v2") != std::string::npos);
+  k = j;
+  k["moe_layer_freq"] = 2;
+  CHECK(error_of_json(k).find("'moe_layer_freq' = 2 is not supported") != std::string::npos);
+  k = j;
+  k["attention_bias"] = true;
+  CHECK(error_of_json(k).find("attention_bias=true is not supported") != std::string::npos);
+  k = j;
+  k["mlp_bias"] = true;
+  CHECK(error_of_json(k).find("'mlp_bias' = true is not supported") != std::string::npos);
+  k = j;
+  k["n_group"] = 3;
+  CHECK(error_of_json(k).find("'n_group' (3) does not divide the 8 routed experts") != std::string::npos);
+  k = j;
+  k["topk_group"] = 1;
+  k["num_experts_per_tok"] = 3;
+  CHECK(error_of_json(k).find("exceeds the experts of the topk_group groups") != std::string::npos);
+  k = j;
+  k.erase("kv_lora_rank");
+  CHECK(error_of_json(k).find("required key 'kv_lora_rank' is missing") != std::string::npos);
+  k = j;
+  k["first_k_dense_replace"] = 9;
+  CHECK(error_of_json(k).find("'first_k_dense_replace' must be a layer count") != std::string::npos);
+}

@@ -323,3 +323,28 @@ TEST_CASE("Qwen2-MoE and OLMoE checkpoints: a missing bias or shared-expert tens
           std::string::npos);
   }
 }
+
+TEST_CASE("the tiny-deepseek-v2 preset writes an MLA checkpoint that loads, and a missing MLA tensor is named") {
+  TempDir d;
+  REQUIRE(make_model(*find_preset("tiny-deepseek-v2"), d.path(), 0, DType::kF32, false).ok());
+  auto m = Model::load(d.path());
+  REQUIRE_MESSAGE(m.ok(), m.status().to_string());
+  const ModelConfig& c = (*m)->config();
+  CHECK(c.family == ModelFamily::kDeepseekV2);
+  const LayerWeights& l1 = (*m)->weights().layers[1];
+  CHECK(l1.q_a.rows == 64);
+  CHECK(l1.kv_a.rows == 64 + 16);
+  CHECK(l1.kv_b.rows == 4 * (32 + 32));
+  CHECK(l1.shared.gate.rows == 96);
+  CHECK(l1.shared_gate.empty());
+  CHECK(l1.q.empty());
+  CHECK_FALSE((*m)->weights().layers[0].sparse);
+  // A missing latent projection is named.
+  rewrite(d.path(), [](std::vector<TensorSpec>& s) {
+    s.erase(std::remove_if(s.begin(), s.end(),
+                           [](const TensorSpec& t) { return t.name == "model.layers.2.self_attn.kv_b_proj.weight"; }),
+            s.end());
+  });
+  CHECK(load_error(d.path()).find("missing tensor 'model.layers.2.self_attn.kv_b_proj.weight' (expected shape [256, 64])") !=
+        std::string::npos);
+}

@@ -92,6 +92,32 @@ TEST_CASE("OLMoE fp32 (q/k norms over the whole projection, clip_qkv, GQA): logi
   check_against(f, "last_logits", 1e-4);
 }
 
+TEST_CASE("DeepSeek-V2 fp32 (MLA with q LoRA over a latent cache, dense first layer, shared expert, group-limited routing): logits within 1e-4, tokens identical") {
+  Fixture f = load_fixture("deepseek_v2");
+  const ModelConfig& c = f.model->config();
+  CHECK(c.family == ModelFamily::kDeepseekV2);
+  CHECK(c.mla());
+  CHECK(c.head_dim == 8);
+  // The cache holds the latent and the RoPE key per token: 40 floats a layer, no V.
+  CHECK(c.kv_cache_heads() == 1);
+  CHECK(c.kv_cache_head_dim() == 32 + 8);
+  CHECK_FALSE(c.kv_cache_values());
+  CHECK(c.n_group == 4);
+  CHECK(c.routed_scaling_factor == 1.5);
+  CHECK_FALSE(c.is_sparse(0));
+  check_against(f, "last_logits", 1e-4);
+}
+
+TEST_CASE("DeepSeek-V2-Lite variant fp32 (one q_proj, all layers MoE, two shared experts, greedy): logits within 1e-4, tokens identical") {
+  Fixture f = load_fixture("deepseek_v2_lite");
+  const ModelConfig& c = f.model->config();
+  CHECK(c.q_lora_rank == 0);
+  CHECK(c.n_group == 0);
+  CHECK(c.shared_expert_intermediate_size == 2 * c.moe_intermediate_size);
+  CHECK(c.num_sparse_layers() == c.num_layers);
+  check_against(f, "last_logits", 1e-4);
+}
+
 TEST_CASE("leaving out a Qwen2-MoE or OLMoE feature moves the logits past the tolerance (the fixtures exercise each)") {
   // Each feature is switched off in the config of a copy whose tensors are otherwise
   // bound as before; the engine must then miss transformers' logits by far more than 1e-4.
@@ -103,6 +129,8 @@ TEST_CASE("leaving out a Qwen2-MoE or OLMoE feature moves the logits past the to
   const std::vector<Case> cases = {
       {"olmoe", "clip_qkv", [](json& j) { j["clip_qkv"] = nullptr; }},
       {"olmoe", "norm_topk_prob", [](json& j) { j["norm_topk_prob"] = false; }},
+      {"deepseek_v2", "group_limited_greedy", [](json& j) { j["topk_method"] = "greedy"; }},
+      {"deepseek_v2", "routed_scaling_factor", [](json& j) { j["routed_scaling_factor"] = 1.0; }},
   };
   for (const Case& k : cases) {
     CAPTURE(k.what);

@@ -189,12 +189,25 @@ Status check_attention_features(const ModelConfig& c) {
   if (c.qkv_bias) missing.push_back("'qkv_bias' (q/k/v projection biases)");
   if (c.qk_norm_full) missing.push_back("q_norm/k_norm over the whole projection (olmoe)");
   if (c.clip_qkv > 0) missing.push_back("'clip_qkv'");
-  if (c.has_shared_expert()) missing.push_back("'shared_expert_intermediate_size' (the gated shared expert)");
+  if (c.has_shared_expert())
+    missing.push_back(c.shared_expert_gate ? "'shared_expert_intermediate_size' (the gated shared expert)"
+                                           : "'n_shared_experts' (shared experts)");
+  if (c.mla()) missing.push_back("'kv_lora_rank' (multi-head latent attention)");
+  if (c.family == ModelFamily::kDeepseekV2) missing.push_back("DeepSeek-V2 routing ('topk_method', 'routed_scaling_factor')");
   if (missing.empty()) return Status::Ok();
   std::string list;
   for (size_t i = 0; i < missing.size(); ++i) list += (i ? ", " : "") + missing[i];
   return unsupported(std::string("the CUDA attention backend does not implement ") + list + " of this " +
                      family_name(c.family) + " model yet; put the attention shards on the CPU (device \"cpu\")");
+}
+
+// The router's softmax top-k kernel has no group limit and no scaling: DeepSeek-V2's gate
+// stays on the CPU until it has.
+Status check_router_features(const ModelConfig& c) {
+  if (c.family != ModelFamily::kDeepseekV2) return Status::Ok();
+  return unsupported(std::string("the CUDA router does not implement DeepSeek-V2 routing ('topk_method' ") +
+                     (c.n_group > 0 ? "group_limited_greedy" : "greedy") +
+                     " with 'routed_scaling_factor') yet; put the router on the CPU (device \"cpu\")");
 }
 
 // -- the three backends: construction and dispatch into the op families (ops.h) -------------
@@ -335,6 +348,7 @@ class CudaRouter final : public RouterBackend {
   explicit CudaRouter(std::shared_ptr<const Model> model) : state_(std::move(model)) {}
 
   Status init(const Device& d) {
+    JANUS_TRY(check_router_features(state_.model->config()));
     JANUS_TRY(state_.engine.init(d));
     const ModelConfig& c = state_.model->config();
     state_.weights.resize(static_cast<size_t>(c.num_layers));
