@@ -8,8 +8,9 @@ namespace janus::actors {
 BackendOptions backend_options(const GraphSpec& spec, const ModelConfig& c) {
   BackendOptions bo;
   bo.kv.layers = c.num_layers;
-  bo.kv.kv_heads = c.num_kv_heads;
-  bo.kv.head_dim = c.head_dim;
+  bo.kv.kv_heads = c.kv_cache_heads();
+  bo.kv.head_dim = c.kv_cache_head_dim();
+  bo.kv.values = c.kv_cache_values();
   bo.kv.block_size = spec.attention.block_size;
   bo.kv.num_blocks = spec.attention.kv_blocks;
   bo.kv.max_seqs = spec.attention.max_batch;

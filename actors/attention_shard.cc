@@ -68,6 +68,8 @@ caf::behavior AttentionShard::make_behavior() {
         if (!r.error.ok()) {
           fail_requests(j, r.error.with_context("request failed"));
         } else if (!mb.rows.empty()) {
+          if (!mb.shared.empty()) r.partials.push_back(std::move(mb.shared));
+          mb.shared = Tensor{};
           Status s = timed("combine", &r.key, [&] { return backend_->add_moe_output(r.partials, mb.x); });
           if (!s.ok()) fail_requests(j, request_failed(s));
         }
@@ -165,6 +167,13 @@ void AttentionShard::advance(int j) {
         a.h = mb.h;
       }
       send(router(), std::move(a));
+      // The shared expert runs here while the routed experts work; its partial sum joins
+      // theirs when the MoE result comes back.
+      mb.shared = Tensor{};
+      if (c.has_shared_expert() && !mb.rows.empty()) {
+        Status s = timed("shared", &k, [&] { return backend_->shared_expert(l, mb.h, &mb.shared); });
+        if (!s.ok()) fail_requests(j, request_failed(s));
+      }
       return;  // wait for the MoE side
     }
     if (!mb.rows.empty()) {
@@ -224,6 +233,7 @@ void AttentionShard::fail_requests(int j, const Status& why) {
   mb.rows.clear();
   mb.x = Tensor{};
   mb.h = Tensor{};
+  mb.shared = Tensor{};
 }
 
 void AttentionShard::release(uint64_t id) {

@@ -49,6 +49,7 @@ class AttentionShard : public JanusActor {
     std::vector<int32_t> tokens;
     std::vector<cpu::KvRow> rows;
     Tensor x, h;
+    Tensor shared;  // the shared expert's partial sum of the layer waiting on the MoE side
     int layer = 0;
     bool done = false;
   };

@@ -49,6 +49,11 @@ class HostInputAttention final : public AttentionBackend {
     JANUS_TRY(host_view(to_host_, h, &hh));
     return b_->route(layer, hh, ids, w);
   }
+  Status shared_expert(int layer, const Tensor& h, Tensor* partial) override {
+    Tensor hh;
+    JANUS_TRY(host_view(to_host_, h, &hh));
+    return b_->shared_expert(layer, hh, partial);
+  }
   Status add_moe_output(const std::vector<Tensor>& partials, Tensor& x) override {
     std::vector<Tensor> hp(partials.size());
     for (size_t i = 0; i < partials.size(); ++i) JANUS_TRY(host_view(to_host_, partials[i], &hp[i]));

@@ -48,6 +48,10 @@ class AttentionBackend {
   virtual Status dense_mlp(int layer, const Tensor& h, Tensor& x) = 0;
   /// Gate on the attention side (AGate): top-k ids and weights [n, k], on the host.
   virtual Status route(int layer, const Tensor& h, std::vector<int32_t>* ids, std::vector<float>* weights) = 0;
+  /// The shared expert of a sparse layer (Qwen2-MoE) on this side: *partial [n, H] is
+  /// its gated output for each row of h, a partial sum that add_moe_output adds with the
+  /// routed experts'. Called only when the model has a shared expert.
+  virtual Status shared_expert(int layer, const Tensor& h, Tensor* partial) = 0;
   /// x[r] += sum of partials[i][r] for every row: the MoE output of the layer, as the
   /// expert instances' partial sums ([n, H] each, in instance order; host or device).
   virtual Status add_moe_output(const std::vector<Tensor>& partials, Tensor& x) = 0;

@@ -47,6 +47,13 @@ class CpuAttention final : public AttentionBackend {
     return Status::Ok();
   }
 
+  Status shared_expert(int layer, const Tensor& h, Tensor* partial) override {
+    JANUS_TRY(require_host(h, "h"));
+    *partial = Tensor::host(DType::kF64, h.rows, h.cols);
+    fwd_.shared_expert(layer, h.as<float>(), h.rows, partial->as<double>());
+    return Status::Ok();
+  }
+
   Status add_moe_output(const std::vector<Tensor>& partials, Tensor& x) override {
     // Sum the instances' partial sums in double, in instance order, then add to x once:
     // the reference engine's arithmetic up to double rounding (see cpu_forward.h).

@@ -51,6 +51,10 @@ class NullAttention final : public AttentionBackend {
     null_route(model_->config(), layer, h, ids, w);
     return Status::Ok();
   }
+  Status shared_expert(int, const Tensor& h, Tensor* partial) override {
+    *partial = uninitialised(DType::kF64, h.rows, h.cols);
+    return Status::Ok();
+  }
   Status add_moe_output(const std::vector<Tensor>&, Tensor&) override { return Status::Ok(); }
   Status sample(const Tensor&, const std::vector<SampleRow>& rows, std::vector<int32_t>* tokens,
                 std::vector<std::vector<float>>* logits) override {

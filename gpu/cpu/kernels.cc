@@ -104,6 +104,27 @@ inline int64_t kv_offset(const PagedKvLayout& L, int32_t seq, int32_t pos) {
 }
 }  // namespace
 
+void rope_interleaved(float* x, int64_t rows, int heads, int head_dim, const int32_t* positions, const float* inv_freq) {
+  const int half = head_dim / 2;
+  std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float p = static_cast<float>(positions[r]);
+    for (int i = 0; i < half; ++i) {
+      const float angle = p * inv_freq[i];
+      c[i] = std::cos(angle);
+      s[i] = std::sin(angle);
+    }
+    for (int h = 0; h < heads; ++h) {
+      float* v = x + (r * heads + h) * head_dim;
+      for (int i = 0; i < half; ++i) {
+        const float a = v[2 * i], b = v[2 * i + 1];
+        v[2 * i] = a * c[i] - b * s[i];
+        v[2 * i + 1] = a * s[i] + b * c[i];
+      }
+    }
+  }
+}
+
 void kv_write(const float* k, const float* v, int64_t rows, const KvRow* row, const PagedKvLayout& L, float* k_cache,
               float* v_cache) {
   const int64_t width = static_cast<int64_t>(L.kv_heads) * L.head_dim;
@@ -112,6 +133,50 @@ void kv_write(const float* k, const float* v, int64_t rows, const KvRow* row, co
     std::memcpy(k_cache + off, k + r * width, static_cast<size_t>(width) * 4);
     std::memcpy(v_cache + off, v + r * width, static_cast<size_t>(width) * 4);
   }
+}
+
+void kv_write_keys(const float* entry, int64_t rows, const KvRow* row, const PagedKvLayout& L, float* cache) {
+  const int64_t width = static_cast<int64_t>(L.kv_heads) * L.head_dim;
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(cache + kv_offset(L, row[r].seq, row[r].pos), entry + r * width, static_cast<size_t>(width) * 4);
+}
+
+void latent_attention(const float* q_lat, const float* q_pe, int64_t rows, const KvRow* row, int heads, int lora, int rope,
+                      const PagedKvLayout& L, const float* cache, float scale, float* out_lat) {
+  auto body = [&](int64_t r0, int64_t r1) {
+    std::vector<float> scores;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int32_t len = row[r].pos + 1;
+      scores.resize(static_cast<size_t>(len));
+      for (int h = 0; h < heads; ++h) {
+        const float* ql = q_lat + (r * heads + h) * lora;
+        const float* qp = q_pe + (r * heads + h) * rope;
+        float mx = -INFINITY;
+        for (int32_t t = 0; t < len; ++t) {
+          const float* e = cache + kv_offset(L, row[r].seq, t);
+          scores[t] = (dot(ql, e, lora) + dot(qp, e + lora, rope)) * scale;
+          mx = std::max(mx, scores[t]);
+        }
+        float sum = 0.f;
+        for (int32_t t = 0; t < len; ++t) {
+          scores[t] = std::exp(scores[t] - mx);
+          sum += scores[t];
+        }
+        const float inv = 1.0f / sum;
+        float* o = out_lat + (r * heads + h) * lora;
+        std::fill(o, o + lora, 0.f);
+        for (int32_t t = 0; t < len; ++t) {
+          const float p = scores[t] * inv;
+          const float* e = cache + kv_offset(L, row[r].seq, t);
+          for (int d = 0; d < lora; ++d) o[d] += p * e[d];
+        }
+      }
+    }
+  };
+  int64_t work = 0;
+  for (int64_t r = 0; r < rows; ++r) work += static_cast<int64_t>(row[r].pos + 1) * heads * (2 * lora + rope);
+  if (work < kParallelMacs) body(0, rows);
+  else parallel_for(rows, 1, body);
 }
 
 void paged_attention(const float* q, int64_t rows, const KvRow* row, int heads, const PagedKvLayout& L, const float* k_cache,
@@ -176,6 +241,39 @@ void gate_topk(const float* logits, int64_t rows, int experts, int top_k, bool r
     for (int j = 0; j < top_k; ++j) {
       ids[r * top_k + j] = order[j];
       weights[r * top_k + j] = renormalize ? p[order[j]] / ksum : p[order[j]];
+    }
+  }
+}
+
+void gate_topk_grouped(const float* logits, int64_t rows, int experts, int top_k, int n_group, int topk_group, float scale,
+                       int32_t* ids, float* weights) {
+  std::vector<float> p(static_cast<size_t>(experts)), gscore(static_cast<size_t>(n_group));
+  std::vector<int32_t> order(static_cast<size_t>(experts)), gorder(static_cast<size_t>(n_group));
+  const int per = experts / n_group;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* l = logits + r * experts;
+    const float mx = *std::max_element(l, l + experts);
+    float sum = 0.f;
+    for (int e = 0; e < experts; ++e) {
+      p[e] = std::exp(l[e] - mx);
+      sum += p[e];
+    }
+    for (int e = 0; e < experts; ++e) p[e] /= sum;
+    for (int g = 0; g < n_group; ++g) gscore[g] = *std::max_element(p.begin() + g * per, p.begin() + (g + 1) * per);
+    std::iota(gorder.begin(), gorder.end(), 0);
+    std::partial_sort(gorder.begin(), gorder.begin() + topk_group, gorder.end(),
+                      [&](int32_t a, int32_t b) { return gscore[a] > gscore[b] || (gscore[a] == gscore[b] && a < b); });
+    // Experts of the dropped groups score 0, as transformers masks them.
+    std::vector<bool> keep(static_cast<size_t>(n_group), false);
+    for (int g = 0; g < topk_group; ++g) keep[gorder[g]] = true;
+    for (int e = 0; e < experts; ++e)
+      if (!keep[e / per]) p[e] = 0.f;
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + top_k, order.end(),
+                      [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+    for (int j = 0; j < top_k; ++j) {
+      ids[r * top_k + j] = order[j];
+      weights[r * top_k + j] = p[order[j]] * scale;
     }
   }
 }

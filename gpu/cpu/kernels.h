@@ -33,6 +33,10 @@ void rope_inv_freq(double theta, int head_dim, float* inv_freq);
 /// pairs (i, i + head_dim/2) at angle position * inv_freq[i].
 void rope(float* x, int64_t rows, int heads, int head_dim, const int32_t* positions, const float* inv_freq);
 
+/// Rotates x [rows, heads, head_dim] in place, the interleaved (complex-pair) layout
+/// DeepSeek's MLA uses: pairs (2i, 2i + 1) at angle position * inv_freq[i]. No CUDA twin yet.
+void rope_interleaved(float* x, int64_t rows, int heads, int head_dim, const int32_t* positions, const float* inv_freq);
+
 /// Where one row of a ragged batch lives in the paged KV cache.
 struct KvRow {
   int32_t seq;  // row of block_tables
@@ -59,6 +63,25 @@ void kv_write(const float* k, const float* v, int64_t rows, const KvRow* row, co
 /// kv_heads). out is [rows, heads, head_dim].
 void paged_attention(const float* q, int64_t rows, const KvRow* row, int heads, const PagedKvLayout& layout,
                      const float* k_cache, const float* v_cache, int sliding_window, float scale, float* out);
+
+/// Stores one entry [kv_heads * head_dim] per row at its (seq, pos) slot of `cache` (a
+/// cache without values: MLA's latent and RoPE key).
+void kv_write_keys(const float* entry, int64_t rows, const KvRow* row, const PagedKvLayout& layout, float* cache);
+
+/// Multi-head latent attention in its absorbed form over a cache of entries [latent (lora),
+/// rope key (rope)] (layout.kv_heads == 1, layout.head_dim == lora + rope): row r's head h
+/// scores position t as (q_lat[r, h] . latent_t + q_pe[r, h] . rope_t) * scale, causally
+/// over [0, pos], and out_lat[r, h] = sum_t p_t latent_t. q_lat [rows, heads, lora], q_pe
+/// [rows, heads, rope], out_lat [rows, heads, lora]. No CUDA twin yet.
+void latent_attention(const float* q_lat, const float* q_pe, int64_t rows, const KvRow* row, int heads, int lora, int rope,
+                      const PagedKvLayout& layout, const float* cache, float scale, float* out_lat);
+
+/// DeepSeek-V2's group-limited greedy gate: softmax over the router logits [rows,
+/// experts]; the experts split into n_group groups scored by their best expert; only the
+/// topk_group best groups stay (ties: lower group first); the top_k of their experts
+/// (ties: lower id) with weights p * scale. n_group == 1 is the plain greedy gate.
+void gate_topk_grouped(const float* logits, int64_t rows, int experts, int top_k, int n_group, int topk_group, float scale,
+                       int32_t* ids, float* weights);
 
 /// Softmax over each row of router logits [rows, experts] (fp32), then the top_k largest
 /// (ties: lower expert id first), in descending order; with renormalize, the k weights

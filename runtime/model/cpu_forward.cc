@@ -6,6 +6,17 @@
 #include "runtime/base/parallel.h"
 
 namespace janus {
+namespace {
+
+// y[r] += bias for each of n rows (bias is [1, cols] in any dtype).
+void add_bias(float* y, int64_t n, const WeightView& bias) {
+  std::vector<float> b(static_cast<size_t>(bias.cols));
+  convert_to_f32(bias.data, bias.dtype, b.data(), b.size());
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t i = 0; i < bias.cols; ++i) y[r * bias.cols + i] += b[static_cast<size_t>(i)];
+}
+
+}  // namespace
 
 CpuForward::CpuForward(std::shared_ptr<const Model> model) : model_(std::move(model)) {
   const ModelConfig& c = model_->config();
@@ -18,8 +29,84 @@ void CpuForward::embed(const int32_t* tokens, int64_t n, float* x) const {
   cpu::embedding(tokens, n, e.data, e.dtype, e.cols, x);
 }
 
+// DeepSeek-V2's Multi-head Latent Attention. The cache keeps, per token, the normalised
+// latent and the rotated RoPE key (kv_lora_rank + qk_rope_head_dim values); attention runs
+// in the absorbed form for prefill and decode alike: each query head's no-RoPE part is
+// mapped into latent space through its block of kv_b (W_uk), scored against the latents,
+// and the weighted latent is mapped out through the head's value block (W_uv). That equals
+// transformers' expanded K/V up to the order of fp32 sums.
+void CpuForward::mla_attention(int layer, float* x, int64_t n, const cpu::KvRow* rows, PagedKvCache& kv, float* h) const {
+  const ModelConfig& c = model_->config();
+  const LayerWeights& w = model_->weights().layers[static_cast<size_t>(layer)];
+  const int64_t H = c.hidden_size, heads = c.num_heads, L = c.kv_lora_rank, R = c.qk_rope_head_dim;
+  const int64_t nope = c.qk_nope_head_dim, vd = c.v_head_dim, qk = c.qk_head_dim();
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  cpu::rms_norm(x, n, H, w.input_norm.data, w.input_norm.dtype, eps, h);
+  std::vector<float> q(static_cast<size_t>(n * heads * qk));
+  if (c.q_lora_rank > 0) {
+    std::vector<float> qa(static_cast<size_t>(n * c.q_lora_rank));
+    cpu::matmul(h, n, H, w.q_a.data, w.q_a.dtype, c.q_lora_rank, qa.data());
+    cpu::rms_norm(qa.data(), n, c.q_lora_rank, w.q_a_norm.data, w.q_a_norm.dtype, eps, qa.data());
+    cpu::matmul(qa.data(), n, c.q_lora_rank, w.q_b.data, w.q_b.dtype, heads * qk, q.data());
+  } else {
+    cpu::matmul(h, n, H, w.q.data, w.q.dtype, heads * qk, q.data());
+  }
+  // The cache entry of each row: RMSNorm of the latent, then the rotated RoPE key.
+  std::vector<float> entry(static_cast<size_t>(n * (L + R)));
+  cpu::matmul(h, n, H, w.kv_a.data, w.kv_a.dtype, L + R, entry.data());
+  for (int64_t r = 0; r < n; ++r) {
+    float* e = entry.data() + r * (L + R);
+    cpu::rms_norm(e, 1, L, w.kv_a_norm.data, w.kv_a_norm.dtype, eps, e);
+  }
+  std::vector<int32_t> pos(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n; ++r) pos[r] = rows[r].pos;
+  std::vector<float> kpe(static_cast<size_t>(n * R)), qpe(static_cast<size_t>(n * heads * R));
+  for (int64_t r = 0; r < n; ++r) {
+    std::copy_n(entry.data() + r * (L + R) + L, R, kpe.data() + r * R);
+    for (int64_t hh = 0; hh < heads; ++hh) std::copy_n(q.data() + (r * heads + hh) * qk + nope, R, qpe.data() + (r * heads + hh) * R);
+  }
+  cpu::rope_interleaved(kpe.data(), n, 1, static_cast<int>(R), pos.data(), inv_freq_.data());
+  cpu::rope_interleaved(qpe.data(), n, static_cast<int>(heads), static_cast<int>(R), pos.data(), inv_freq_.data());
+  for (int64_t r = 0; r < n; ++r) std::copy_n(kpe.data() + r * R, R, entry.data() + r * (L + R) + L);
+  const cpu::PagedKvLayout KL = kv.layout();
+  cpu::kv_write_keys(entry.data(), n, rows, KL, kv.k(layer));
+  // kv_b rows: per head, nope rows of W_uk then vd rows of W_uv, each [L].
+  std::vector<float> kvb(static_cast<size_t>(heads * (nope + vd) * L));
+  convert_to_f32(w.kv_b.data, w.kv_b.dtype, kvb.data(), kvb.size());
+  std::vector<float> qlat(static_cast<size_t>(n * heads * L), 0.f);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t hh = 0; hh < heads; ++hh) {
+      const float* qn = q.data() + (r * heads + hh) * qk;
+      float* ql = qlat.data() + (r * heads + hh) * L;
+      for (int64_t d = 0; d < nope; ++d) {
+        const float* wk = kvb.data() + (hh * (nope + vd) + d) * L;
+        for (int64_t l = 0; l < L; ++l) ql[l] += qn[d] * wk[l];
+      }
+    }
+  std::vector<float> olat(static_cast<size_t>(n * heads * L));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(qk));
+  cpu::latent_attention(qlat.data(), qpe.data(), n, rows, static_cast<int>(heads), static_cast<int>(L), static_cast<int>(R), KL,
+                        kv.k(layer), scale, olat.data());
+  std::vector<float> a(static_cast<size_t>(n * heads * vd));
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t hh = 0; hh < heads; ++hh) {
+      const float* ol = olat.data() + (r * heads + hh) * L;
+      for (int64_t j = 0; j < vd; ++j) {
+        const float* wv = kvb.data() + (hh * (nope + vd) + nope + j) * L;
+        float s = 0.f;
+        for (int64_t l = 0; l < L; ++l) s += ol[l] * wv[l];
+        a[static_cast<size_t>((r * heads + hh) * vd + j)] = s;
+      }
+    }
+  std::vector<float> y(static_cast<size_t>(n * H));
+  cpu::matmul(a.data(), n, heads * vd, w.o.data, w.o.dtype, H, y.data());
+  for (int64_t i = 0; i < n * H; ++i) x[i] += y[i];
+  cpu::rms_norm(x, n, H, w.post_norm.data, w.post_norm.dtype, eps, h);
+}
+
 void CpuForward::attention(int layer, float* x, int64_t n, const cpu::KvRow* rows, PagedKvCache& kv, float* h) const {
   const ModelConfig& c = model_->config();
+  if (c.mla()) return mla_attention(layer, x, n, rows, kv, h);
   const LayerWeights& w = model_->weights().layers[static_cast<size_t>(layer)];
   const int64_t H = c.hidden_size, QD = c.q_dim(), KD = c.kv_dim();
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -32,9 +119,25 @@ void CpuForward::attention(int layer, float* x, int64_t n, const cpu::KvRow* row
   cpu::matmul(h, n, H, w.q.data, w.q.dtype, QD, q);
   cpu::matmul(h, n, H, w.k.data, w.k.dtype, KD, k);
   cpu::matmul(h, n, H, w.v.data, w.v.dtype, KD, v);
+  if (c.qkv_bias) {
+    add_bias(q, n, w.q_bias);
+    add_bias(k, n, w.k_bias);
+    add_bias(v, n, w.v_bias);
+  }
   if (c.qk_norm) {
     cpu::rms_norm(q, n * c.num_heads, c.head_dim, w.q_norm.data, w.q_norm.dtype, eps, q);
     cpu::rms_norm(k, n * c.num_kv_heads, c.head_dim, w.k_norm.data, w.k_norm.dtype, eps, k);
+  }
+  if (c.qk_norm_full) {  // OLMoE: one norm over all heads of a row
+    cpu::rms_norm(q, n, QD, w.q_norm.data, w.q_norm.dtype, eps, q);
+    cpu::rms_norm(k, n, KD, w.k_norm.data, w.k_norm.dtype, eps, k);
+  }
+  if (c.clip_qkv > 0) {  // after the norms, as transformers' OLMoE clamps
+    const float clip = static_cast<float>(c.clip_qkv);
+    for (float* t : {q, k, v}) {
+      const int64_t m = n * (t == q ? QD : KD);
+      for (int64_t i = 0; i < m; ++i) t[i] = std::clamp(t[i], -clip, clip);
+    }
   }
   std::vector<int32_t> pos(static_cast<size_t>(n));
   for (int64_t r = 0; r < n; ++r) pos[r] = rows[r].pos;
@@ -48,6 +151,23 @@ void CpuForward::attention(int layer, float* x, int64_t n, const cpu::KvRow* row
   cpu::matmul(a, n, QD, w.o.data, w.o.dtype, H, q);
   for (int64_t i = 0; i < n * H; ++i) x[i] += q[i];
   cpu::rms_norm(x, n, H, w.post_norm.data, w.post_norm.dtype, eps, h);
+}
+
+void CpuForward::shared_expert(int layer, const float* h, int64_t n, double* acc) const {
+  const ModelConfig& c = model_->config();
+  const LayerWeights& lw = model_->weights().layers[static_cast<size_t>(layer)];
+  if (!c.has_shared_expert() || !lw.sparse) return;
+  const int64_t H = c.hidden_size, I = c.shared_expert_intermediate_size;
+  std::vector<float> scratch(static_cast<size_t>(2 * n * I)), y(static_cast<size_t>(n * H)), g(static_cast<size_t>(n));
+  const ExpertWeights& s = lw.shared;
+  cpu::swiglu_ffn(h, n, H, I, s.gate.data, s.gate.dtype, s.up.data, s.up.dtype, s.down.data, s.down.dtype, scratch.data(),
+                  y.data());
+  if (c.shared_expert_gate) cpu::matmul(h, n, H, lw.shared_gate.data, lw.shared_gate.dtype, 1, g.data());
+  for (int64_t r = 0; r < n; ++r) {
+    // The product in float, as transformers forms sigmoid(gate) * shared_expert(h).
+    const float sg = c.shared_expert_gate ? 1.0f / (1.0f + std::exp(-g[static_cast<size_t>(r)])) : 1.0f;
+    for (int64_t d = 0; d < H; ++d) acc[r * H + d] += static_cast<double>(sg * y[static_cast<size_t>(r * H + d)]);
+  }
 }
 
 void CpuForward::dense_mlp(int layer, const float* h, int64_t n, float* x) const {
@@ -65,7 +185,11 @@ void CpuForward::route(int layer, const float* h, int64_t n, int32_t* ids, float
   const WeightView& g = model_->weights().layers[static_cast<size_t>(layer)].router;
   std::vector<float> logits(static_cast<size_t>(n * c.num_experts));
   cpu::matmul(h, n, c.hidden_size, g.data, g.dtype, c.num_experts, logits.data());
-  cpu::gate_topk(logits.data(), n, c.num_experts, c.top_k, c.norm_topk_prob, ids, weights);
+  if (c.family == ModelFamily::kDeepseekV2)  // softmax top-k (within the best groups), scaled, never renormalised
+    cpu::gate_topk_grouped(logits.data(), n, c.num_experts, c.top_k, c.n_group > 0 ? c.n_group : 1,
+                           c.n_group > 0 ? c.topk_group : 1, static_cast<float>(c.routed_scaling_factor), ids, weights);
+  else
+    cpu::gate_topk(logits.data(), n, c.num_experts, c.top_k, c.norm_topk_prob, ids, weights);
 }
 
 void CpuForward::experts(int layer, const float* h, int64_t n, const ExpertWork* work, int64_t n_work, double* acc) const {

@@ -47,6 +47,11 @@ class CpuForward {
   /// acc[row] += weight * expert(h[row]) for each work item (acc is [n, H] double).
   void experts(int layer, const float* h, int64_t n, const ExpertWork* work, int64_t n_work, double* acc) const;
 
+  /// Qwen2-MoE's shared expert of a sparse layer: acc[r] += sigmoid(shared_gate . h[r]) *
+  /// shared_expert(h[r]) (acc is [n, H] double; nothing when the model has none). The
+  /// attention side runs it while the routed experts work.
+  void shared_expert(int layer, const float* h, int64_t n, double* acc) const;
+
   /// x[r] += float(acc[r]).
   void add_moe_output(const double* acc, int64_t n, float* x) const;
 
@@ -54,6 +59,8 @@ class CpuForward {
   void logits(const float* x, int64_t n, float* out) const;
 
  private:
+  void mla_attention(int layer, float* x, int64_t n, const cpu::KvRow* rows, PagedKvCache& kv, float* h) const;
+
   std::shared_ptr<const Model> model_;
   std::vector<float> inv_freq_;
 };

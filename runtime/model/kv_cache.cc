@@ -15,7 +15,7 @@ PagedKvCache::PagedKvCache(const KvCacheShape& shape) : shape_(shape) {
   if (shape.allocate_storage) {
     const size_t n = layer_stride() * static_cast<size_t>(shape.layers);
     k_.assign(n, 0.f);
-    v_.assign(n, 0.f);
+    if (shape.values) v_.assign(n, 0.f);
   }
 }
 

@@ -21,6 +21,7 @@ struct KvCacheShape {
   int max_seqs = 0;     // rows of the block table
   int max_seq_len = 0;  // longest sequence a row can hold
   bool allocate_storage = true;  // false: bookkeeping only (the K/V live elsewhere, e.g. on a GPU)
+  bool values = true;            // false: one cache per layer, no V (MLA keeps its latent in k())
 };
 
 class PagedKvCache {
@@ -45,9 +46,9 @@ class PagedKvCache {
 
   cpu::PagedKvLayout layout() const;
   float* k(int layer) { return k_.data() + layer_stride() * layer; }
-  float* v(int layer) { return v_.data() + layer_stride() * layer; }
+  float* v(int layer) { return v_.empty() ? nullptr : v_.data() + layer_stride() * layer; }
   const float* k(int layer) const { return k_.data() + layer_stride() * layer; }
-  const float* v(int layer) const { return v_.data() + layer_stride() * layer; }
+  const float* v(int layer) const { return v_.empty() ? nullptr : v_.data() + layer_stride() * layer; }
 
  private:
   size_t layer_stride() const {

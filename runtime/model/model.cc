@@ -144,17 +144,54 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& dir) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     JANUS_ASSIGN_OR_RETURN(lw.input_norm, b.take(p + "input_layernorm.weight", 1, H));
     JANUS_ASSIGN_OR_RETURN(lw.post_norm, b.take(p + "post_attention_layernorm.weight", 1, H));
-    JANUS_ASSIGN_OR_RETURN(lw.q, b.take(p + "self_attn.q_proj.weight", c.q_dim(), H));
-    JANUS_ASSIGN_OR_RETURN(lw.k, b.take(p + "self_attn.k_proj.weight", c.kv_dim(), H));
-    JANUS_ASSIGN_OR_RETURN(lw.v, b.take(p + "self_attn.v_proj.weight", c.kv_dim(), H));
-    JANUS_ASSIGN_OR_RETURN(lw.o, b.take(p + "self_attn.o_proj.weight", H, c.q_dim()));
+    if (c.mla()) {
+      const int64_t heads = c.num_heads, L = c.kv_lora_rank;
+      if (c.q_lora_rank > 0) {
+        JANUS_ASSIGN_OR_RETURN(lw.q_a, b.take(p + "self_attn.q_a_proj.weight", c.q_lora_rank, H));
+        JANUS_ASSIGN_OR_RETURN(lw.q_a_norm, b.take(p + "self_attn.q_a_layernorm.weight", 1, c.q_lora_rank));
+        JANUS_ASSIGN_OR_RETURN(lw.q_b, b.take(p + "self_attn.q_b_proj.weight", heads * c.qk_head_dim(), c.q_lora_rank));
+      } else {
+        JANUS_ASSIGN_OR_RETURN(lw.q, b.take(p + "self_attn.q_proj.weight", heads * c.qk_head_dim(), H));
+      }
+      JANUS_ASSIGN_OR_RETURN(lw.kv_a, b.take(p + "self_attn.kv_a_proj_with_mqa.weight", L + c.qk_rope_head_dim, H));
+      JANUS_ASSIGN_OR_RETURN(lw.kv_a_norm, b.take(p + "self_attn.kv_a_layernorm.weight", 1, L));
+      JANUS_ASSIGN_OR_RETURN(lw.kv_b, b.take(p + "self_attn.kv_b_proj.weight", heads * (c.qk_nope_head_dim + c.v_head_dim), L));
+      JANUS_ASSIGN_OR_RETURN(lw.o, b.take(p + "self_attn.o_proj.weight", H, heads * c.v_head_dim));
+    } else {
+      JANUS_ASSIGN_OR_RETURN(lw.q, b.take(p + "self_attn.q_proj.weight", c.q_dim(), H));
+      JANUS_ASSIGN_OR_RETURN(lw.k, b.take(p + "self_attn.k_proj.weight", c.kv_dim(), H));
+      JANUS_ASSIGN_OR_RETURN(lw.v, b.take(p + "self_attn.v_proj.weight", c.kv_dim(), H));
+      JANUS_ASSIGN_OR_RETURN(lw.o, b.take(p + "self_attn.o_proj.weight", H, c.q_dim()));
+    }
+    if (c.qkv_bias) {
+      JANUS_ASSIGN_OR_RETURN(lw.q_bias, b.take(p + "self_attn.q_proj.bias", 1, c.q_dim()));
+      JANUS_ASSIGN_OR_RETURN(lw.k_bias, b.take(p + "self_attn.k_proj.bias", 1, c.kv_dim()));
+      JANUS_ASSIGN_OR_RETURN(lw.v_bias, b.take(p + "self_attn.v_proj.bias", 1, c.kv_dim()));
+    }
     if (c.qk_norm) {
       JANUS_ASSIGN_OR_RETURN(lw.q_norm, b.take(p + "self_attn.q_norm.weight", 1, c.head_dim));
       JANUS_ASSIGN_OR_RETURN(lw.k_norm, b.take(p + "self_attn.k_norm.weight", 1, c.head_dim));
     }
+    if (c.qk_norm_full) {
+      JANUS_ASSIGN_OR_RETURN(lw.q_norm, b.take(p + "self_attn.q_norm.weight", 1, c.q_dim()));
+      JANUS_ASSIGN_OR_RETURN(lw.k_norm, b.take(p + "self_attn.k_norm.weight", 1, c.kv_dim()));
+    }
     lw.sparse = c.is_sparse(l);
     if (lw.sparse) {
       JANUS_TRY(bind_experts(b, c, p, &lw));
+      if (c.has_shared_expert()) {
+        const int64_t I = c.shared_expert_intermediate_size;
+        // Qwen2-MoE: one gated mlp.shared_expert; DeepSeek: mlp.shared_experts, all of them as one MLP.
+        const std::string s = p + (c.shared_expert_gate ? "mlp.shared_expert." : "mlp.shared_experts.");
+        JANUS_ASSIGN_OR_RETURN(lw.shared.gate, b.take(s + "gate_proj.weight", I, H));
+        JANUS_ASSIGN_OR_RETURN(lw.shared.up, b.take(s + "up_proj.weight", I, H));
+        JANUS_ASSIGN_OR_RETURN(lw.shared.down, b.take(s + "down_proj.weight", H, I));
+        if (c.shared_expert_gate) {
+          // [1, H] on disk: a Linear(hidden, 1) weight, not a vector.
+          JANUS_ASSIGN_OR_RETURN(const TensorInfo* g, b.take_raw(p + "mlp.shared_expert_gate.weight", {1, H}));
+          lw.shared_gate = WeightView{g->data, g->dtype, 1, H};
+        }
+      }
     } else {
       const int64_t I = c.intermediate_size;
       JANUS_ASSIGN_OR_RETURN(lw.dense.gate, b.take(p + "mlp.gate_proj.weight", I, H));

@@ -42,12 +42,18 @@ struct ExpertWeights {
 struct LayerWeights {
   WeightView input_norm;  // [H]
   WeightView q, k, v, o;  // [q_dim, H], [kv_dim, H], [kv_dim, H], [H, q_dim]
-  WeightView q_norm, k_norm;  // [head_dim], Qwen3 only
+  WeightView q_bias, k_bias, v_bias;  // [q_dim], [kv_dim], [kv_dim] when qkv_bias (Qwen2-MoE)
+  WeightView q_norm, k_norm;  // [head_dim] (Qwen3), or [q_dim] and [kv_dim] (OLMoE's whole-projection norms)
   WeightView post_norm;   // [H]
+  // DeepSeek-V2 MLA (q holds q_proj [heads * qk_head_dim, H] when there is no q LoRA):
+  WeightView q_a, q_a_norm, q_b;      // [q_lora, H], [q_lora], [heads * qk_head_dim, q_lora]
+  WeightView kv_a, kv_a_norm, kv_b;   // [kv_lora + rope, H], [kv_lora], [heads * (nope + v), kv_lora]
   bool sparse = true;
   WeightView router;                  // [E, H] when sparse
   std::vector<ExpertWeights> experts; // E entries when sparse
   ExpertWeights dense;                // the MLP when not sparse
+  ExpertWeights shared;               // the shared expert of a sparse layer (Qwen2-MoE), [Is, H]
+  WeightView shared_gate;             // [1, H]: its per-token sigmoid gate (Qwen2-MoE only)
 };
 
 struct ModelWeights {

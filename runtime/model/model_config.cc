@@ -9,7 +9,16 @@ namespace janus {
 
 using nlohmann::json;
 
-const char* family_name(ModelFamily f) { return f == ModelFamily::kQwen3Moe ? "qwen3_moe" : "mixtral"; }
+const char* family_name(ModelFamily f) {
+  switch (f) {
+    case ModelFamily::kQwen3Moe: return "qwen3_moe";
+    case ModelFamily::kMixtral: return "mixtral";
+    case ModelFamily::kQwen2Moe: return "qwen2_moe";
+    case ModelFamily::kOlmoe: return "olmoe";
+    case ModelFamily::kDeepseekV2: return "deepseek_v2";
+  }
+  return "?";
+}
 
 int ModelConfig::num_sparse_layers() const {
   int n = 0;
@@ -30,6 +39,8 @@ Status ModelConfig::validate(const std::string& where) const {
                  std::to_string(num_experts) + ")");
     if (moe_intermediate_size <= 0) return err("the expert intermediate size must be positive");
   }
+  if (shared_expert_intermediate_size < 0) return err("shared_expert_intermediate_size must not be negative");
+  if (clip_qkv < 0) return err("clip_qkv must not be negative");
   if (num_sparse_layers() < num_layers && intermediate_size <= 0)
     return err("dense layers need a positive intermediate_size");
   for (int id : eos_token_ids)
@@ -101,7 +112,11 @@ class Reader {
         {"num_attention_heads", 1024},     {"num_key_value_heads", 1024},     {"head_dim", 4096},
         {"num_local_experts", 1 << 14},    {"num_experts", 1 << 14},          {"num_experts_per_tok", 256},
         {"moe_intermediate_size", 1 << 20}, {"intermediate_size", 1 << 20},   {"max_position_embeddings", 1 << 24},
-        {"decoder_sparse_step", 1024},
+        {"decoder_sparse_step", 1024},     {"shared_expert_intermediate_size", 1 << 20},
+        {"n_routed_experts", 1 << 14},     {"kv_lora_rank", 1 << 16},         {"q_lora_rank", 1 << 16},
+        {"qk_nope_head_dim", 4096},        {"qk_rope_head_dim", 4096},        {"v_head_dim", 4096},
+        {"n_shared_experts", 64},          {"first_k_dense_replace", 1024},   {"n_group", 1024},
+        {"topk_group", 1024},
     };
     for (const auto& [name, limit] : kLimits)
       if (key == name) return limit;
@@ -111,6 +126,69 @@ class Reader {
   const json& j_;
   std::string where_;
 };
+
+// DeepSeek-V2 as transformers 5 runs it: MLA, dense layers before first_k_dense_replace,
+// ungated shared experts, softmax routing (greedy or group-limited) scaled by
+// routed_scaling_factor. What transformers does differently from the original code, or
+// what Janus does not run, is refused naming the key.
+Status parse_deepseek_v2(const json& j, const Reader& r, const std::string& where, ModelConfig* c) {
+  JANUS_TRY(r.positive_int("kv_lora_rank", &c->kv_lora_rank));
+  JANUS_TRY(r.positive_int("qk_nope_head_dim", &c->qk_nope_head_dim));
+  JANUS_TRY(r.positive_int("qk_rope_head_dim", &c->qk_rope_head_dim));
+  JANUS_TRY(r.positive_int("v_head_dim", &c->v_head_dim));
+  if (r.has("q_lora_rank")) JANUS_TRY(r.positive_int("q_lora_rank", &c->q_lora_rank));
+  c->head_dim = c->qk_rope_head_dim;  // transformers' DeepseekV2Config does the same
+  if (c->head_dim % 2 != 0)
+    return invalid_argument(where + ": 'qk_rope_head_dim' (" + std::to_string(c->head_dim) + ") must be even");
+  JANUS_TRY(r.positive_int("moe_intermediate_size", &c->moe_intermediate_size));
+  int n_shared = 0;
+  JANUS_TRY(r.positive_int_or("n_shared_experts", 2, &n_shared));
+  c->shared_expert_intermediate_size = n_shared * c->moe_intermediate_size;
+  c->shared_expert_gate = false;
+  int first_dense = 0;
+  if (r.has("first_k_dense_replace")) {
+    const json& v = j.at("first_k_dense_replace");
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > c->num_layers)
+      return invalid_argument(where + ": 'first_k_dense_replace' must be a layer count between 0 and num_hidden_layers, got " +
+                              v.dump());
+    first_dense = v.get<int>();
+  }
+  if (r.has("moe_layer_freq") && j.at("moe_layer_freq") != 1)
+    return unsupported(where + ": 'moe_layer_freq' = " + j.at("moe_layer_freq").dump() +
+                       " is not supported (transformers' DeepSeek-V2 makes every layer from first_k_dense_replace on a MoE layer)");
+  for (int l = 0; l < c->num_layers; ++l) c->sparse_layer[static_cast<size_t>(l)] = l >= first_dense;
+  if (first_dense > 0) JANUS_TRY(r.positive_int("intermediate_size", &c->intermediate_size));
+  else JANUS_TRY(r.positive_int_or("intermediate_size", c->moe_intermediate_size, &c->intermediate_size));
+  bool norm = false;
+  JANUS_TRY(r.bool_or("norm_topk_prob", false, &norm));
+  if (norm)
+    return unsupported(where + ": 'norm_topk_prob' = true is not supported for deepseek_v2 (transformers' DeepSeek-V2 "
+                               "router does not renormalise; the original code does: refused rather than guessed)");
+  if (r.has("mlp_bias") && j.at("mlp_bias") != false)
+    return unsupported(where + ": 'mlp_bias' = true is not supported");
+  JANUS_TRY(r.number_or("routed_scaling_factor", 1.0, &c->routed_scaling_factor));
+  const std::string method = r.has("topk_method") && j.at("topk_method").is_string() ? j.at("topk_method").get<std::string>()
+                                                                                      : "greedy";
+  if (r.has("topk_method") && !j.at("topk_method").is_string())
+    return invalid_argument(where + ": 'topk_method' must be a string, got " + j.at("topk_method").dump());
+  if (method == "group_limited_greedy") {
+    JANUS_TRY(r.positive_int("n_group", &c->n_group));
+    JANUS_TRY(r.positive_int("topk_group", &c->topk_group));
+    if (c->num_experts % c->n_group != 0)
+      return invalid_argument(where + ": 'n_group' (" + std::to_string(c->n_group) + ") does not divide the " +
+                              std::to_string(c->num_experts) + " routed experts");
+    if (c->topk_group > c->n_group)
+      return invalid_argument(where + ": 'topk_group' (" + std::to_string(c->topk_group) + ") exceeds n_group (" +
+                              std::to_string(c->n_group) + ")");
+    if (c->top_k > c->topk_group * (c->num_experts / c->n_group))
+      return invalid_argument(where + ": num_experts_per_tok (" + std::to_string(c->top_k) +
+                              ") exceeds the experts of the topk_group groups it may choose from");
+  } else if (method != "greedy") {
+    return unsupported(where + ": 'topk_method' \"" + method +
+                       "\" is not supported for deepseek_v2 (greedy and group_limited_greedy are)");
+  }
+  return Status::Ok();
+}
 
 }  // namespace
 
@@ -128,10 +206,14 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
   ModelConfig c;
   if (model_type == "qwen3_moe") c.family = ModelFamily::kQwen3Moe;
   else if (model_type == "mixtral") c.family = ModelFamily::kMixtral;
+  else if (model_type == "qwen2_moe") c.family = ModelFamily::kQwen2Moe;
+  else if (model_type == "olmoe") c.family = ModelFamily::kOlmoe;
+  else if (model_type == "deepseek_v2") c.family = ModelFamily::kDeepseekV2;
   else
     return unsupported(where + ": unsupported architecture: model_type '" + model_type +
-                       "' (Janus reads qwen3_moe and mixtral)");
-  const bool qwen = c.family == ModelFamily::kQwen3Moe;
+                       "' (Janus reads qwen3_moe, mixtral, qwen2_moe, olmoe and deepseek_v2)");
+  // The Qwen families share the layout of dense and sparse layers and their defaults.
+  const bool qwen = c.family == ModelFamily::kQwen3Moe || c.family == ModelFamily::kQwen2Moe;
   Reader r(j, where);
 
   if (r.has("hidden_act") && j["hidden_act"] != "silu")
@@ -151,16 +233,19 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
 
   // Experts: transformers 4 says num_experts (Qwen) / num_local_experts (Mixtral);
   // transformers 5 writes num_local_experts for both.
-  const char* experts_key = r.has("num_local_experts") ? "num_local_experts" : "num_experts";
+  const char* experts_key = r.has("num_local_experts") ? "num_local_experts"
+                            : r.has("n_routed_experts") ? "n_routed_experts"  // DeepSeek
+                                                        : "num_experts";
   JANUS_TRY(r.positive_int(experts_key, &c.num_experts));
   JANUS_TRY(r.positive_int("num_experts_per_tok", &c.top_k));
 
   double eps = 0;
-  JANUS_TRY(r.number_or("rms_norm_eps", qwen ? 1e-6 : 1e-5, &eps));
+  const bool eps_1e5 = c.family == ModelFamily::kMixtral || c.family == ModelFamily::kOlmoe;
+  JANUS_TRY(r.number_or("rms_norm_eps", eps_1e5 ? 1e-5 : 1e-6, &eps));
   c.rms_norm_eps = eps;
 
   // RoPE: transformers 5 nests theta in rope_parameters; 4 puts rope_theta at the top.
-  double dflt_theta = qwen ? 10000.0 : 1e6;
+  double dflt_theta = c.family == ModelFamily::kMixtral ? 1e6 : 10000.0;
   if (r.has("rope_parameters")) {
     const json& rp = j["rope_parameters"];
     if (!rp.is_object()) return invalid_argument(where + ": 'rope_parameters' must be an object");
@@ -182,7 +267,25 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
   JANUS_TRY(r.bool_or("tie_word_embeddings", false, &c.tie_word_embeddings));
   c.sparse_layer.assign(static_cast<size_t>(c.num_layers), true);
   if (qwen) {
-    c.qk_norm = true;
+    c.qk_norm = c.family == ModelFamily::kQwen3Moe;
+    if (c.family == ModelFamily::kQwen2Moe) {
+      JANUS_TRY(r.bool_or("qkv_bias", true, &c.qkv_bias));
+      // transformers builds a shared expert (and its gate) in every MoE layer of Qwen2-MoE.
+      JANUS_TRY(r.positive_int("shared_expert_intermediate_size", &c.shared_expert_intermediate_size));
+      c.shared_expert_gate = true;
+      bool use_sw = false;
+      JANUS_TRY(r.bool_or("use_sliding_window", false, &use_sw));
+      if (use_sw)
+        return unsupported(where + ": 'use_sliding_window' = true is not supported for qwen2_moe (sliding-window layers "
+                                   "from max_window_layers on are not implemented)");
+      if (r.has("layer_types")) {
+        const json& lt = j["layer_types"];
+        if (!lt.is_array()) return invalid_argument(where + ": 'layer_types' must be a list of strings");
+        for (const json& t : lt)
+          if (t != "full_attention")
+            return unsupported(where + ": 'layer_types' holds " + t.dump() + ": only full_attention layers are supported for qwen2_moe");
+      }
+    }
     JANUS_TRY(r.positive_int("moe_intermediate_size", &c.moe_intermediate_size));
     JANUS_TRY(r.bool_or("norm_topk_prob", false, &c.norm_topk_prob));
     int step = 1;
@@ -204,9 +307,27 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
     }
     if (c.num_sparse_layers() < c.num_layers) JANUS_TRY(r.positive_int("intermediate_size", &c.intermediate_size));
     else JANUS_TRY(r.positive_int_or("intermediate_size", c.moe_intermediate_size, &c.intermediate_size));
-    bool use_sw = false;
-    JANUS_TRY(r.bool_or("use_sliding_window", false, &use_sw));
-    if (use_sw) JANUS_TRY(r.positive_int("sliding_window", &c.sliding_window));
+    if (c.family == ModelFamily::kQwen3Moe) {
+      bool use_sw = false;
+      JANUS_TRY(r.bool_or("use_sliding_window", false, &use_sw));
+      if (use_sw) JANUS_TRY(r.positive_int("sliding_window", &c.sliding_window));
+    }
+  } else if (c.family == ModelFamily::kDeepseekV2) {
+    JANUS_TRY(parse_deepseek_v2(j, r, where, &c));
+  } else if (c.family == ModelFamily::kOlmoe) {
+    // OLMoE normalises q over hidden_size and k over (hidden_size / heads) * kv_heads values:
+    // the projections' widths only when head_dim is hidden_size / heads.
+    if (c.head_dim * c.num_heads != c.hidden_size)
+      return unsupported(where + ": 'head_dim' = " + std::to_string(c.head_dim) +
+                         " is not supported for olmoe (its q/k norms span hidden_size; head_dim must be hidden_size / "
+                         "num_attention_heads = " + std::to_string(c.hidden_size / c.num_heads) + ")");
+    c.qk_norm_full = true;
+    JANUS_TRY(r.bool_or("norm_topk_prob", false, &c.norm_topk_prob));
+    JANUS_TRY(r.positive_int("intermediate_size", &c.moe_intermediate_size));
+    c.intermediate_size = c.moe_intermediate_size;
+    if (r.has("clip_qkv")) JANUS_TRY(r.number_or("clip_qkv", 0.0, &c.clip_qkv));
+    if (r.has("sliding_window"))
+      return unsupported(where + ": 'sliding_window' is not supported for olmoe (transformers' OLMoE has none)");
   } else {
     c.qk_norm = false;
     c.norm_topk_prob = true;  // Mixtral always renormalises its top-k
@@ -243,8 +364,13 @@ Result<ModelConfig> load_model_config(const std::string& dir) {
 
 std::string model_config_to_json(const ModelConfig& c) {
   json j;
-  const bool qwen = c.family == ModelFamily::kQwen3Moe;
-  j["architectures"] = {qwen ? "Qwen3MoeForCausalLM" : "MixtralForCausalLM"};
+  const bool qwen = c.family == ModelFamily::kQwen3Moe || c.family == ModelFamily::kQwen2Moe;
+  const char* arch = c.family == ModelFamily::kQwen3Moe   ? "Qwen3MoeForCausalLM"
+                     : c.family == ModelFamily::kMixtral  ? "MixtralForCausalLM"
+                     : c.family == ModelFamily::kQwen2Moe ? "Qwen2MoeForCausalLM"
+                     : c.family == ModelFamily::kOlmoe    ? "OlmoeForCausalLM"
+                                                          : "DeepseekV2ForCausalLM";
+  j["architectures"] = {arch};
   j["model_type"] = family_name(c.family);
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
@@ -276,9 +402,40 @@ std::string model_config_to_json(const ModelConfig& c) {
     for (int l = 0; l < c.num_layers; ++l)
       if (!c.is_sparse(l)) dense.push_back(l);
     j["mlp_only_layers"] = dense;
-    j["attention_bias"] = false;
     j["use_sliding_window"] = c.sliding_window > 0;
     j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+    if (c.family == ModelFamily::kQwen2Moe) {
+      j["qkv_bias"] = c.qkv_bias;
+      j["shared_expert_intermediate_size"] = c.shared_expert_intermediate_size;
+    } else {
+      j["attention_bias"] = false;
+    }
+  } else if (c.family == ModelFamily::kDeepseekV2) {
+    j.erase("num_local_experts");
+    j.erase("head_dim");  // transformers derives it (qk_rope_head_dim)
+    j["n_routed_experts"] = c.num_experts;
+    j["moe_intermediate_size"] = c.moe_intermediate_size;
+    j["intermediate_size"] = c.intermediate_size;
+    j["n_shared_experts"] = c.shared_expert_intermediate_size / c.moe_intermediate_size;
+    int first_dense = 0;
+    while (first_dense < c.num_layers && !c.is_sparse(first_dense)) ++first_dense;
+    j["first_k_dense_replace"] = first_dense;
+    j["kv_lora_rank"] = c.kv_lora_rank;
+    j["q_lora_rank"] = c.q_lora_rank > 0 ? json(c.q_lora_rank) : json(nullptr);
+    j["qk_nope_head_dim"] = c.qk_nope_head_dim;
+    j["qk_rope_head_dim"] = c.qk_rope_head_dim;
+    j["v_head_dim"] = c.v_head_dim;
+    j["routed_scaling_factor"] = c.routed_scaling_factor;
+    j["norm_topk_prob"] = false;
+    j["attention_bias"] = false;
+    j["topk_method"] = c.n_group > 0 ? "group_limited_greedy" : "greedy";
+    j["n_group"] = c.n_group > 0 ? json(c.n_group) : json(nullptr);
+    j["topk_group"] = c.n_group > 0 ? json(c.topk_group) : json(nullptr);
+  } else if (c.family == ModelFamily::kOlmoe) {
+    j["intermediate_size"] = c.moe_intermediate_size;
+    j["norm_topk_prob"] = c.norm_topk_prob;
+    j["attention_bias"] = false;
+    j["clip_qkv"] = c.clip_qkv > 0 ? json(c.clip_qkv) : json(nullptr);
   } else {
     j["intermediate_size"] = c.moe_intermediate_size;
     j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);

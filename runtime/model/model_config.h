@@ -1,7 +1,9 @@
 // The architecture of a Hugging Face MoE checkpoint, read from its config.json.
 //
-// Janus reads two families, Qwen3-MoE (`qwen3_moe`) and Mixtral (`mixtral`), in both the
-// transformers-4 and transformers-5 spellings: `num_experts` or `num_local_experts`,
+// Janus reads four families, Qwen3-MoE (`qwen3_moe`), Mixtral (`mixtral`), Qwen2-MoE
+// (`qwen2_moe`: q/k/v biases, a gated shared expert) and OLMoE (`olmoe`: q/k RMSNorm over
+// the whole projection, optional clip_qkv), in both the transformers-4 and transformers-5
+// spellings: `num_experts` or `num_local_experts`,
 // top-level `rope_theta` or `rope_parameters.rope_theta`, an absent or null `head_dim`
 // (hidden_size / num_attention_heads), dense layers through `mlp_only_layers` and
 // `decoder_sparse_step`.
@@ -15,9 +17,9 @@
 
 namespace janus {
 
-enum class ModelFamily : uint8_t { kQwen3Moe, kMixtral };
+enum class ModelFamily : uint8_t { kQwen3Moe, kMixtral, kQwen2Moe, kOlmoe, kDeepseekV2 };
 
-const char* family_name(ModelFamily f);  // "qwen3_moe", "mixtral"
+const char* family_name(ModelFamily f);  // "qwen3_moe", "mixtral", "qwen2_moe", "olmoe", "deepseek_v2"
 
 struct ModelConfig {
   ModelFamily family = ModelFamily::kQwen3Moe;
@@ -33,6 +35,23 @@ struct ModelConfig {
   int top_k = 0;
   bool norm_topk_prob = false;    // renormalise the top-k gate weights to sum to 1
   bool qk_norm = false;           // Qwen3: RMSNorm over head_dim on q and k before RoPE
+  bool qk_norm_full = false;      // OLMoE: RMSNorm over the whole q [q_dim] and k [kv_dim] projections
+  bool qkv_bias = false;          // Qwen2-MoE: the q, k and v projections have biases
+  double clip_qkv = 0.0;          // OLMoE: q, k, v clamped to [-clip, clip] after the norms (0: no clip)
+  /// Qwen2-MoE: every MoE layer also runs one shared expert of this intermediate size,
+  /// scaled per token by sigmoid(shared_expert_gate . h) (0: no shared expert).
+  int shared_expert_intermediate_size = 0;
+  bool shared_expert_gate = false;  // Qwen2-MoE gates its shared expert; DeepSeek-V2 adds its shared experts as they are
+
+  // DeepSeek-V2 Multi-head Latent Attention (kv_lora_rank > 0). head_dim is then the RoPE
+  // part of a query/key head (qk_rope_head_dim), as transformers sets it.
+  int q_lora_rank = 0;       // 0: q is one projection (V2-Lite); else q_a -> RMSNorm -> q_b
+  int kv_lora_rank = 0;      // the compressed latent cached per token
+  int qk_nope_head_dim = 0;  // the part of each q/k head without RoPE
+  int qk_rope_head_dim = 0;  // the decoupled RoPE key, one per token shared by the heads
+  int v_head_dim = 0;
+  double routed_scaling_factor = 1.0;  // routed gate weights are multiplied by this
+  int n_group = 0, topk_group = 0;     // group_limited_greedy routing when n_group > 0
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   int max_position_embeddings = 0;
@@ -46,6 +65,14 @@ struct ModelConfig {
   int kv_dim() const { return num_kv_heads * head_dim; }
   bool is_sparse(int layer) const { return sparse_layer[static_cast<size_t>(layer)]; }
   int num_sparse_layers() const;
+  bool has_shared_expert() const { return shared_expert_intermediate_size > 0; }
+  bool mla() const { return kv_lora_rank > 0; }
+  int qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
+  /// What the paged KV cache holds per token and layer: kv heads of head_dim for K and
+  /// for V; for MLA one entry of kv_lora_rank + qk_rope_head_dim values and no V.
+  int kv_cache_heads() const { return mla() ? 1 : num_kv_heads; }
+  int kv_cache_head_dim() const { return mla() ? kv_lora_rank + qk_rope_head_dim : head_dim; }
+  bool kv_cache_values() const { return !mla(); }
 
   /// Checks the numbers fit together (heads divide, top_k <= experts, ...).
   Status validate(const std::string& where) const;

@@ -56,6 +56,58 @@ std::vector<ModelPreset> build_presets() {
     p.push_back({"tiny-mixtral", "Mixtral shape for CPU runs: 3 layers, hidden 128, 8 experts top-2, GQA 4/2", c,
                  DType::kF32});
   }
+  {
+    // Qwen1.5-MoE's structure at CPU size: q/k/v biases, a gated shared expert of its own
+    // width beside the routed ones, top-k not renormalised, and one dense MLP layer.
+    ModelConfig c = qwen3(512, 128, 4, 4, 2, 32, 16, 4, 64, 256, 1e6);
+    c.family = ModelFamily::kQwen2Moe;
+    c.qk_norm = false;
+    c.qkv_bias = true;
+    c.norm_topk_prob = false;
+    c.shared_expert_intermediate_size = 192;
+    c.shared_expert_gate = true;
+    c.sparse_layer[1] = false;
+    p.push_back({"tiny-qwen2-moe",
+                 "Qwen2-MoE shape for CPU runs: 4 layers (layer 1 dense), hidden 128, 16 experts top-4 and a gated "
+                 "shared expert of 192, q/k/v biases, GQA 4/2",
+                 c, DType::kF32});
+  }
+  {
+    // OLMoE's structure: q/k RMSNorm over the whole projection, clip_qkv, head_dim = hidden / heads.
+    ModelConfig c = qwen3(512, 128, 3, 4, 4, 32, 16, 4, 64, 64, 1e4);
+    c.family = ModelFamily::kOlmoe;
+    c.qk_norm = false;
+    c.qk_norm_full = true;
+    c.clip_qkv = 8.0;
+    c.norm_topk_prob = false;
+    c.rms_norm_eps = 1e-5;
+    p.push_back({"tiny-olmoe",
+                 "OLMoE shape for CPU runs: 3 layers, hidden 128, 16 experts top-4, q/k norms over the whole "
+                 "projection, clip_qkv 8, 4 heads",
+                 c, DType::kF32});
+  }
+  {
+    // DeepSeek-V2's structure at CPU size: MLA with a q LoRA, a dense first layer, two
+    // ungated shared experts, group-limited routing scaled by routed_scaling_factor.
+    ModelConfig c = qwen3(512, 128, 3, 4, 4, 16, 16, 4, 48, 256, 1e4);
+    c.family = ModelFamily::kDeepseekV2;
+    c.qk_norm = false;
+    c.norm_topk_prob = false;
+    c.q_lora_rank = 64;
+    c.kv_lora_rank = 64;
+    c.qk_nope_head_dim = 32;
+    c.qk_rope_head_dim = 16;
+    c.v_head_dim = 32;
+    c.shared_expert_intermediate_size = 2 * 48;
+    c.routed_scaling_factor = 2.0;
+    c.n_group = 4;
+    c.topk_group = 2;
+    c.sparse_layer[0] = false;
+    p.push_back({"tiny-deepseek-v2",
+                 "DeepSeek-V2 shape for CPU runs: 3 layers (layer 0 dense), hidden 128, MLA (q LoRA 64, kv LoRA 64, "
+                 "nope/rope/v 32/16/32, 4 heads), 16 experts top-4 in 4 groups (2 kept), 2 shared experts",
+                 c, DType::kF32});
+  }
   p.push_back({"gpu-qwen3-moe",
                "Qwen3-30B-A3B-like for one GPU: 8 layers, hidden 2048, 32/4 heads of 128, 128 experts top-8, expert "
                "intermediate 768, vocab 32000",
@@ -133,6 +185,10 @@ Status make_model(const ModelPreset& preset, const std::string& dir, uint64_t se
   };
   const int64_t H = c.hidden_size, V = c.vocab_size;
   const bool mixtral = c.family == ModelFamily::kMixtral;
+  auto add_bias = [&](const std::string& name, int64_t n) {
+    // Biases of the scale of the projection's outputs (std 1/sqrt(H)), visible but not dominant.
+    items.push_back({{name, dtype, {n}}, Init::kLinear, H});
+  };
   add("model.embed_tokens.weight", {V, H}, Init::kUnit);
   add("model.norm.weight", {H}, Init::kNorm);
   if (!c.tie_word_embeddings) add("lm_head.weight", {V, H}, Init::kLinear);
@@ -140,13 +196,37 @@ Status make_model(const ModelPreset& preset, const std::string& dir, uint64_t se
     const std::string p = "model.layers." + std::to_string(l) + ".";
     add(p + "input_layernorm.weight", {H}, Init::kNorm);
     add(p + "post_attention_layernorm.weight", {H}, Init::kNorm);
-    add(p + "self_attn.q_proj.weight", {c.q_dim(), H}, Init::kLinear);
-    add(p + "self_attn.k_proj.weight", {c.kv_dim(), H}, Init::kLinear);
-    add(p + "self_attn.v_proj.weight", {c.kv_dim(), H}, Init::kLinear);
-    add(p + "self_attn.o_proj.weight", {H, c.q_dim()}, Init::kLinear);
+    if (c.mla()) {
+      const int64_t heads = c.num_heads, L = c.kv_lora_rank;
+      if (c.q_lora_rank > 0) {
+        add(p + "self_attn.q_a_proj.weight", {c.q_lora_rank, H}, Init::kLinear);
+        add(p + "self_attn.q_a_layernorm.weight", {c.q_lora_rank}, Init::kNorm);
+        add(p + "self_attn.q_b_proj.weight", {heads * c.qk_head_dim(), c.q_lora_rank}, Init::kLinear);
+      } else {
+        add(p + "self_attn.q_proj.weight", {heads * c.qk_head_dim(), H}, Init::kLinear);
+      }
+      add(p + "self_attn.kv_a_proj_with_mqa.weight", {L + c.qk_rope_head_dim, H}, Init::kLinear);
+      add(p + "self_attn.kv_a_layernorm.weight", {L}, Init::kNorm);
+      add(p + "self_attn.kv_b_proj.weight", {heads * (c.qk_nope_head_dim + c.v_head_dim), L}, Init::kLinear);
+      add(p + "self_attn.o_proj.weight", {H, heads * c.v_head_dim}, Init::kLinear);
+    } else {
+      add(p + "self_attn.q_proj.weight", {c.q_dim(), H}, Init::kLinear);
+      add(p + "self_attn.k_proj.weight", {c.kv_dim(), H}, Init::kLinear);
+      add(p + "self_attn.v_proj.weight", {c.kv_dim(), H}, Init::kLinear);
+      add(p + "self_attn.o_proj.weight", {H, c.q_dim()}, Init::kLinear);
+    }
+    if (c.qkv_bias) {
+      add_bias(p + "self_attn.q_proj.bias", c.q_dim());
+      add_bias(p + "self_attn.k_proj.bias", c.kv_dim());
+      add_bias(p + "self_attn.v_proj.bias", c.kv_dim());
+    }
     if (c.qk_norm) {
       add(p + "self_attn.q_norm.weight", {c.head_dim}, Init::kNorm);
       add(p + "self_attn.k_norm.weight", {c.head_dim}, Init::kNorm);
+    }
+    if (c.qk_norm_full) {
+      add(p + "self_attn.q_norm.weight", {c.q_dim()}, Init::kNorm);
+      add(p + "self_attn.k_norm.weight", {c.kv_dim()}, Init::kNorm);
     }
     if (c.is_sparse(l)) {
       const int64_t I = c.moe_intermediate_size;
@@ -157,6 +237,14 @@ Status make_model(const ModelPreset& preset, const std::string& dir, uint64_t se
         add(x + (mixtral ? "w1.weight" : "gate_proj.weight"), {I, H}, Init::kLinear);
         add(x + (mixtral ? "w3.weight" : "up_proj.weight"), {I, H}, Init::kLinear);
         add(x + (mixtral ? "w2.weight" : "down_proj.weight"), {H, I}, Init::kLinear);
+      }
+      if (c.has_shared_expert()) {
+        const int64_t S = c.shared_expert_intermediate_size;
+        const std::string s = p + (c.shared_expert_gate ? "mlp.shared_expert." : "mlp.shared_experts.");
+        add(s + "gate_proj.weight", {S, H}, Init::kLinear);
+        add(s + "up_proj.weight", {S, H}, Init::kLinear);
+        add(s + "down_proj.weight", {H, S}, Init::kLinear);
+        if (c.shared_expert_gate) add(p + "mlp.shared_expert_gate.weight", {1, H}, Init::kLinear);
       }
     } else {
       const int64_t I = c.intermediate_size;

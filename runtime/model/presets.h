@@ -21,7 +21,7 @@ struct ModelPreset {
   DType default_dtype = DType::kF32;
 };
 
-/// tiny-qwen3-moe (the default model), tiny-mixtral, gpu-qwen3-moe.
+/// tiny-qwen3-moe (the default model), tiny-mixtral, tiny-qwen2-moe, tiny-olmoe, gpu-qwen3-moe, dsv2-slice.
 const std::vector<ModelPreset>& model_presets();
 const ModelPreset* find_preset(const std::string& name);
 

@@ -51,8 +51,9 @@ Result<std::vector<GenerateResult>> ReferenceEngine::generate(const std::vector<
     blocks += (len + shape.block_size - 1) / shape.block_size;
   }
   shape.layers = c.num_layers;
-  shape.kv_heads = c.num_kv_heads;
-  shape.head_dim = c.head_dim;
+  shape.kv_heads = c.kv_cache_heads();
+  shape.head_dim = c.kv_cache_head_dim();
+  shape.values = c.kv_cache_values();
   shape.num_blocks = std::max(blocks, 1);
   shape.max_seqs = static_cast<int>(std::max<size_t>(requests.size(), 1));
   shape.max_seq_len = max_len;
@@ -103,6 +104,7 @@ Result<std::vector<GenerateResult>> ReferenceEngine::generate(const std::vector<
         }
       acc.assign(static_cast<size_t>(n * H), 0.0);
       forward_.experts(l, h.data(), n, work.data(), static_cast<int64_t>(work.size()), acc.data());
+      forward_.shared_expert(l, h.data(), n, acc.data());
       forward_.add_moe_output(acc.data(), n, x.data());
     }
     std::vector<float> xs(sample_rows.size() * static_cast<size_t>(H));

@@ -75,8 +75,9 @@ Result<PerfModel> profile_deployment(GraphSpec spec, const ProfileOptions& opt) 
   pm.top_k = c.top_k;
   pm.slots = spec.experts.slots;
   pm.attention_weight_bytes = static_cast<double>(model->weight_bytes() - model->expert_bytes());
-  const double kv_elem = attn_dev.is_cpu() ? 4.0 : (model->weights().layers[0].q.dtype == DType::kF32 ? 4.0 : 2.0);
-  pm.kv_bytes_per_token = 2.0 * c.num_layers * c.kv_dim() * kv_elem;
+  const double kv_elem = attn_dev.is_cpu() ? 4.0 : (model->weights().layers[0].o.dtype == DType::kF32 ? 4.0 : 2.0);
+  // K and V per kv head, or MLA's one latent + RoPE key entry (runtime/model/model_config.h).
+  pm.kv_bytes_per_token = (c.kv_cache_values() ? 2.0 : 1.0) * c.num_layers * c.kv_cache_heads() * c.kv_cache_head_dim() * kv_elem;
   {
     const LayerWeights& l0 = model->weights().layers[0];
     pm.attention_layer_bytes = static_cast<double>(l0.input_norm.nbytes() + l0.q.nbytes() + l0.k.nbytes() + l0.v.nbytes() +
@@ -93,8 +94,9 @@ Result<PerfModel> profile_deployment(GraphSpec spec, const ProfileOptions& opt) 
   for (int b = 1; b <= spec.attention.max_batch && b <= 256; b *= 4) batches.push_back(b);
   BackendOptions bo;
   bo.kv.layers = c.num_layers;
-  bo.kv.kv_heads = c.num_kv_heads;
-  bo.kv.head_dim = c.head_dim;
+  bo.kv.kv_heads = c.kv_cache_heads();
+  bo.kv.head_dim = c.kv_cache_head_dim();
+  bo.kv.values = c.kv_cache_values();
   bo.kv.block_size = spec.attention.block_size;
   bo.kv.max_seqs = batches.back();
   bo.kv.max_seq_len = contexts.back() + 1;

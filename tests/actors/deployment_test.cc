@@ -112,6 +112,57 @@ TEST_CASE("Mixtral fixture: the actor graph's tokens equal the reference engine'
   for (const Shape& s : shapes()) check_matches_reference("mixtral", s);
 }
 
+TEST_CASE("Qwen2-MoE fixture (shared expert and dense layer on the attention side): the graph's tokens equal the reference engine's") {
+  for (const Shape& s : shapes()) check_matches_reference("qwen2_moe", s);
+}
+
+TEST_CASE("Qwen2-MoE's shared expert runs on the attention shards, once per sparse layer batch, before its combine") {
+  const Fixture& f = fixture("qwen2_moe");
+  GraphSpec g = spec_for(f, {2, 3, false, 2, "moe", "aebs"}, 8);
+  DeploymentOptions o;
+  o.threads = 2;
+  o.trace = true;
+  auto d = Deployment::create(g, o);
+  REQUIRE_MESSAGE(d.ok(), d.status().to_string());
+  auto results = (*d)->run_workload();
+  for (size_t i = 0; i < results.size(); ++i) {
+    REQUIRE(results[i].ok());
+    CHECK(results[i]->tokens == f.reference[i]);
+  }
+  const auto spans = (*d)->trace().spans();
+  auto model = Model::load(f.dir);
+  REQUIRE(model.ok());
+  int shared = 0;
+  for (const TraceSpan& s : spans) {
+    if (s.what != "shared") continue;
+    ++shared;
+    CAPTURE(s.actor);
+    CAPTURE(s.layer);
+    CHECK(s.actor.rfind("attention-", 0) == 0);
+    CHECK((*model)->config().is_sparse(s.layer));
+    // The combine of the same layer batch comes after it, on the same shard.
+    bool combined_after = false;
+    for (const TraceSpan& c : spans)
+      if (c.what == "combine" && c.actor == s.actor && c.step == s.step && c.layer == s.layer &&
+          c.micro_batch == s.micro_batch && c.start_s >= s.end_s)
+        combined_after = true;
+    CHECK(combined_after);
+  }
+  CHECK(shared > 0);
+  int combines = 0;
+  for (const TraceSpan& s : spans) combines += s.what == "combine" ? 1 : 0;
+  CHECK(shared == combines);  // every sparse layer batch with rows ran it exactly once
+}
+
+TEST_CASE("OLMoE fixture: the actor graph's tokens equal the reference engine's over a matrix of shapes") {
+  for (const Shape& s : shapes()) check_matches_reference("olmoe", s);
+}
+
+TEST_CASE("DeepSeek-V2 fixture (MLA latent cache, shared expert on the attention side): the graph's tokens equal the reference engine's") {
+  for (const Shape& s : shapes()) check_matches_reference("deepseek_v2", s);
+  for (const Shape& s : shapes()) check_matches_reference("deepseek_v2_lite", s);
+}
+
 TEST_CASE("requests of mixed lengths arriving while others decode, some waiting for KV blocks") {
   const Fixture& f = fixture("qwen3_moe");
   GraphSpec g = spec_for(f, {2, 3, true, 2, "moe", "aebs"}, 8);

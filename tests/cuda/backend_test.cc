@@ -508,3 +508,39 @@ TEST_CASE("cuda backend: clear errors for what it cannot do") {
   Tensor p;
   CHECK_FALSE((*e)->run(1, x, {{0, 0, 1.f}}, &p).ok());  // dense layer
 }
+
+TEST_CASE("cuda backend: Qwen2-MoE, OLMoE and DeepSeek-V2 attention shards are refused naming the features; their experts run") {
+  JANUS_SKIP_WITHOUT_GPU();
+  cuda::register_backends();
+  struct Case {
+    const char* fixture;
+    std::vector<const char*> named;
+  };
+  for (const Case& k : {Case{"qwen2_moe", {"'qkv_bias'", "'shared_expert_intermediate_size'"}},
+                        Case{"olmoe", {"q_norm/k_norm over the whole projection", "'clip_qkv'"}},
+                        Case{"deepseek_v2", {"'kv_lora_rank' (multi-head latent attention)", "'n_shared_experts'"}}}) {
+    CAPTURE(k.fixture);
+    auto model = fixture_model(k.fixture);
+    const ModelConfig& c = model->config();
+    BackendOptions o;
+    o.kv = kv_shape(c);
+    auto b = make_attention_backend(model, cuda0(), o);
+    REQUIRE_FALSE(b.ok());
+    CHECK(b.status().code() == ErrorCode::kUnsupported);
+    for (const char* n : k.named) CHECK_MESSAGE(b.status().message().find(n) != std::string::npos, b.status().to_string());
+    if (c.family == ModelFamily::kDeepseekV2) {
+      // Its gate (group limit, scaling) stays on the CPU; its routed experts are plain SwiGLU.
+      auto r = make_router_backend(model, cuda0());
+      REQUIRE_FALSE(r.ok());
+      CHECK(r.status().message().find("'routed_scaling_factor'") != std::string::npos);
+      auto e = make_expert_backend(model, cuda0(), all_experts(c));
+      REQUIRE_MESSAGE(e.ok(), e.status().to_string());
+      continue;
+    }
+    // The plain softmax top-k gate and the SwiGLU experts are the ones the GPU already runs.
+    auto r = make_router_backend(model, cuda0());
+    REQUIRE_MESSAGE(r.ok(), r.status().to_string());
+    auto e = make_expert_backend(model, cuda0(), all_experts(c));
+    REQUIRE_MESSAGE(e.ok(), e.status().to_string());
+  }
+}

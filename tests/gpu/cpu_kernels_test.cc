@@ -226,3 +226,84 @@ TEST_CASE("embedding gathers rows in any dtype") {
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 6; ++j) CHECK(out[i * 6 + j] == tr[ids[i] * 6 + j]);
 }
+
+TEST_CASE("rope_interleaved rotates pairs (2i, 2i + 1) by position * inv_freq[i]") {
+  std::mt19937 rng(21);
+  const int rows = 3, heads = 2, hd = 8;
+  auto x = random_floats(static_cast<size_t>(rows * heads * hd), rng);
+  std::vector<float> inv(hd / 2);
+  cpu::rope_inv_freq(10000.0, hd, inv.data());
+  const std::vector<int32_t> pos = {0, 5, 37};
+  auto y = x;
+  cpu::rope_interleaved(y.data(), rows, heads, hd, pos.data(), inv.data());
+  for (int r = 0; r < rows; ++r)
+    for (int h = 0; h < heads; ++h)
+      for (int i = 0; i < hd / 2; ++i) {
+        const size_t o = static_cast<size_t>((r * heads + h) * hd + 2 * i);
+        const double a = x[o], b = x[o + 1], t = static_cast<double>(pos[r]) * inv[i];
+        CHECK(y[o] == doctest::Approx(a * std::cos(t) - b * std::sin(t)).epsilon(1e-5));
+        CHECK(y[o + 1] == doctest::Approx(a * std::sin(t) + b * std::cos(t)).epsilon(1e-5));
+      }
+}
+
+TEST_CASE("latent_attention equals attention over the expanded keys and values (the absorbed form is exact)") {
+  std::mt19937 rng(22);
+  const int heads = 3, lora = 6, rope = 4, bs = 4, len = 7, num_blocks = 4;
+  std::vector<int32_t> tables = {2, 0};
+  cpu::PagedKvLayout L{bs, 1, lora + rope, tables.data(), 2};
+  std::vector<float> cache(static_cast<size_t>(num_blocks * bs * (lora + rope)), NAN);
+  auto entries = random_floats(static_cast<size_t>(len * (lora + rope)), rng);
+  std::vector<cpu::KvRow> rows;
+  for (int p = 0; p < len; ++p) rows.push_back({0, p});
+  cpu::kv_write_keys(entries.data(), len, rows.data(), L, cache.data());
+  auto ql = random_floats(static_cast<size_t>(len * heads * lora), rng);
+  auto qp = random_floats(static_cast<size_t>(len * heads * rope), rng);
+  std::vector<float> out(static_cast<size_t>(len * heads * lora), NAN), ref(out.size());
+  const float scale = 0.3f;
+  cpu::latent_attention(ql.data(), qp.data(), len, rows.data(), heads, lora, rope, L, cache.data(), scale, out.data());
+  for (int r = 0; r < len; ++r)
+    for (int h = 0; h < heads; ++h) {
+      std::vector<double> sc;
+      double mx = -1e300;
+      for (int t = 0; t <= r; ++t) {
+        const float* e = entries.data() + t * (lora + rope);
+        double d = 0;
+        for (int i = 0; i < lora; ++i) d += static_cast<double>(ql[(r * heads + h) * lora + i]) * e[i];
+        for (int i = 0; i < rope; ++i) d += static_cast<double>(qp[(r * heads + h) * rope + i]) * e[lora + i];
+        sc.push_back(d * scale);
+        mx = std::max(mx, sc.back());
+      }
+      double sum = 0;
+      for (double& v : sc) sum += (v = std::exp(v - mx));
+      for (int i = 0; i < lora; ++i) {
+        double o = 0;
+        for (int t = 0; t <= r; ++t) o += sc[t] / sum * entries[t * (lora + rope) + i];
+        ref[(r * heads + h) * lora + i] = static_cast<float>(o);
+      }
+    }
+  CHECK(rel_max_err(out.data(), ref.data(), out.size()) < 1e-5);
+}
+
+TEST_CASE("gate_topk_grouped: one group is the greedy gate scaled; the group limit drops experts of other groups") {
+  std::mt19937 rng(23);
+  const int rows = 7, E = 16, k = 4;
+  auto logits = random_floats(static_cast<size_t>(rows * E), rng, 4.0f);
+  std::vector<int32_t> ids(static_cast<size_t>(rows * k)), ref_ids(ids.size());
+  std::vector<float> w(ids.size()), ref_w(ids.size());
+  cpu::gate_topk_grouped(logits.data(), rows, E, k, 1, 1, 2.5f, ids.data(), w.data());
+  cpu::gate_topk(logits.data(), rows, E, k, false, ref_ids.data(), ref_w.data());
+  CHECK(ids == ref_ids);
+  for (size_t i = 0; i < w.size(); ++i) CHECK(w[i] == doctest::Approx(2.5 * ref_w[i]).epsilon(1e-6));
+  // Groups {0,1} {2,3} {4,5} {6,7}, keep 2: group maxima 5, 4.9, 1, 4.95 keep groups 0 and 3,
+  // so expert 2 (second best overall) is dropped and the top 3 are 0, 7, 1.
+  const std::vector<float> l = {5.f, 4.f, 4.9f, 0.f, 1.f, 0.f, 0.f, 4.95f};
+  int32_t gi[3];
+  float gw[3];
+  cpu::gate_topk_grouped(l.data(), 1, 8, 3, 4, 2, 1.f, gi, gw);
+  CHECK(gi[0] == 0);
+  CHECK(gi[1] == 7);
+  CHECK(gi[2] == 1);
+  double sum = 0;
+  for (float v : l) sum += std::exp(v - 5.0);
+  CHECK(gw[1] == doctest::Approx(std::exp(4.95 - 5.0) / sum).epsilon(1e-5));
+}

@@ -56,6 +56,33 @@ TEST_CASE("janus generate prints one JSON object per prompt, matching transforme
   }
 }
 
+TEST_CASE("janus generate on the Qwen2-MoE, OLMoE and DeepSeek-V2 fixtures: transformers' tokens, logits within 1e-4") {
+  for (const char* name : {"qwen2_moe", "olmoe", "deepseek_v2"}) {
+    CAPTURE(name);
+    const std::string fx = janus::test::fixture(name);
+    auto expected = nlohmann::json::parse(janus::test::read_file(fx + "/expected.json"));
+    std::string args;
+    for (int k : {1, 3, 5}) {
+      std::string ids;
+      for (auto v : expected["prompts"][k]) ids += (ids.empty() ? "" : ",") + std::to_string(v.get<int>());
+      args += " --prompt-ids " + ids;
+    }
+    Run r = run_janus("generate --model " + fx + args + " --max-new-tokens 16 --ignore-eos --print-logits");
+    REQUIRE(r.code == 0);
+    auto lines = json_lines(r.out);
+    REQUIRE(lines.size() == 3);
+    for (int i = 0; i < 3; ++i) {
+      const int k = 1 + 2 * i;
+      CHECK(lines[i]["prompt"] == expected["prompts"][k]);
+      CHECK(lines[i]["tokens"].get<std::vector<int>>() == expected["greedy_tokens"][k].get<std::vector<int>>());
+      auto logits = lines[i]["last_logits"].get<std::vector<float>>();
+      auto ref = expected["last_logits"][k].get<std::vector<float>>();
+      REQUIRE(logits.size() == ref.size());
+      CHECK(janus::test::rel_max_err(logits.data(), ref.data(), ref.size()) < 1e-4);
+    }
+  }
+}
+
 TEST_CASE("janus generate refuses bad arguments with a message and exit code 2") {
   const std::string fx = janus::test::fixture("qwen3_moe");
   Run bad_ids = run_janus("generate --model " + fx + " --prompt-ids 5,x,7", true);

@@ -1,6 +1,9 @@
 #include <doctest/doctest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "runtime/model/model_config.h"
+#include "test_util.h"
 
 using namespace janus;
 
@@ -132,4 +135,178 @@ TEST_CASE("impossible sizes are refused up front, naming the file and the key") 
                              R"("num_local_experts": 8)", R"("num_local_experts": 256)");
   big = replaced(big, R"("mlp_only_layers": [1])", R"("mlp_only_layers": [])");
   CHECK(parse_model_config(big, "config.json").ok());
+}
+
+namespace {
+
+// The config.json transformers 5.23 wrote for a fixture, as JSON to edit.
+nlohmann::json fixture_config(const std::string& name) {
+  return nlohmann::json::parse(janus::test::read_file(janus::test::fixture(name) + "/config.json"));
+}
+
+std::string error_of_json(const nlohmann::json& j) { return error_of(j.dump()); }
+
+}  // namespace
+
+TEST_CASE("Qwen2-MoE config: biases, shared expert, dense layers and defaults as transformers reads them") {
+  nlohmann::json j = fixture_config("qwen2_moe");
+  auto c = parse_model_config(j.dump(), "qwen2_moe");
+  REQUIRE_MESSAGE(c.ok(), c.status().to_string());
+  CHECK(c->family == ModelFamily::kQwen2Moe);
+  CHECK(std::string(family_name(c->family)) == "qwen2_moe");
+  CHECK(c->qkv_bias);
+  CHECK_FALSE(c->qk_norm);
+  CHECK_FALSE(c->qk_norm_full);
+  CHECK(c->shared_expert_intermediate_size == 48);
+  CHECK(c->has_shared_expert());
+  CHECK(c->head_dim == 16);  // no head_dim key: hidden / heads
+  CHECK(c->num_experts == 8);  // transformers 5 writes num_experts for qwen2_moe
+  CHECK(c->sparse_layer == std::vector<bool>{true, false, true});
+  CHECK_FALSE(c->norm_topk_prob);
+  CHECK(c->sliding_window == 0);  // "sliding_window": 0 with use_sliding_window false
+  // qkv_bias defaults to true (transformers' default); decoder_sparse_step makes dense layers.
+  j.erase("qkv_bias");
+  j["mlp_only_layers"] = nlohmann::json::array();
+  j["decoder_sparse_step"] = 3;
+  auto d = parse_model_config(j.dump(), "qwen2_moe");
+  REQUIRE(d.ok());
+  CHECK(d->qkv_bias);
+  CHECK(d->sparse_layer == std::vector<bool>{false, false, true});
+  // Written back the transformers-5 way, it parses to the same model.
+  auto back = parse_model_config(model_config_to_json(*c), "back");
+  REQUIRE_MESSAGE(back.ok(), back.status().to_string());
+  CHECK(back->family == ModelFamily::kQwen2Moe);
+  CHECK(back->qkv_bias == c->qkv_bias);
+  CHECK(back->shared_expert_intermediate_size == c->shared_expert_intermediate_size);
+  CHECK(back->sparse_layer == c->sparse_layer);
+}
+
+TEST_CASE("Qwen2-MoE features Janus does not run are refused, naming the key") {
+  nlohmann::json j = fixture_config("qwen2_moe");
+  nlohmann::json k = j;
+  k["use_sliding_window"] = true;
+  CHECK(error_of_json(k).find("'use_sliding_window' = true is not supported for qwen2_moe") != std::string::npos);
+  k = j;
+  k["layer_types"][2] = "sliding_attention";
+  CHECK(error_of_json(k).find("'layer_types' holds \"sliding_attention\"") != std::string::npos);
+  k = j;
+  k.erase("shared_expert_intermediate_size");
+  CHECK(error_of_json(k).find("required key 'shared_expert_intermediate_size' is missing") != std::string::npos);
+  k = j;
+  k["shared_expert_intermediate_size"] = 0;
+  CHECK(error_of_json(k).find("'shared_expert_intermediate_size' must be a positive integer, got 0") != std::string::npos);
+  k = j;
+  k["qkv_bias"] = "yes";
+  CHECK(error_of_json(k).find("'qkv_bias' must be true or false") != std::string::npos);
+}
+
+TEST_CASE("OLMoE config: whole-projection q/k norms, clip_qkv, norm_topk_prob") {
+  nlohmann::json j = fixture_config("olmoe");
+  auto c = parse_model_config(j.dump(), "olmoe");
+  REQUIRE_MESSAGE(c.ok(), c.status().to_string());
+  CHECK(c->family == ModelFamily::kOlmoe);
+  CHECK(std::string(family_name(c->family)) == "olmoe");
+  CHECK(c->qk_norm_full);
+  CHECK_FALSE(c->qk_norm);
+  CHECK_FALSE(c->qkv_bias);
+  CHECK_FALSE(c->has_shared_expert());
+  CHECK(c->clip_qkv == 1.5);
+  CHECK(c->norm_topk_prob);
+  CHECK(c->moe_intermediate_size == 32);  // OLMoE's experts are intermediate_size wide
+  CHECK(c->num_sparse_layers() == c->num_layers);
+  CHECK(c->rms_norm_eps == doctest::Approx(1e-5));
+  j["clip_qkv"] = nullptr;
+  j.erase("norm_topk_prob");
+  auto d = parse_model_config(j.dump(), "olmoe");
+  REQUIRE(d.ok());
+  CHECK(d->clip_qkv == 0.0);
+  CHECK_FALSE(d->norm_topk_prob);  // transformers' default
+  auto back = parse_model_config(model_config_to_json(*c), "back");
+  REQUIRE_MESSAGE(back.ok(), back.status().to_string());
+  CHECK(back->family == ModelFamily::kOlmoe);
+  CHECK(back->clip_qkv == c->clip_qkv);
+  CHECK(back->norm_topk_prob == c->norm_topk_prob);
+  CHECK(back->qk_norm_full);
+}
+
+TEST_CASE("OLMoE features Janus does not run are refused, naming the key") {
+  nlohmann::json j = fixture_config("olmoe");
+  nlohmann::json k = j;
+  k["attention_bias"] = true;
+  CHECK(error_of_json(k).find("attention_bias=true is not supported") != std::string::npos);
+  k = j;
+  k["head_dim"] = 32;
+  CHECK(error_of_json(k).find("'head_dim' = 32 is not supported for olmoe") != std::string::npos);
+  k = j;
+  k["sliding_window"] = 16;
+  CHECK(error_of_json(k).find("'sliding_window' is not supported for olmoe") != std::string::npos);
+  k = j;
+  k["clip_qkv"] = -1;
+  CHECK(error_of_json(k).find("'clip_qkv' must be a positive number, got -1") != std::string::npos);
+}
+
+TEST_CASE("DeepSeek-V2 config: MLA ranks, dense first layers, shared experts, group-limited routing") {
+  nlohmann::json j = fixture_config("deepseek_v2");
+  auto c = parse_model_config(j.dump(), "deepseek_v2");
+  REQUIRE_MESSAGE(c.ok(), c.status().to_string());
+  CHECK(c->family == ModelFamily::kDeepseekV2);
+  CHECK(std::string(family_name(c->family)) == "deepseek_v2");
+  CHECK(c->mla());
+  CHECK(c->q_lora_rank == 24);
+  CHECK(c->kv_lora_rank == 32);
+  CHECK(c->qk_head_dim() == 24);
+  CHECK(c->head_dim == 8);  // the RoPE part, as transformers sets it
+  CHECK(c->v_head_dim == 16);
+  CHECK(c->num_experts == 8);  // n_routed_experts
+  CHECK(c->shared_expert_intermediate_size == 32);
+  CHECK_FALSE(c->shared_expert_gate);
+  CHECK(c->sparse_layer == std::vector<bool>{false, true, true});
+  CHECK(c->n_group == 4);
+  CHECK(c->topk_group == 2);
+  CHECK(c->routed_scaling_factor == 1.5);
+  auto back = parse_model_config(model_config_to_json(*c), "back");
+  REQUIRE_MESSAGE(back.ok(), back.status().to_string());
+  CHECK(back->sparse_layer == c->sparse_layer);
+  CHECK(back->q_lora_rank == c->q_lora_rank);
+  CHECK(back->n_group == c->n_group);
+  CHECK(back->shared_expert_intermediate_size == c->shared_expert_intermediate_size);
+  auto lite = parse_model_config(fixture_config("deepseek_v2_lite").dump(), "lite");
+  REQUIRE(lite.ok());
+  CHECK(lite->q_lora_rank == 0);  // "q_lora_rank": null
+  CHECK(lite->n_group == 0);      // greedy
+}
+
+TEST_CASE("DeepSeek-V2 features Janus does not run are refused, naming the key") {
+  nlohmann::json j = fixture_config("deepseek_v2");
+  nlohmann::json k = j;
+  k["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 40}, {"rope_theta", 10000.0}};
+  CHECK(error_of_json(k).find("rope_parameters.rope_type \"yarn\" is not supported") != std::string::npos);
+  k = j;
+  k["topk_method"] = "noaux_tc";
+  CHECK(error_of_json(k).find("'topk_method' \"noaux_tc\" is not supported for deepseek_v2") != std::string::npos);
+  k = j;
+  k["norm_topk_prob"] = true;
+  CHECK(error_of_json(k).find("'norm_topk_prob' = true is not supported for deepseek_v2") != std::string::npos);
+  k = j;
+  k["moe_layer_freq"] = 2;
+  CHECK(error_of_json(k).find("'moe_layer_freq' = 2 is not supported") != std::string::npos);
+  k = j;
+  k["attention_bias"] = true;
+  CHECK(error_of_json(k).find("attention_bias=true is not supported") != std::string::npos);
+  k = j;
+  k["mlp_bias"] = true;
+  CHECK(error_of_json(k).find("'mlp_bias' = true is not supported") != std::string::npos);
+  k = j;
+  k["n_group"] = 3;
+  CHECK(error_of_json(k).find("'n_group' (3) does not divide the 8 routed experts") != std::string::npos);
+  k = j;
+  k["topk_group"] = 1;
+  k["num_experts_per_tok"] = 3;
+  CHECK(error_of_json(k).find("exceeds the experts of the topk_group groups") != std::string::npos);
+  k = j;
+  k.erase("kv_lora_rank");
+  CHECK(error_of_json(k).find("required key 'kv_lora_rank' is missing") != std::string::npos);
+  k = j;
+  k["first_k_dense_replace"] = 9;
+  CHECK(error_of_json(k).find("'first_k_dense_replace' must be a layer count") != std::string::npos);
 }

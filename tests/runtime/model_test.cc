@@ -250,3 +250,101 @@ TEST_CASE("first_non_finite finds the first NaN or infinity in every dtype and n
     v = keep;
   }
 }
+
+TEST_CASE("tiny-qwen2-moe and tiny-olmoe presets write checkpoints with their families' tensors, and they load") {
+  {
+    TempDir d;
+    REQUIRE(make_model(*find_preset("tiny-qwen2-moe"), d.path(), 0, DType::kF32, false).ok());
+    auto m = Model::load(d.path());
+    REQUIRE_MESSAGE(m.ok(), m.status().to_string());
+    const ModelConfig& c = (*m)->config();
+    CHECK(c.family == ModelFamily::kQwen2Moe);
+    const LayerWeights& l0 = (*m)->weights().layers[0];
+    CHECK(l0.q_bias.cols == c.q_dim());
+    CHECK(l0.v_bias.cols == c.kv_dim());
+    CHECK(l0.shared.gate.rows == c.shared_expert_intermediate_size);
+    CHECK(l0.shared.down.cols == c.shared_expert_intermediate_size);
+    CHECK(l0.shared_gate.cols == c.hidden_size);
+    CHECK_FALSE((*m)->weights().layers[1].sparse);
+    CHECK((*m)->weights().layers[1].shared.gate.empty());  // dense layers have no shared expert
+  }
+  {
+    TempDir d;
+    REQUIRE(make_model(*find_preset("tiny-olmoe"), d.path(), 0, DType::kF32, false).ok());
+    auto m = Model::load(d.path());
+    REQUIRE_MESSAGE(m.ok(), m.status().to_string());
+    const ModelConfig& c = (*m)->config();
+    CHECK(c.family == ModelFamily::kOlmoe);
+    CHECK(c.clip_qkv == 8.0);
+    CHECK((*m)->weights().layers[2].q_norm.cols == c.q_dim());
+    CHECK((*m)->weights().layers[2].k_norm.cols == c.kv_dim());
+  }
+}
+
+TEST_CASE("Qwen2-MoE and OLMoE checkpoints: a missing bias or shared-expert tensor and a wrong norm shape are named") {
+  {
+    TempDir d;
+    REQUIRE(make_model(*find_preset("tiny-qwen2-moe"), d.path(), 0, DType::kF32, false).ok());
+    rewrite(d.path(), [](std::vector<TensorSpec>& s) {
+      s.erase(std::remove_if(s.begin(), s.end(), [](const TensorSpec& t) { return t.name == "model.layers.2.self_attn.k_proj.bias"; }),
+              s.end());
+    });
+    CHECK(load_error(d.path()).find("missing tensor 'model.layers.2.self_attn.k_proj.bias' (expected shape [64])") !=
+          std::string::npos);
+  }
+  {
+    TempDir d;
+    REQUIRE(make_model(*find_preset("tiny-qwen2-moe"), d.path(), 0, DType::kF32, false).ok());
+    rewrite(d.path(), [](std::vector<TensorSpec>& s) {
+      for (TensorSpec& t : s)
+        if (t.name == "model.layers.3.mlp.shared_expert_gate.weight") t.shape = {128};
+    });
+    CHECK(load_error(d.path()).find("'model.layers.3.mlp.shared_expert_gate.weight' has shape [128], expected [1, 128]") !=
+          std::string::npos);
+  }
+  {
+    TempDir d;
+    REQUIRE(make_model(*find_preset("tiny-qwen2-moe"), d.path(), 0, DType::kF32, false).ok());
+    rewrite(d.path(), [](std::vector<TensorSpec>& s) {
+      s.erase(std::remove_if(s.begin(), s.end(),
+                             [](const TensorSpec& t) { return t.name == "model.layers.0.mlp.shared_expert.up_proj.weight"; }),
+              s.end());
+    });
+    CHECK(load_error(d.path()).find("missing tensor 'model.layers.0.mlp.shared_expert.up_proj.weight'") != std::string::npos);
+  }
+  {
+    TempDir d;
+    REQUIRE(make_model(*find_preset("tiny-olmoe"), d.path(), 0, DType::kF32, false).ok());
+    rewrite(d.path(), [](std::vector<TensorSpec>& s) {
+      for (TensorSpec& t : s)
+        if (t.name == "model.layers.1.self_attn.q_norm.weight") t.shape = {32};  // per head, as Qwen3 stores it
+    });
+    CHECK(load_error(d.path()).find("'model.layers.1.self_attn.q_norm.weight' has shape [32], expected [128]") !=
+          std::string::npos);
+  }
+}
+
+TEST_CASE("the tiny-deepseek-v2 preset writes an MLA checkpoint that loads, and a missing MLA tensor is named") {
+  TempDir d;
+  REQUIRE(make_model(*find_preset("tiny-deepseek-v2"), d.path(), 0, DType::kF32, false).ok());
+  auto m = Model::load(d.path());
+  REQUIRE_MESSAGE(m.ok(), m.status().to_string());
+  const ModelConfig& c = (*m)->config();
+  CHECK(c.family == ModelFamily::kDeepseekV2);
+  const LayerWeights& l1 = (*m)->weights().layers[1];
+  CHECK(l1.q_a.rows == 64);
+  CHECK(l1.kv_a.rows == 64 + 16);
+  CHECK(l1.kv_b.rows == 4 * (32 + 32));
+  CHECK(l1.shared.gate.rows == 96);
+  CHECK(l1.shared_gate.empty());
+  CHECK(l1.q.empty());
+  CHECK_FALSE((*m)->weights().layers[0].sparse);
+  // A missing latent projection is named.
+  rewrite(d.path(), [](std::vector<TensorSpec>& s) {
+    s.erase(std::remove_if(s.begin(), s.end(),
+                           [](const TensorSpec& t) { return t.name == "model.layers.2.self_attn.kv_b_proj.weight"; }),
+            s.end());
+  });
+  CHECK(load_error(d.path()).find("missing tensor 'model.layers.2.self_attn.kv_b_proj.weight' (expected shape [256, 64])") !=
+        std::string::npos);
+}

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <functional>
 
 #include <nlohmann/json.hpp>
 
@@ -68,6 +69,89 @@ TEST_CASE("Qwen3-MoE fp32: logits within 1e-4 of transformers, greedy tokens ide
 
 TEST_CASE("Mixtral fp32 (sharded, tied embeddings, sliding window): logits within 1e-4, tokens identical") {
   check_against(load_fixture("mixtral"), "last_logits", 1e-4);
+}
+
+TEST_CASE("Qwen2-MoE fp32 (q/k/v biases, gated shared expert, a dense layer): logits within 1e-4, tokens identical") {
+  Fixture f = load_fixture("qwen2_moe");
+  const ModelConfig& c = f.model->config();
+  CHECK(c.family == ModelFamily::kQwen2Moe);
+  CHECK(c.qkv_bias);
+  CHECK(c.shared_expert_intermediate_size == 48);
+  CHECK_FALSE(c.is_sparse(1));
+  check_against(f, "last_logits", 1e-4);
+}
+
+TEST_CASE("OLMoE fp32 (q/k norms over the whole projection, clip_qkv, GQA): logits within 1e-4, tokens identical") {
+  Fixture f = load_fixture("olmoe");
+  const ModelConfig& c = f.model->config();
+  CHECK(c.family == ModelFamily::kOlmoe);
+  CHECK(c.qk_norm_full);
+  CHECK(c.clip_qkv == 1.5);
+  CHECK(f.model->weights().layers[0].q_norm.cols == c.q_dim());
+  CHECK(f.model->weights().layers[0].k_norm.cols == c.kv_dim());
+  check_against(f, "last_logits", 1e-4);
+}
+
+TEST_CASE("DeepSeek-V2 fp32 (MLA with q LoRA over a latent cache, dense first layer, shared expert, group-limited routing): logits within 1e-4, tokens identical") {
+  Fixture f = load_fixture("deepseek_v2");
+  const ModelConfig& c = f.model->config();
+  CHECK(c.family == ModelFamily::kDeepseekV2);
+  CHECK(c.mla());
+  CHECK(c.head_dim == 8);
+  // The cache holds the latent and the RoPE key per token: 40 floats a layer, no V.
+  CHECK(c.kv_cache_heads() == 1);
+  CHECK(c.kv_cache_head_dim() == 32 + 8);
+  CHECK_FALSE(c.kv_cache_values());
+  CHECK(c.n_group == 4);
+  CHECK(c.routed_scaling_factor == 1.5);
+  CHECK_FALSE(c.is_sparse(0));
+  check_against(f, "last_logits", 1e-4);
+}
+
+TEST_CASE("DeepSeek-V2-Lite variant fp32 (one q_proj, all layers MoE, two shared experts, greedy): logits within 1e-4, tokens identical") {
+  Fixture f = load_fixture("deepseek_v2_lite");
+  const ModelConfig& c = f.model->config();
+  CHECK(c.q_lora_rank == 0);
+  CHECK(c.n_group == 0);
+  CHECK(c.shared_expert_intermediate_size == 2 * c.moe_intermediate_size);
+  CHECK(c.num_sparse_layers() == c.num_layers);
+  check_against(f, "last_logits", 1e-4);
+}
+
+TEST_CASE("leaving out a Qwen2-MoE or OLMoE feature moves the logits past the tolerance (the fixtures exercise each)") {
+  // Each feature is switched off in the config of a copy whose tensors are otherwise
+  // bound as before; the engine must then miss transformers' logits by far more than 1e-4.
+  struct Case {
+    const char* fixture;
+    const char* what;
+    std::function<void(json&)> edit;
+  };
+  const std::vector<Case> cases = {
+      {"olmoe", "clip_qkv", [](json& j) { j["clip_qkv"] = nullptr; }},
+      {"olmoe", "norm_topk_prob", [](json& j) { j["norm_topk_prob"] = false; }},
+      {"deepseek_v2", "group_limited_greedy", [](json& j) { j["topk_method"] = "greedy"; }},
+      {"deepseek_v2", "routed_scaling_factor", [](json& j) { j["routed_scaling_factor"] = 1.0; }},
+  };
+  for (const Case& k : cases) {
+    CAPTURE(k.what);
+    janus::test::TempDir d;
+    janus::test::copy_dir(janus::test::fixture(k.fixture), d.path());
+    json cfg = json::parse(janus::test::read_file(d / "config.json"));
+    k.edit(cfg);
+    janus::test::write_file(d / "config.json", cfg.dump());
+    auto m = Model::load(d.path());
+    REQUIRE_MESSAGE(m.ok(), m.status().to_string());
+    ReferenceEngine engine(*m);
+    const json expected = json::parse(janus::test::read_file(d / "expected.json"));
+    auto out = engine.generate(requests_for(expected, true));
+    REQUIRE(out.ok());
+    double worst = 0;
+    for (size_t i = 0; i < out->size(); ++i) {
+      const auto want = expected["last_logits"][i].get<std::vector<float>>();
+      worst = std::max(worst, janus::test::rel_max_err((*out)[i].last_logits.data(), want.data(), want.size()));
+    }
+    CHECK(worst > 1e-2);
+  }
 }
 
 TEST_CASE("Qwen3-MoE BF16 copy: within 1e-2 of the fp32 model and 1e-4 of transformers on the same bf16 weights") {

@@ -181,6 +181,35 @@ Status check_residual(const AttentionState& shard, const Tensor& x, const char* 
 
 namespace {
 
+// The attention-side features of the newer families that the CUDA kernels do not run yet:
+// refused at construction, naming the config key, instead of computing something else.
+// (Their routers and routed experts are the plain softmax top-k and SwiGLU, which run.)
+Status check_attention_features(const ModelConfig& c) {
+  std::vector<std::string> missing;
+  if (c.qkv_bias) missing.push_back("'qkv_bias' (q/k/v projection biases)");
+  if (c.qk_norm_full) missing.push_back("q_norm/k_norm over the whole projection (olmoe)");
+  if (c.clip_qkv > 0) missing.push_back("'clip_qkv'");
+  if (c.has_shared_expert())
+    missing.push_back(c.shared_expert_gate ? "'shared_expert_intermediate_size' (the gated shared expert)"
+                                           : "'n_shared_experts' (shared experts)");
+  if (c.mla()) missing.push_back("'kv_lora_rank' (multi-head latent attention)");
+  if (c.family == ModelFamily::kDeepseekV2) missing.push_back("DeepSeek-V2 routing ('topk_method', 'routed_scaling_factor')");
+  if (missing.empty()) return Status::Ok();
+  std::string list;
+  for (size_t i = 0; i < missing.size(); ++i) list += (i ? ", " : "") + missing[i];
+  return unsupported(std::string("the CUDA attention backend does not implement ") + list + " of this " +
+                     family_name(c.family) + " model yet; put the attention shards on the CPU (device \"cpu\")");
+}
+
+// The router's softmax top-k kernel has no group limit and no scaling: DeepSeek-V2's gate
+// stays on the CPU until it has.
+Status check_router_features(const ModelConfig& c) {
+  if (c.family != ModelFamily::kDeepseekV2) return Status::Ok();
+  return unsupported(std::string("the CUDA router does not implement DeepSeek-V2 routing ('topk_method' ") +
+                     (c.n_group > 0 ? "group_limited_greedy" : "greedy") +
+                     " with 'routed_scaling_factor') yet; put the router on the CPU (device \"cpu\")");
+}
+
 // -- the three backends: construction and dispatch into the op families (ops.h) -------------
 
 class CudaAttention final : public AttentionBackend {
@@ -193,6 +222,7 @@ class CudaAttention final : public AttentionBackend {
   }
 
   Status init(const Device& d) {
+    JANUS_TRY(check_attention_features(state_.model->config()));
     JANUS_TRY(state_.engine.init(d));
     DeviceGuard g(state_.engine.ordinal);
     const ModelConfig& c = state_.model->config();
@@ -291,6 +321,11 @@ class CudaAttention final : public AttentionBackend {
     return route_on_shard(state_, layer, h, ids, w);
   }
 
+  Status shared_expert(int, const Tensor&, Tensor*) override {
+    // Never reached: init refuses models with a shared expert.
+    return check_attention_features(state_.model->config());
+  }
+
   Status add_moe_output(const std::vector<Tensor>& partials, Tensor& x) override {
     DeviceGuard g(state_.engine.ordinal);
     JANUS_TRY(g.status());
@@ -313,6 +348,7 @@ class CudaRouter final : public RouterBackend {
   explicit CudaRouter(std::shared_ptr<const Model> model) : state_(std::move(model)) {}
 
   Status init(const Device& d) {
+    JANUS_TRY(check_router_features(state_.model->config()));
     JANUS_TRY(state_.engine.init(d));
     const ModelConfig& c = state_.model->config();
     state_.weights.resize(static_cast<size_t>(c.num_layers));
