@@ -1,11 +1,16 @@
 #include "runtime/serving/http_server.h"
 
 #include <httplib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <map>
@@ -90,6 +95,7 @@ struct HttpServer::Impl {
   ApiModel model;
   httplib::Server http;
   int port = 0;
+  int listen_fd = -1;  // the listening socket, as set_socket_options saw it
   std::atomic<uint64_t> next_id{1};
   int64_t created = unix_time();
 
@@ -419,6 +425,15 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(Deployment& deployment, s
   raw->http.set_read_timeout(options.read_timeout_s, 0);
   raw->http.set_write_timeout(options.write_timeout_s, 0);
   raw->http.set_keep_alive_timeout(30);
+  // Each SSE chunk is one small write: without TCP_NODELAY, Nagle's algorithm holds it
+  // until the client's delayed ACK (tens of ms per token). Accepted sockets inherit it.
+  raw->http.set_tcp_nodelay(true);
+  raw->http.set_socket_options([raw](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof yes);
+    raw->listen_fd = sock;
+  });
   raw->routes();
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }
@@ -427,11 +442,15 @@ Status HttpServer::bind() {
   if (impl_->options.port == 0) {
     impl_->port = impl_->http.bind_to_any_port(impl_->options.host);
     if (impl_->port <= 0) return io_error("cannot bind " + impl_->options.host + " to any port");
-    return Status::Ok();
+  } else {
+    if (!impl_->http.bind_to_port(impl_->options.host, impl_->options.port))
+      return io_error("cannot listen on " + impl_->options.host + ":" + std::to_string(impl_->options.port) + " (in use, or not an address here)");
+    impl_->port = impl_->options.port;
   }
-  if (!impl_->http.bind_to_port(impl_->options.host, impl_->options.port))
-    return io_error("cannot listen on " + impl_->options.host + ":" + std::to_string(impl_->options.port) + " (in use, or not an address here)");
-  impl_->port = impl_->options.port;
+  // cpp-httplib 0.11 listens with a backlog of 5: a burst of hundreds of connections would
+  // see resets. listen() again on the bound socket raises it (Linux keeps the socket).
+  if (impl_->listen_fd >= 0 && ::listen(impl_->listen_fd, SOMAXCONN) != 0)
+    return io_error("cannot raise the listen backlog: " + std::string(std::strerror(errno)));
   return Status::Ok();
 }
 
