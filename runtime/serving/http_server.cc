@@ -221,14 +221,31 @@ void HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
     int completion_tokens = 0;
     std::string error;  // the request failed after it started
   };
-  auto run = [this, st, handle, ar](const std::function<bool(const std::string&)>& emit) -> Outcome {
+  // `heartbeat` (optional) is called at least once a second while the request runs; false
+  // means the client is gone.
+  auto run = [this, st, handle, ar](const std::function<bool(const std::string&)>& emit,
+                                    const std::function<bool()>& heartbeat = {}) -> Outcome {
     Outcome out;
     text::StreamingDetokenizer detok(*tokenizer);
     StopMatcher stop(ar.stop);
     bool first = true;
+    auto last_beat = std::chrono::steady_clock::now();
+    auto beat = [&] {
+      if (!heartbeat || std::chrono::steady_clock::now() - last_beat < std::chrono::seconds(1)) return true;
+      last_beat = std::chrono::steady_clock::now();
+      return heartbeat();
+    };
     for (;;) {
       std::unique_lock<std::mutex> lk(st->mu);
-      st->cv.wait(lk, [&] { return !st->events.empty() || st->done.has_value(); });
+      while (!st->cv.wait_for(lk, std::chrono::milliseconds(250), [&] { return !st->events.empty() || st->done.has_value(); })) {
+        lk.unlock();
+        if (!beat()) {
+          ++disconnects;
+          (void)d.cancel(handle);
+          return out;
+        }
+        lk.lock();
+      }
       if (st->events.empty()) {  // ended without a last token: cancelled or failed
         Result<GenerateResult> r = *st->done;
         lk.unlock();
@@ -253,7 +270,7 @@ void HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
         text += stop.push(detok.finish());
         text += stop.finish();
       }
-      if (!text.empty() && !emit(text)) {
+      if ((!text.empty() && !emit(text)) || !beat()) {
         ++disconnects;
         (void)d.cancel(handle);
         return out;
@@ -282,20 +299,44 @@ void HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
   auto seconds_since = [t0] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
 
   if (!ar.stream) {
-    std::string text = ar.echo ? ar.prompt_text : "";
-    Outcome o = run([&](const std::string& t) {
-      text += t;
-      return true;
-    });
-    e2e.observe(seconds_since());
-    count_end(o);
-    if (!o.error.empty()) return reply_error(res, ApiError{503, o.error, "ServiceUnavailableError"});
-    json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", openai_finish_reason(o.finish_reason)}};
-    if (chat) choice["message"] = {{"role", "assistant"}, {"content", text}};
-    else choice["text"] = text;
-    json body = {{"id", id}, {"object", chat ? "chat.completion" : "text_completion"}, {"created", created_at}, {"model", name},
-                 {"choices", json::array({choice})}, {"usage", usage(o.completion_tokens)}};
-    res.set_content(body.dump(), "application/json");
+    // A whole answer is still sent chunked: while the request runs, a space (JSON allows
+    // leading whitespace) goes out every second, so a client that went away is noticed and
+    // its request cancelled instead of running on for nobody.
+    res.set_chunked_content_provider(
+        "application/json",
+        [=, this](size_t, httplib::DataSink& sink) mutable {
+          std::string text = ar.echo ? ar.prompt_text : "";
+          bool gone = false;
+          Outcome o = run(
+              [&](const std::string& t) {
+                text += t;
+                return true;
+              },
+              [&] {
+                gone = !sink.write(" ", 1);
+                return !gone;
+              });
+          e2e.observe(seconds_since());
+          count_end(o);
+          if (gone) return false;
+          std::string body;
+          if (!o.error.empty()) {
+            body = error_body(ApiError{503, o.error, "ServiceUnavailableError"});
+          } else {
+            json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", openai_finish_reason(o.finish_reason)}};
+            if (chat) choice["message"] = {{"role", "assistant"}, {"content", text}};
+            else choice["text"] = text;
+            body = json{{"id", id}, {"object", chat ? "chat.completion" : "text_completion"}, {"created", created_at}, {"model", name},
+                        {"choices", json::array({choice})}, {"usage", usage(o.completion_tokens)}}
+                       .dump();
+          }
+          if (!sink.write(body.data(), body.size())) return false;
+          sink.done();
+          return true;
+        },
+        [this, handle, st](bool success) {
+          if (!success) (void)d.cancel(handle);
+        });
     return;
   }
 
