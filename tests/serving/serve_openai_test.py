@@ -117,6 +117,22 @@ def main():
         subprocess.run([args.janus, "make-model", "--preset", "tiny-mixtral", "--out", model, "--tokenizer", tok_dir],
                        check=True, stderr=subprocess.DEVNULL)
     shutil.copy(os.path.join(args.fixtures, CHAT_TEMPLATE), os.path.join(model, "chat_template.jinja"))
+    with open(os.path.join(model, "config.json")) as f:
+        cfg = json.load(f)
+    check(cfg["vocab_size"] == 32000 and cfg["bos_token_id"] == 1 and cfg["eos_token_id"] in (2, [2]) and
+          os.path.exists(os.path.join(model, "tokenizer.json")), "make-model --tokenizer: vocabulary, bos/eos and files")
+    small = os.path.join(args.work, "small")
+    r = subprocess.run([args.janus, "make-model", "--preset", "tiny-mixtral", "--out", small, "--vocab-size", "1000"],
+                       capture_output=True, text=True)
+    with open(os.path.join(small, "config.json")) as f:
+        check(r.returncode == 0 and json.load(f)["vocab_size"] == 1000, "make-model --vocab-size 1000")
+    r = subprocess.run([args.janus, "make-model", "--preset", "tiny-mixtral", "--out", small, "--vocab-size", "100",
+                        "--tokenizer", tok_dir], capture_output=True, text=True)
+    check(r.returncode == 2 and "smaller than the tokenizer's vocabulary (32000" in r.stderr,
+          "make-model refuses a vocabulary smaller than the tokenizer's")
+    r = subprocess.run([args.janus, "make-model", "--preset", "tiny-mixtral", "--out", small, "--vocab-size", "ten"],
+                       capture_output=True, text=True)
+    check(r.returncode == 2 and "vocab-size" in r.stderr, "make-model refuses a malformed --vocab-size")
     config = os.path.join(args.work, "serve.lua")
     with open(config, "w") as f:
         f.write(CONFIG)
