@@ -275,35 +275,42 @@ TEST_CASE("cancel ends a running request, frees its KV so a request that needs t
   o.threads = 2;
   auto d = Deployment::create(g, o);
   REQUIRE_MESSAGE(d.ok(), d.status().to_string());
+  // The step clock, not the wall clock, decides how far the long request gets: exactly 4
+  // steps (4 tokens) before the cancel, however fast or loaded the machine is.
+  REQUIRE((*d)->pause().ok());
   GenerateRequest longer;
   longer.prompt = f.prompts[0];
   longer.max_new_tokens = 400;
   longer.stop_at_eos = false;
   std::atomic<int> tokens{0};
   RequestHandle a = (*d)->submit(longer, [&](int32_t) { ++tokens; });
-  REQUIRE(wait_until([&] { return tokens >= 3; }));
+  REQUIRE((*d)->step(4).ok());
+  REQUIRE(wait_until([&] { return tokens == 4; }));
   GenerateRequest second;
   second.prompt = f.prompts[1];
   second.max_new_tokens = 100;
   second.stop_at_eos = false;
   RequestHandle b = (*d)->submit(second);
-  // It waits for blocks while the first decodes.
   REQUIRE(wait_until([&] { return (*d)->metrics().queued == 1; }));
-  CHECK(b.result.wait_for(50ms) == std::future_status::timeout);
+  REQUIRE((*d)->step(2).ok());  // two more steps: the second still does not fit
+  REQUIRE(wait_until([&] { return tokens == 6; }));
+  CHECK((*d)->metrics().queued == 1);
   CHECK((*d)->metrics().kv_blocks_used == 26);
+  CHECK(b.result.wait_for(0s) == std::future_status::timeout);
 
   REQUIRE((*d)->cancel(a).ok());
   REQUIRE(a.result.wait_for(30s) == std::future_status::ready);
   Result<GenerateResult> ra = a.result.get();
   REQUIRE_MESSAGE(ra.ok(), ra.status().to_string());
   CHECK(ra->finish_reason == "cancelled");
-  CHECK(ra->tokens.size() >= 3);
-  CHECK(ra->tokens.size() < 400);
+  REQUIRE(ra->tokens.size() == 6);
   // The tokens it made are the reference's prefix.
   auto ref = test::reference_tokens(f.dir, {longer});
   REQUIRE(ref.ok());
   CHECK(std::equal(ra->tokens.begin(), ra->tokens.end(), (*ref)[0].begin()));
+  CHECK((*d)->metrics().kv_blocks_used == 0);  // free for admission at once
 
+  REQUIRE((*d)->resume().ok());
   REQUIRE(b.result.wait_for(60s) == std::future_status::ready);
   Result<GenerateResult> rb = b.result.get();
   REQUIRE_MESSAGE(rb.ok(), rb.status().to_string());
@@ -311,6 +318,7 @@ TEST_CASE("cancel ends a running request, frees its KV so a request that needs t
   auto ref_b = test::reference_tokens(f.dir, {second});
   REQUIRE(ref_b.ok());
   CHECK(rb->tokens == (*ref_b)[0]);
+  CHECK(tokens == 6);  // nothing streamed after the cancel
   MetricsSnapshot m = (*d)->metrics();
   CHECK(m.cancelled == 1);
   CHECK(m.running == 0);
@@ -326,11 +334,15 @@ TEST_CASE("cancel of a queued request, of a finished one and of an unknown handl
   g.attention.kv_blocks = 30;
   auto d = Deployment::create(g);
   REQUIRE(d.ok());
+  REQUIRE((*d)->pause().ok());
   GenerateRequest big;
   big.prompt = f.prompts[0];
   big.max_new_tokens = 400;
   big.stop_at_eos = false;
-  RequestHandle running = (*d)->submit(big);
+  std::atomic<int> tokens{0};
+  RequestHandle running = (*d)->submit(big, [&](int32_t) { ++tokens; });
+  REQUIRE((*d)->step(1).ok());
+  REQUIRE(wait_until([&] { return tokens == 1; }));
   RequestHandle queued = (*d)->submit(big);  // no room beside the first
   REQUIRE(wait_until([&] { return (*d)->metrics().queued == 1; }));
   REQUIRE((*d)->cancel(queued).ok());
@@ -342,6 +354,7 @@ TEST_CASE("cancel of a queued request, of a finished one and of an unknown handl
   REQUIRE((*d)->cancel(running).ok());
   REQUIRE(running.result.wait_for(30s) == std::future_status::ready);
   CHECK(running.result.get()->finish_reason == "cancelled");
+  REQUIRE((*d)->resume().ok());
 
   GenerateRequest small;
   small.prompt = f.prompts[2];
