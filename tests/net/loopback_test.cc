@@ -97,16 +97,21 @@ TEST_CASE("cancel across nodes: the remote shard frees the KV, a request that ne
   const Reference& r = reference();
   GenerateRequest longer = greedy_request(r.prompts[0], 400);
   std::atomic<int> tokens{0};
+  // The step clock decides how far the long ones get (3 steps), not the machine's speed.
+  REQUIRE(d.pause().ok());
   RequestHandle a = d.submit(longer, [&](int32_t) { ++tokens; });
   RequestHandle b = d.submit(longer, [&](int32_t) { ++tokens; });
+  REQUIRE(d.step(3).ok());
   const auto t0 = std::chrono::steady_clock::now();
   while (tokens < 6 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  REQUIRE(tokens == 6);
   GenerateRequest small = greedy_request(r.prompts[1], 100);
   RequestHandle c = d.submit(small);
   while (d.metrics().queued != 1 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30))
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   CHECK(d.metrics().kv_blocks_used == 52);
   REQUIRE(d.cancel(a).ok());
+  REQUIRE(d.resume().ok());
   REQUIRE(c.result.wait_for(std::chrono::seconds(60)) == std::future_status::ready);
   Result<GenerateResult> rc = c.result.get();
   REQUIRE_MESSAGE(rc.ok(), (rc.status().to_string() + "\n" + cluster->logs()));

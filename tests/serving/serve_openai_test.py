@@ -252,7 +252,7 @@ def main():
               "it was cancelled as a disconnect and its KV freed")
 
         # a client that gives up on a whole (non-streamed) answer cancels it too: the server
-        # sends a space (leading JSON whitespace) every second and notices the closed socket
+        # sends a space (leading JSON whitespace) every 250 ms and notices the closed socket
         import socket
         cancelled_before = sample("janus:requests_cancelled", "_total")
         body = json.dumps({"prompt": prompt, "max_tokens": 4000, "temperature": 0, "ignore_eos": True}).encode()
