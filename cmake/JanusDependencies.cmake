@@ -16,6 +16,9 @@ pkg_check_modules(LUA REQUIRED IMPORTED_TARGET lua5.4-c++)
 # The tokenizers' split regexes (PCRE2, JIT-compiled) and Unicode normalization (utf8proc).
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
+# janus serve's HTTP server (runtime/serving/http_server.cc): Debian's compiled cpp-httplib;
+# its pkg-config Cflags carry the feature macros the library was built with.
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 find_library(READLINE_LIBRARY readline REQUIRED)
 find_package(doctest CONFIG REQUIRED)
 include(doctest)

@@ -16,8 +16,8 @@ shift || true
 packages=(
   build-essential cmake ninja-build pkg-config git
   libcaf-dev libcapnp-dev capnproto libfabric-dev libfabric-bin doctest-dev
-  liblua5.4-dev libreadline-dev nlohmann-json3-dev libssl-dev libpcre2-dev libutf8proc-dev
-  tmux iproute2 procps python3
+  liblua5.4-dev libreadline-dev nlohmann-json3-dev libssl-dev libpcre2-dev libutf8proc-dev libcpp-httplib-dev
+  tmux iproute2 procps python3 python3-venv
 )
 # The sanitizer build: clang and its runtimes (ASan, UBSan, libFuzzer).
 [ "$mode" = sanitize ] && packages+=(clang libclang-rt-14-dev)
@@ -80,6 +80,18 @@ sanitize() {
   done
   printf 'sanitize: %s\n' "${summary[@]}"
 }
+
+# The Python packages the tests drive janus serve with (tests/serving/serve_openai_test.py):
+# a venv in the build folder, pinned versions, made once.
+test_venv() {
+  local venv="$build/pyenv" want=(openai==3.63.0 prometheus_client==0.26.0 tokenizers==0.23.3)
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/pip" freeze 2>/dev/null | grep -qx "${want[0]}"; then
+    echo "bootstrap: making $venv (${want[*]})"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "${want[@]}"
+  fi
+}
+if [ "$mode" = test ]; then test_venv; fi
 
 case "$mode" in
   build) ;;

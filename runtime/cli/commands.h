@@ -12,6 +12,7 @@ using Argv = std::vector<std::string>;
 int cmd_make_model(const Argv& args);
 int cmd_generate(const Argv& args);
 int cmd_run(const Argv& args);
+int cmd_serve(const Argv& args);
 int cmd_graph(const Argv& args);
 int cmd_console(const Argv& args);
 int cmd_bench_serve(const Argv& args);

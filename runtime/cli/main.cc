@@ -18,6 +18,7 @@ const Command kCommands[] = {
     {"run", janus::cli::cmd_run, "run a deployment on its workload (default: the tiny model on CPU)"},
     {"graph", janus::cli::cmd_graph, "print the actor graph a Lua config resolves to"},
     {"console", janus::cli::cmd_console, "attach the Lua console to a running deployment"},
+    {"serve", janus::cli::cmd_serve, "serve a model behind an OpenAI-compatible HTTP API (completions, chat, metrics)"},
     {"bench-serve", janus::cli::cmd_bench_serve, "serve a generated workload and report TTFT, TPOT, goodput"},
     {"profile", janus::cli::cmd_profile, "measure the performance model's coefficients on a config's backends"},
     {"simulate", janus::cli::cmd_simulate, "run a deployment in virtual time on the profiled model (up to 64+ GPUs)"},

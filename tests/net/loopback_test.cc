@@ -5,6 +5,9 @@
 // messages only in single-phase); registered buffers are reused.
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <thread>
+
 #include "cluster_util.h"
 
 using namespace janus;
@@ -78,4 +81,49 @@ TEST_CASE("three and five nodes on loopback") {
             {"a1", "a2", "a3", "a3"},
             {"m1", "m1", "m2", "m2"}},
            Case{"case2", "shm", "moe", 1});
+}
+
+TEST_CASE("cancel across nodes: the remote shard frees the KV, a request that needs it then runs exactly") {
+  const Layout l{{{"a1", "127.0.0.1"}, {"a2", "127.0.0.1"}, {"m1", "127.0.0.1"}, {"m2", "127.0.0.1"}}, {"a1", "a2"}, {"m1", "m2"}};
+  GraphSpec g = cluster_spec(l, "case1", "tcp");
+  g.workload.prompts.clear();
+  // 30 blocks of 16 per shard: a 1 + 400 token request takes 26, so with one on each shard a
+  // request of 2 + 100 (7 blocks) must wait until one is cancelled, and then fits only where
+  // the cancelled one's shard (a node process) really released its KV.
+  g.attention.kv_blocks = 30;
+  auto cluster = start_cluster(g);
+  REQUIRE_MESSAGE(cluster->status.ok(), (cluster->status.to_string() + "\n" + cluster->logs()));
+  Deployment& d = cluster->d();
+  const Reference& r = reference();
+  GenerateRequest longer = greedy_request(r.prompts[0], 400);
+  std::atomic<int> tokens{0};
+  // The step clock decides how far the long ones get (3 steps), not the machine's speed.
+  REQUIRE(d.pause().ok());
+  RequestHandle a = d.submit(longer, [&](int32_t) { ++tokens; });
+  RequestHandle b = d.submit(longer, [&](int32_t) { ++tokens; });
+  REQUIRE(d.step(3).ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  while (tokens < 6 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  REQUIRE(tokens == 6);
+  GenerateRequest small = greedy_request(r.prompts[1], 100);
+  RequestHandle c = d.submit(small);
+  while (d.metrics().queued != 1 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30))
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  CHECK(d.metrics().kv_blocks_used == 52);
+  REQUIRE(d.cancel(a).ok());
+  REQUIRE(d.resume().ok());
+  REQUIRE(c.result.wait_for(std::chrono::seconds(60)) == std::future_status::ready);
+  Result<GenerateResult> rc = c.result.get();
+  REQUIRE_MESSAGE(rc.ok(), (rc.status().to_string() + "\n" + cluster->logs()));
+  auto ref = reference_tokens(r.dir, {small});
+  REQUIRE(ref.ok());
+  CHECK(rc->tokens == (*ref)[0]);
+  CHECK(a.result.get()->finish_reason == "cancelled");
+  REQUIRE(d.cancel(b).ok());
+  REQUIRE(b.result.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+  CHECK(b.result.get()->finish_reason == "cancelled");
+  MetricsSnapshot m = d.metrics();
+  CHECK(m.cancelled == 2);
+  CHECK(m.kv_blocks_used == 0);
+  CHECK(m.running == 0);
 }
