@@ -76,6 +76,7 @@ class PythonPolicy final : public SchedulingPolicy {
       py::array_t<int32_t> routing({static_cast<py::ssize_t>(tokens), static_cast<py::ssize_t>(k)});
       std::copy(ids, ids + tokens * k, routing.mutable_data());
       py::object answer = fn_->get()(routing, layout_obj_->get(), batch_id);
+      if (answer.is_none()) return invalid_argument("scheduling policy '" + name_ + "' returned None, not an array of replica ids");
       py::array a = py::array::ensure(answer);
       if (!a) return invalid_argument("scheduling policy '" + name_ + "' returned " + py::repr(py::type::of(answer)).cast<std::string>() + ", not an array of replica ids");
       if (a.dtype().kind() != 'i' && a.dtype().kind() != 'u')
