@@ -86,6 +86,8 @@ void AttentionShard::begin_step(StepBegin& sb) {
   out_.shard = index_;
   out_.epoch = epoch_;
   PagedKvCache& kv = backend_->kv();
+  // Cancelled first: the Frontend may admit requests into the blocks they free.
+  for (uint64_t id : sb.cancelled) release(id);
   for (AdmittedRequest& a : sb.admitted) {
     Running r;
     r.id = a.id;

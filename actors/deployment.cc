@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <caf/all.hpp>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "actors/attention_shard.h"
@@ -70,6 +71,12 @@ struct Deployment::Impl {
   std::atomic<uint64_t> next_id{1};
   std::mutex mu;
   bool stopped = false;
+  // submit() and cancel() take only this lock, never `mu`: `mu` is held while a query waits
+  // for the Frontend, and a callback running on the Frontend's thread may submit or cancel.
+  // Nothing that waits on an actor is done under it.
+  std::mutex send_mu;
+  bool accepting = true;
+  std::set<uint64_t> live;  // submitted, not ended yet
   std::unique_ptr<ClusterState> cluster;  // multi-node deployments
 
   // Every actor the deployment ever had, from the Scaler (which spawns and retires them).
@@ -277,21 +284,68 @@ Result<std::unique_ptr<Deployment>> Deployment::create(GraphSpec spec, const Dep
   return d;
 }
 
+namespace {
+// Set while this thread runs one of a deployment's request callbacks (see
+// actors/request_events.h): the waiting calls must not be made from there.
+thread_local int in_request_callback = 0;
+struct CallbackScope {
+  CallbackScope() { ++in_request_callback; }
+  ~CallbackScope() { --in_request_callback; }
+};
+}  // namespace
+
 RequestHandle Deployment::submit(GenerateRequest request, std::function<void(int32_t)> on_token) {
+  RequestCallbacks cb;
+  if (on_token) cb.on_token = [f = std::move(on_token)](const TokenEvent& e) { f(e.token); };
+  return submit(std::move(request), std::move(cb));
+}
+
+RequestHandle Deployment::submit(GenerateRequest request, RequestCallbacks callbacks) {
   auto promise = std::make_shared<std::promise<Result<GenerateResult>>>();
   RequestHandle h;
   h.id = impl_->next_id.fetch_add(1);
   h.result = promise->get_future().share();
   auto sink = std::make_shared<RequestSink>();
-  sink->on_token = std::move(on_token);
-  sink->on_done = [promise](Result<GenerateResult> r) { promise->set_value(std::move(r)); };
-  std::lock_guard<std::mutex> lk(impl_->mu);
-  if (impl_->stopped) {
-    sink->on_done(unavailable("request " + std::to_string(h.id) + ": the deployment is shut down"));
-    return h;
+  if (callbacks.on_token)
+    sink->on_token = [f = std::move(callbacks.on_token)](const TokenEvent& e) {
+      CallbackScope scope;
+      f(e);
+    };
+  Impl* impl = impl_.get();
+  const uint64_t id = h.id;
+  sink->on_done = [promise, impl, id, f = std::move(callbacks.on_done)](Result<GenerateResult> r) {
+    {
+      std::lock_guard<std::mutex> lk(impl->send_mu);
+      impl->live.erase(id);
+    }
+    if (f) {
+      CallbackScope scope;
+      f(r);
+    }
+    promise->set_value(std::move(r));
+  };
+  {
+    std::lock_guard<std::mutex> lk(impl_->send_mu);
+    if (impl_->accepting) {
+      impl_->live.insert(h.id);
+      caf::anon_send(impl_->frontend, SubmitRequest{h.id, std::move(request), std::move(sink)});
+      return h;
+    }
   }
-  caf::anon_send(impl_->frontend, SubmitRequest{h.id, std::move(request), std::move(sink)});
+  sink->on_done(unavailable("request " + std::to_string(h.id) + ": the deployment is shut down"));
   return h;
+}
+
+Status Deployment::cancel(const RequestHandle& handle) {
+  const std::string what = "request " + std::to_string(handle.id);
+  std::lock_guard<std::mutex> lk(impl_->send_mu);
+  if (impl_->live.count(handle.id)) {
+    if (!impl_->accepting) return unavailable(what + ": the deployment is shutting down");
+    caf::anon_send(impl_->frontend, CancelRequest{handle.id});
+    return Status::Ok();
+  }
+  if (handle.id == 0 || handle.id >= impl_->next_id.load()) return not_found(what + ": no such request was submitted to this deployment");
+  return invalid_argument(what + ": cannot cancel, it already finished");
 }
 
 std::vector<GenerateRequest> workload_requests(const GraphSpec& spec) {
@@ -331,6 +385,9 @@ MetricsSnapshot Deployment::metrics() {
     s.failed = f.failed;
     s.queued = f.queued;
     s.running = f.running;
+    s.cancelled = f.cancelled;
+    s.kv_blocks_used = f.kv_blocks_used;
+    s.kv_blocks_total = f.kv_blocks_total;
     s.tokens = f.tokens;
     s.elapsed_s = f.last_token_s > f.first_submit_s ? f.last_token_s - f.first_submit_s : 0;
     s.tokens_per_s = s.elapsed_s > 0 ? static_cast<double>(f.tokens) / s.elapsed_s : 0;
@@ -671,9 +728,17 @@ Status Deployment::inject_frame_fault(const std::string& node, const std::string
 }
 
 void Deployment::shutdown() {
+  if (in_request_callback > 0) {
+    log_error("deployment", "shutdown() called from a request callback: refused (it would wait for the thread running the callback)");
+    return;
+  }
   std::lock_guard<std::mutex> lk(impl_->mu);
   if (impl_->stopped || !impl_->sys) return;
   impl_->stopped = true;
+  {
+    std::lock_guard<std::mutex> send_lk(impl_->send_mu);
+    impl_->accepting = false;
+  }
   {
     caf::scoped_actor self{*impl_->sys};
     (void)ask(self, impl_->frontend, std::chrono::seconds(10), ShutdownRequest{"request failed: the deployment shut down"}, [] {});

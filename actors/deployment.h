@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/request_events.h"
 #include "runtime/config/graph_spec.h"
 #include "runtime/model/model.h"
 #include "runtime/model/reference_engine.h"
@@ -197,6 +198,9 @@ struct LinkSnapshot {
 
 struct MetricsSnapshot {
   uint64_t completed = 0, failed = 0, queued = 0, running = 0;
+  uint64_t cancelled = 0;  // ended by cancel(); also counted in completed
+  // KV blocks reserved by admitted requests and the cache's size, over every shard.
+  int64_t kv_blocks_used = 0, kv_blocks_total = 0;
   int64_t tokens = 0;
   double elapsed_s = 0;       // first submission to last token
   double tokens_per_s = 0;
@@ -237,7 +241,19 @@ class Deployment {
   /// Submits a request. `on_token` (optional) is called with each token as it is made,
   /// from a runtime thread; the handle's future resolves with the whole result, or with
   /// the error that ended the request (invalid request, a dead actor, shutdown).
+  /// Callbacks follow the contract in actors/request_events.h.
   RequestHandle submit(GenerateRequest request, std::function<void(int32_t)> on_token = {});
+  /// The same with the richer callbacks: each token with its index, finish reason (on the
+  /// last) and timing, and the end of the request.
+  RequestHandle submit(GenerateRequest request, RequestCallbacks callbacks);
+
+  /// Ends a queued or running request now: its KV blocks are freed and its slot goes to
+  /// the next request. Its result is ok with finish_reason "cancelled" and the tokens made
+  /// so far (unless it made its last token in the step that was running, then it keeps
+  /// its own result). Never waits: callbacks may call it. Cancelling a request that already
+  /// ended is invalid_argument ("already finished"); a handle this deployment never gave
+  /// out is not_found.
+  Status cancel(const RequestHandle& handle);
 
   /// Submits the spec's workload (all prompts at once) and waits for every result.
   std::vector<Result<GenerateResult>> run_workload();

@@ -38,6 +38,10 @@ caf::behavior Frontend::make_behavior() {
         count();
         submit(s);
       },
+      [=, this](const CancelRequest& c) {
+        count();
+        cancel(c.id);
+      },
       [=, this](StepDone& d) {
         count();
         on_step_done(d);
@@ -51,6 +55,12 @@ caf::behavior Frontend::make_behavior() {
         FrontendStats out = fstats_;
         out.queued = queue_.size();
         out.running = live_.size() - queue_.size();
+        out.kv_blocks_used = 0;
+        for (const caf::actor& sh : membership_.shards) {
+          auto it = use_.find(sh.address());
+          if (it != use_.end()) out.kv_blocks_used += it->second.blocks;
+        }
+        out.kv_blocks_total = static_cast<int64_t>(membership_.shards.size()) * ctx_->spec.attention.kv_blocks;
         return out;
       },
       [=, this](const RequestsQuery& q) -> std::vector<RequestInfo> {
@@ -118,6 +128,26 @@ void Frontend::submit(SubmitRequest& s) {
   maybe_start_step();
 }
 
+void Frontend::cancel(uint64_t id) {
+  auto it = live_.find(id);
+  if (it == live_.end()) return;  // it ended first (the Deployment told its caller so)
+  Request& r = it->second;
+  if (r.shard) {
+    cancelled_[r.shard.address()].push_back(id);
+  } else {
+    queue_.erase(std::find(queue_.begin(), queue_.end(), id));
+  }
+  GenerateResult g;
+  g.prompt = r.req.prompt;
+  g.tokens = r.tokens;
+  g.finish_reason = "cancelled";
+  ++fstats_.cancelled;
+  finish(r, std::move(g));  // frees its blocks in use_, so waiting requests may now fit
+  remember(std::move(r));
+  live_.erase(it);
+  maybe_start_step();
+}
+
 void Frontend::maybe_start_step() {
   if (in_step_ || installing_ || !broken_.empty()) return;
   if (!reconfig_.empty()) {  // a membership change waits for this boundary
@@ -156,7 +186,12 @@ void Frontend::maybe_start_step() {
   awaiting_.clear();
   for (size_t i = 0; i < membership_.shards.size(); ++i) {
     awaiting_.insert(membership_.shards[i].address());
-    send(membership_.shards[i], StepBegin{step_, epoch_, std::move(admit[i])});
+    std::vector<uint64_t> cancelled;
+    if (auto c = cancelled_.find(membership_.shards[i].address()); c != cancelled_.end()) {
+      cancelled = std::move(c->second);
+      cancelled_.erase(c);
+    }
+    send(membership_.shards[i], StepBegin{step_, epoch_, std::move(admit[i]), std::move(cancelled)});
   }
 }
 
@@ -164,8 +199,16 @@ void Frontend::apply_tokens(StepDone& d) {
   const double now = now_seconds();
   for (TokenOut& t : d.tokens) {
     auto it = live_.find(t.id);
-    if (it == live_.end()) continue;
+    if (it == live_.end()) continue;  // cancelled while the step ran
     Request& r = it->second;
+    TokenEvent ev;
+    ev.request_id = r.id;
+    ev.token = t.token;
+    ev.index = static_cast<int>(r.tokens.size());
+    ev.last = t.finished;
+    if (t.finished) ev.finish_reason = t.finish_reason;
+    ev.since_submit_s = now - r.submit_s;
+    ev.since_previous_s = now - (r.tokens.empty() ? r.submit_s : r.last_s);
     if (r.tokens.empty()) r.first_s = now;
     r.last_s = now;
     // Only the most recent steps: a long generation would otherwise keep one per token.
@@ -175,7 +218,7 @@ void Frontend::apply_tokens(StepDone& d) {
     ++fstats_.tokens;
     fstats_.last_token_s = now;
     if (!t.prompt_logits.empty()) r.prompt_logits = std::move(t.prompt_logits);
-    if (r.sink && r.sink->on_token) r.sink->on_token(t.token);
+    if (r.sink && r.sink->on_token) r.sink->on_token(ev);
     if (t.finished) {
       GenerateResult g;
       g.prompt = r.req.prompt;
@@ -294,6 +337,11 @@ void Frontend::install(Reconfigure r) {
     moved.push_back(id);
   }
   for (auto it = moved.rbegin(); it != moved.rend(); ++it) queue_.push_front(*it);
+  // Cancellations owed to shards that leave: their KV goes with them.
+  for (auto it = cancelled_.begin(); it != cancelled_.end();) {
+    const bool stays = std::any_of(next.shards.begin(), next.shards.end(), [&](const caf::actor& a) { return a.address() == it->first; });
+    it = stays ? std::next(it) : cancelled_.erase(it);
+  }
   if (!moved.empty()) log_info(stats_.name, std::to_string(moved.size()) + " request(s) resume on other shards");
 
   std::vector<caf::actor> members = {next.scheduler};

@@ -49,6 +49,7 @@ class Frontend : public JanusActor {
   };
 
   void submit(SubmitRequest& s);
+  void cancel(uint64_t id);
   void maybe_start_step();
   void on_step_done(StepDone& d);
   void apply_tokens(StepDone& d);
@@ -67,6 +68,10 @@ class Frontend : public JanusActor {
   std::map<uint64_t, Request> live_;  // queued and running
   std::deque<uint64_t> queue_;
   std::map<caf::actor_addr, ShardUse> use_;  // KV blocks and sequence slots taken, per shard
+  // Cancelled requests whose shard still holds their KV: sent with the shard's next
+  // StepBegin (use_ already counts their blocks free, so the same StepBegin may admit
+  // requests into them; the shard releases first).
+  std::map<caf::actor_addr, std::vector<uint64_t>> cancelled_;
   step_t step_ = 0;
   bool in_step_ = false;
   std::set<caf::actor_addr> awaiting_;  // shards whose StepDone for step_ is still due

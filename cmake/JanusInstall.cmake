@@ -9,7 +9,7 @@ include(CMakePackageConfigHelpers)
 set(JANUS_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/janus)
 
 set(_public_globs runtime/base/*.h runtime/model/*.h runtime/scheduling/*.h runtime/config/*.h
-  gpu/cpu/*.h gpu/backend/*.h transport/*.h actors/deployment.h actors/node.h)
+  gpu/cpu/*.h gpu/backend/*.h transport/*.h actors/deployment.h actors/request_events.h actors/node.h)
 foreach(g ${_public_globs})
   file(GLOB _hs RELATIVE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/${g})
   foreach(h ${_hs})

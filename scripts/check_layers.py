@@ -26,14 +26,14 @@ LAYERS = {
     "schemas":      ("schemas", []),
     "transport":    ("transport", ["base", "schemas"]),
     "actors":       ("actors", ["config", "backend", "transport"]),
-    "serving":      ("runtime/serving", ["actors"]),
+    "serving":      ("runtime/serving", ["actors", "text"]),
     "console":      ("runtime/console", ["actors"]),
     "cli":          ("runtime/cli", ["serving", "console"]),
     "python":       ("python/src", ["serving", "text"]),
 }
 PUBLIC = ["runtime/base/", "runtime/text/", "runtime/model/", "runtime/scheduling/", "runtime/config/", "gpu/cpu/",
           "gpu/backend/backend.h", "gpu/backend/cpu_backend.h", "gpu/backend/null_backend.h",
-          "transport/", "actors/deployment.h", "actors/node.h"]
+          "transport/", "actors/deployment.h", "actors/request_events.h", "actors/node.h"]
 FORBIDDEN_IN_PUBLIC = re.compile(r"#include\s*<(caf/|cuda|cublas|nccl|rdma/|capnp/|kj/)")
 INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.M)
 SOURCE = (".h", ".cc", ".cu", ".cuh")

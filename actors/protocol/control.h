@@ -59,6 +59,8 @@ struct RequestTiming {
 /// The Frontend's counters; an empty one is the query for them.
 struct FrontendStats {
   uint64_t completed = 0, failed = 0, queued = 0, running = 0;
+  uint64_t cancelled = 0;  // also counted in completed (their results are ok)
+  int64_t kv_blocks_used = 0, kv_blocks_total = 0;  // reserved by admitted requests, over every shard
   int64_t tokens = 0;
   int64_t requested_tokens = 0;  // max_new_tokens of every admitted submission: the demand
   double first_submit_s = 0, last_token_s = 0;

@@ -1,8 +1,8 @@
 // The step protocol: how requests enter the deployment and how the Frontend's clock
 // drives the attention shards.
 //
-//   Deployment ──SubmitRequest──► Frontend ──StepBegin{admitted}──► every shard
-//                                 Frontend ◄──StepDone{tokens, failures}── every shard
+//   Deployment ──SubmitRequest──► Frontend ──StepBegin{admitted, cancelled}──► every shard
+//   Deployment ──CancelRequest──►          ◄──StepDone{tokens, failures}── every shard
 //
 // Shards run in lockstep: a step starts on every shard of the current membership at once
 // and ends when each has answered. StepBegin and StepDone cross processes (shards on
@@ -21,13 +21,15 @@
 
 #include "actors/protocol/layer_batch_key.h"
 #include "actors/protocol/status.h"
+#include "actors/request_events.h"
 #include "runtime/model/reference_engine.h"
 
 namespace janus::actors {
 
-/// Where a request's tokens go: called on the Frontend's thread.
+/// Where a request's tokens go: called on the Frontend's thread (the contract is
+/// actors/request_events.h's).
 struct RequestSink {
-  std::function<void(int32_t token)> on_token;
+  std::function<void(const TokenEvent&)> on_token;
   std::function<void(Result<GenerateResult>)> on_done;
 };
 
@@ -36,6 +38,12 @@ struct SubmitRequest {
   uint64_t id = 0;
   GenerateRequest request;
   std::shared_ptr<RequestSink> sink;
+};
+
+/// Deployment -> Frontend: end request `id` now (its result: finish_reason "cancelled",
+/// the tokens so far). A request that already ended is left as it is.
+struct CancelRequest {
+  uint64_t id = 0;
 };
 
 /// A request handed to a shard at a step boundary.
@@ -50,6 +58,9 @@ struct StepBegin {
   step_t step = 0;
   uint32_t epoch = 0;
   std::vector<AdmittedRequest> admitted;
+  // Requests of this shard that were cancelled since its last step: their KV is released
+  // before `admitted` join (the Frontend already counts those blocks free).
+  std::vector<uint64_t> cancelled;
 };
 
 struct TokenOut {
@@ -86,7 +97,7 @@ typename Inspector::result_type inspect(Inspector& f, AdmittedRequest& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, StepBegin& x) {
-  return f(caf::meta::type_name("janus.StepBegin"), x.step, x.epoch, x.admitted);
+  return f(caf::meta::type_name("janus.StepBegin"), x.step, x.epoch, x.admitted, x.cancelled);
 }
 
 template <class Inspector>
@@ -122,3 +133,4 @@ typename Inspector::result_type inspect(Inspector& f, GenerateRequest& x) {
 }  // namespace janus
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::SubmitRequest)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(janus::actors::CancelRequest)

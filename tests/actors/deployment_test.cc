@@ -246,3 +246,234 @@ TEST_CASE("metrics report timings, per-layer a_max and every actor") {
   for (const char* n : {"frontend", "attention-0", "attention-1", "router", "scheduler", "expert-0", "expert-3", "scaler"})
     CHECK(names.count(n) == 1);
 }
+
+// -- cancel, the richer callbacks, the callback-thread contract -------------------------
+
+namespace {
+
+// Waits (bounded) until `pred` holds; false when it never did.
+template <class Pred>
+bool wait_until(Pred pred, std::chrono::seconds limit = 30s) {
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() - t0 > limit) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("cancel ends a running request, frees its KV so a request that needs the blocks then runs, and says cancelled") {
+  const Fixture& f = fixture("qwen3_moe");
+  GraphSpec g = spec_for(f, {1, 2, false, 1, "moe", "aebs"}, 8);
+  g.workload.prompts.clear();
+  // One shard of 30 blocks of 16: the long request takes 26 of them (prompt + 400), so the
+  // second (prompt + 100: 7 blocks) cannot be admitted beside it.
+  g.attention.kv_blocks = 30;
+  DeploymentOptions o;
+  o.threads = 2;
+  auto d = Deployment::create(g, o);
+  REQUIRE_MESSAGE(d.ok(), d.status().to_string());
+  GenerateRequest longer;
+  longer.prompt = f.prompts[0];
+  longer.max_new_tokens = 400;
+  longer.stop_at_eos = false;
+  std::atomic<int> tokens{0};
+  RequestHandle a = (*d)->submit(longer, [&](int32_t) { ++tokens; });
+  REQUIRE(wait_until([&] { return tokens >= 3; }));
+  GenerateRequest second;
+  second.prompt = f.prompts[1];
+  second.max_new_tokens = 100;
+  second.stop_at_eos = false;
+  RequestHandle b = (*d)->submit(second);
+  // It waits for blocks while the first decodes.
+  REQUIRE(wait_until([&] { return (*d)->metrics().queued == 1; }));
+  CHECK(b.result.wait_for(50ms) == std::future_status::timeout);
+  CHECK((*d)->metrics().kv_blocks_used == 26);
+
+  REQUIRE((*d)->cancel(a).ok());
+  REQUIRE(a.result.wait_for(30s) == std::future_status::ready);
+  Result<GenerateResult> ra = a.result.get();
+  REQUIRE_MESSAGE(ra.ok(), ra.status().to_string());
+  CHECK(ra->finish_reason == "cancelled");
+  CHECK(ra->tokens.size() >= 3);
+  CHECK(ra->tokens.size() < 400);
+  // The tokens it made are the reference's prefix.
+  auto ref = test::reference_tokens(f.dir, {longer});
+  REQUIRE(ref.ok());
+  CHECK(std::equal(ra->tokens.begin(), ra->tokens.end(), (*ref)[0].begin()));
+
+  REQUIRE(b.result.wait_for(60s) == std::future_status::ready);
+  Result<GenerateResult> rb = b.result.get();
+  REQUIRE_MESSAGE(rb.ok(), rb.status().to_string());
+  CHECK(rb->tokens.size() == 100);
+  auto ref_b = test::reference_tokens(f.dir, {second});
+  REQUIRE(ref_b.ok());
+  CHECK(rb->tokens == (*ref_b)[0]);
+  MetricsSnapshot m = (*d)->metrics();
+  CHECK(m.cancelled == 1);
+  CHECK(m.running == 0);
+  CHECK(m.queued == 0);
+  CHECK(m.kv_blocks_used == 0);
+  CHECK(m.kv_blocks_total == 30);
+}
+
+TEST_CASE("cancel of a queued request, of a finished one and of an unknown handle") {
+  const Fixture& f = fixture("qwen3_moe");
+  GraphSpec g = spec_for(f, {1, 2, false, 1, "moe", "aebs"}, 8);
+  g.workload.prompts.clear();
+  g.attention.kv_blocks = 30;
+  auto d = Deployment::create(g);
+  REQUIRE(d.ok());
+  GenerateRequest big;
+  big.prompt = f.prompts[0];
+  big.max_new_tokens = 400;
+  big.stop_at_eos = false;
+  RequestHandle running = (*d)->submit(big);
+  RequestHandle queued = (*d)->submit(big);  // no room beside the first
+  REQUIRE(wait_until([&] { return (*d)->metrics().queued == 1; }));
+  REQUIRE((*d)->cancel(queued).ok());
+  REQUIRE(queued.result.wait_for(10s) == std::future_status::ready);
+  Result<GenerateResult> rq = queued.result.get();
+  REQUIRE(rq.ok());
+  CHECK(rq->finish_reason == "cancelled");
+  CHECK(rq->tokens.empty());
+  REQUIRE((*d)->cancel(running).ok());
+  REQUIRE(running.result.wait_for(30s) == std::future_status::ready);
+  CHECK(running.result.get()->finish_reason == "cancelled");
+
+  GenerateRequest small;
+  small.prompt = f.prompts[2];
+  small.max_new_tokens = 2;
+  RequestHandle done = (*d)->submit(small);
+  REQUIRE(done.result.wait_for(30s) == std::future_status::ready);
+  Status again = (*d)->cancel(done);
+  CHECK(again.code() == ErrorCode::kInvalidArgument);
+  CHECK(again.message().find("already finished") != std::string::npos);
+  CHECK((*d)->cancel(running).code() == ErrorCode::kInvalidArgument);  // cancelled already
+  RequestHandle unknown;
+  unknown.id = 12345;
+  Status u = (*d)->cancel(unknown);
+  CHECK(u.code() == ErrorCode::kNotFound);
+  CHECK(u.message().find("request 12345") != std::string::npos);
+  CHECK((*d)->cancel(RequestHandle{}).code() == ErrorCode::kNotFound);
+  CHECK((*d)->metrics().cancelled == 2);
+}
+
+TEST_CASE("the richer token callback: ids, indices, finish reason on the last token, timings; on_done before the future") {
+  const Fixture& f = fixture("qwen3_moe");
+  GraphSpec g = spec_for(f, {2, 2, false, 1, "moe", "aebs"}, 8);
+  g.workload.prompts.clear();
+  auto d = Deployment::create(g);
+  REQUIRE(d.ok());
+  std::mutex mu;
+  std::vector<TokenEvent> events;
+  std::string done_reason;
+  bool future_ready_in_done = true;
+  RequestHandle h;
+  std::promise<void> handle_set;
+  std::shared_future<void> handle_ready = handle_set.get_future().share();
+  RequestCallbacks cb;
+  cb.on_token = [&](const TokenEvent& e) {
+    std::lock_guard<std::mutex> lk(mu);
+    events.push_back(e);
+  };
+  cb.on_done = [&](const Result<GenerateResult>& r) {
+    handle_ready.wait();
+    std::lock_guard<std::mutex> lk(mu);
+    done_reason = r.ok() ? r->finish_reason : r.status().to_string();
+    future_ready_in_done = h.result.wait_for(0s) == std::future_status::ready;
+  };
+  h = (*d)->submit(test::greedy_requests({f.prompts[3]}, 16)[0], cb);
+  handle_set.set_value();
+  REQUIRE(h.result.wait_for(30s) == std::future_status::ready);
+  Result<GenerateResult> r = h.result.get();
+  REQUIRE(r.ok());
+  std::lock_guard<std::mutex> lk(mu);
+  REQUIRE(events.size() == 16);
+  CHECK(r->tokens == f.reference[3]);
+  double since = 0;
+  for (size_t i = 0; i < events.size(); ++i) {
+    CAPTURE(i);
+    CHECK(events[i].request_id == h.id);
+    CHECK(events[i].index == static_cast<int>(i));
+    CHECK(events[i].token == r->tokens[i]);
+    CHECK(events[i].last == (i + 1 == events.size()));
+    CHECK(events[i].finish_reason == (i + 1 == events.size() ? "length" : ""));
+    CHECK(events[i].since_submit_s > 0);
+    CHECK(events[i].since_submit_s >= since);
+    CHECK(events[i].since_previous_s == doctest::Approx(events[i].since_submit_s - since).epsilon(1e-6));
+    since = events[i].since_submit_s;
+  }
+  CHECK(done_reason == "length");
+  CHECK_FALSE(future_ready_in_done);  // on_done runs before the future resolves
+}
+
+TEST_CASE("submitting and cancelling from inside a callback does not deadlock, also while another thread waits in metrics()") {
+  const Fixture& f = fixture("qwen3_moe");
+  GraphSpec g = spec_for(f, {1, 2, false, 1, "moe", "aebs"}, 8);
+  g.workload.prompts.clear();
+  DeploymentOptions o;
+  o.threads = 2;
+  auto d = Deployment::create(g, o);
+  REQUIRE(d.ok());
+  Deployment& dep = **d;
+  std::atomic<bool> stop{false};
+  std::thread poller([&] {  // holds the query lock over and over, as a metrics scraper does
+    while (!stop) (void)dep.metrics();
+  });
+  // A chain: each request's third token submits the next one; the tenth also cancels a
+  // long request from its callback.
+  GenerateRequest longer;
+  longer.prompt = f.prompts[0];
+  longer.max_new_tokens = 400;
+  longer.stop_at_eos = false;
+  RequestHandle victim = dep.submit(longer);
+  std::mutex mu;
+  std::vector<RequestHandle> chain;
+  std::promise<void> all_done;
+  std::function<RequestCallbacks(int)> make = [&](int n) {
+    RequestCallbacks cb;
+    cb.on_token = [&, n](const TokenEvent& e) {
+      if (e.index != 2) return;
+      if (n + 1 < 10) {
+        RequestHandle next = dep.submit(test::greedy_requests({f.prompts[static_cast<size_t>((n + 1) % 6)]}, 16)[0], make(n + 1));
+        std::lock_guard<std::mutex> lk(mu);
+        chain.push_back(next);
+      } else {
+        CHECK(dep.cancel(victim).ok());
+        dep.shutdown();  // refused from a callback, with an error in the log: no deadlock
+      }
+    };
+    cb.on_done = [&, n](const Result<GenerateResult>& r) {
+      CHECK(r.ok());
+      if (n == 9) all_done.set_value();
+    };
+    return cb;
+  };
+  RequestHandle first = dep.submit(test::greedy_requests({f.prompts[0]}, 16)[0], make(0));
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    chain.insert(chain.begin(), first);
+  }
+  auto fut = all_done.get_future();
+  REQUIRE(fut.wait_for(60s) == std::future_status::ready);
+  REQUIRE(victim.result.wait_for(30s) == std::future_status::ready);
+  CHECK(victim.result.get()->finish_reason == "cancelled");
+  stop = true;
+  poller.join();
+  std::lock_guard<std::mutex> lk(mu);
+  REQUIRE(chain.size() == 10);
+  for (size_t n = 0; n < chain.size(); ++n) {
+    CAPTURE(n);
+    REQUIRE(chain[n].result.wait_for(30s) == std::future_status::ready);
+    Result<GenerateResult> r = chain[n].result.get();
+    REQUIRE(r.ok());
+    CHECK(r->tokens == f.reference[n % 6]);
+  }
+  // Still serving after the refused shutdown.
+  RequestHandle after = dep.submit(test::greedy_requests({f.prompts[1]}, 4)[0]);
+  REQUIRE(after.result.wait_for(30s) == std::future_status::ready);
+  CHECK(after.result.get().ok());
+}

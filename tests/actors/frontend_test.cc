@@ -77,9 +77,9 @@ struct Caller {
 
   std::shared_ptr<RequestSink> sink() {
     auto s = std::make_shared<RequestSink>();
-    s->on_token = [this](int32_t t) {
+    s->on_token = [this](const TokenEvent& e) {
       std::lock_guard<std::mutex> lk(mu);
-      streamed.push_back(t);
+      streamed.push_back(e.token);
     };
     s->on_done = [this](Result<GenerateResult> r) { done.set_value(std::move(r)); };
     return s;
