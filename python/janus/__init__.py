@@ -238,17 +238,18 @@ class Request:
         return self._r.result(timeout)["tokens"]
 
     def finish_reason(self, timeout: Optional[float] = None) -> str:
-        """``"length"`` or ``"eos"``."""
+        """``"length"``, ``"eos"`` or ``"cancelled"``; waits for the end like ``result()``."""
         return self._r.result(timeout)["finish_reason"]
 
     def tokens_so_far(self) -> list:
         return self._r.tokens_so_far()
 
     def cancel(self) -> None:
-        """Stops the request and frees its KV blocks."""
-        raise NotImplementedError(
-            "Request.cancel(): the runtime has no Deployment::cancel yet (it comes with the serving work, "
-            "issue 20's cancel item); until then a request runs to its end")
+        """Ends the request at the next step (Deployment::cancel): its KV blocks are freed
+        and its slot goes to the next request. ``result()`` then gives the tokens made so far
+        and ``finish_reason()`` is ``"cancelled"`` (unless its last token was already being
+        made). Cancelling a finished request raises ValueError."""
+        self._r.cancel()
 
     def __iter__(self) -> Iterator[int]:
         while True:
@@ -331,7 +332,11 @@ class Deployment:
                on_token: Optional[Callable[[int], None]] = None) -> Request:
         """Submits a request and returns at once. ``on_token(token)``, when given, is called
         for each token on the Frontend's runtime thread with the GIL taken; if it raises,
-        the request fails with the traceback."""
+        the request is cancelled (its KV freed) and fails with the traceback. Callbacks of
+        one deployment never run at once and hold up every request while they run; one may
+        call ``submit()`` and ``Request.cancel()``, but not the calls that wait for the
+        runtime (``metrics()``, ``scale()``, ``result()``, ...), which would wait for itself
+        (actors/request_events.h)."""
         return Request(self._d.submit(list(ids), max_new_tokens, temperature, seed, top_p, top_k, stop_at_eos, on_token))
 
     def generate(self, ids: Sequence[int], max_new_tokens: int = 16, **kw: Any) -> list:

@@ -23,17 +23,22 @@ using namespace std::chrono_literals;
 
 struct RequestState {
   uint64_t id = 0;
-  int max_new_tokens = 0;
   std::shared_future<Result<GenerateResult>> result;
   std::mutex mu;
   std::condition_variable cv;
   std::vector<int32_t> tokens;  // streamed so far
   size_t next = 0;              // the iterator's position in `tokens`
-  bool stop_seen = false;       // an EOS that ends the request came
+  bool ended = false;           // on_done came
+  std::optional<Result<GenerateResult>> final_result;  // what on_done said (the future resolves just after)
   std::string callback_error;   // the traceback of a raising on_token callback
+  std::string finish_reason;
   PyRef on_token, waker;
+  Deployment* deployment = nullptr;  // for cancel(); the sink runs only while it serves
 
-  bool finished() const { return result.wait_for(0s) == std::future_status::ready; }
+  bool finished() {
+    std::lock_guard<std::mutex> lk(mu);
+    return ended;
+  }
 };
 
 py::dict to_dict(const ActorSnapshot& a) {
@@ -75,7 +80,29 @@ class Request {
  public:
   explicit Request(std::shared_ptr<RequestState> s) : s_(std::move(s)) {}
   uint64_t id() const { return s_->id; }
-  bool done() const { return s_->finished() || failed_by_callback(); }
+  bool done() const { return s_->finished() || failed_by_callback(); }  // on_done came, or the callback raised
+  std::string finish_reason() const {
+    std::lock_guard<std::mutex> lk(s_->mu);
+    return s_->finish_reason;
+  }
+  // Deployment::cancel: the request ends at the next step with the tokens so far
+  // (finish_reason "cancelled") and its KV blocks are freed.
+  void cancel() {
+    Status st;
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard<std::mutex> lk(s_->mu);
+      if (!s_->deployment) st = unavailable("request " + std::to_string(s_->id) + ": its deployment is closed");
+    }
+    check(st);
+    RequestHandle h;
+    h.id = s_->id;
+    {
+      py::gil_scoped_release nogil;
+      st = s_->deployment->cancel(h);
+    }
+    check(st);
+  }
   std::vector<int32_t> tokens_so_far() const {
     std::lock_guard<std::mutex> lk(s_->mu);
     return s_->tokens;
@@ -83,14 +110,21 @@ class Request {
 
   // The whole result, waiting (interruptibly) for it.
   py::dict result(std::optional<double> timeout) {
-    if (!wait_interruptibly([&](std::chrono::milliseconds slice) { return s_->result.wait_for(slice) == std::future_status::ready || failed_by_callback(); },
-                            timeout.value_or(-1)))
+    RequestState& s = *s_;
+    auto ready = [&](std::chrono::milliseconds slice) {
+      std::unique_lock<std::mutex> lk(s.mu);
+      auto due = [&] { return s.ended || !s.callback_error.empty(); };
+      s.cv.wait_for(lk, slice, due);
+      return due();
+    };
+    if (!wait_interruptibly(ready, timeout.value_or(-1)))
     {
       PyErr_SetString(PyExc_TimeoutError, ("request " + std::to_string(s_->id) + " is not done yet").c_str());
       throw py::error_already_set();
     }
     raise_if_failed();
-    const GenerateResult& r = *s_->result.get();
+    std::lock_guard<std::mutex> lk(s.mu);
+    const GenerateResult& r = **s.final_result;
     py::dict d;
     d["tokens"] = r.tokens;
     d["finish_reason"] = r.finish_reason;
@@ -103,14 +137,9 @@ class Request {
     RequestState& s = *s_;
     auto ready = [&](std::chrono::milliseconds slice) {
       std::unique_lock<std::mutex> lk(s.mu);
-      if (s.next < s.tokens.size() || !s.callback_error.empty()) return true;
-      if (s.stop_seen || static_cast<int>(s.tokens.size()) >= s.max_new_tokens) {
-        lk.unlock();  // the last token came: only the result is due
-        return s.result.wait_for(slice) == std::future_status::ready;
-      }
-      if (s.finished()) return true;
-      s.cv.wait_for(lk, slice, [&] { return s.next < s.tokens.size() || !s.callback_error.empty(); });
-      return s.next < s.tokens.size() || !s.callback_error.empty() || s.finished();
+      auto due = [&] { return s.next < s.tokens.size() || !s.callback_error.empty() || s.ended; };
+      s.cv.wait_for(lk, slice, due);
+      return due();
     };
     if (!wait_interruptibly(ready, timeout.value_or(-1))) {
       PyErr_SetString(PyExc_TimeoutError, ("request " + std::to_string(s.id) + ": no token yet").c_str());
@@ -125,7 +154,7 @@ class Request {
     {
       std::lock_guard<std::mutex> lk(s_->mu);
       if (s_->next < s_->tokens.size()) return py::int_(s_->tokens[s_->next++]);
-      if (s_->callback_error.empty() && !s_->finished()) return py::int_(-1);
+      if (s_->callback_error.empty() && !s_->ended) return py::int_(-1);
     }
     return take();
   }
@@ -157,9 +186,13 @@ class Request {
       PyErr_SetString(request_failed_type().ptr(), ("request " + std::to_string(s_->id) + " failed: its on_token callback raised:\n" + cb).c_str());
       throw py::error_already_set();
     }
-    const Result<GenerateResult>& r = s_->result.get();
-    if (!r.ok()) {
-      PyErr_SetString(request_failed_type().ptr(), ("request " + std::to_string(s_->id) + " failed: " + r.status().to_string()).c_str());
+    Status failed;
+    {
+      std::lock_guard<std::mutex> lk(s_->mu);
+      if (s_->final_result && !s_->final_result->ok()) failed = s_->final_result->status();
+    }
+    if (!failed.ok()) {
+      PyErr_SetString(request_failed_type().ptr(), ("request " + std::to_string(s_->id) + " failed: " + failed.to_string()).c_str());
       throw py::error_already_set();
     }
   }
@@ -212,6 +245,15 @@ class PyDeployment {
   void close() {
     if (!d_) return;
     std::unique_ptr<Deployment> d = std::move(d_);
+    {
+      std::lock_guard<std::mutex> lk(requests_mu_);
+      for (auto& w : requests_)
+        if (auto st = w.lock()) {
+          std::lock_guard<std::mutex> l2(st->mu);
+          st->deployment = nullptr;
+        }
+      requests_.clear();
+    }
     if (PyGILState_Check()) {
       py::gil_scoped_release nogil;  // runtime threads may be waiting for the GIL to deliver a token
       d->shutdown();
@@ -241,58 +283,86 @@ class PyDeployment {
     r.stop_at_eos = stop_at_eos;
     check(validate_request(d.model().config(), r, "request"));  // refused here, as a ValueError, before it is queued
     auto s = std::make_shared<RequestState>();
-    s->max_new_tokens = max_new_tokens;
+    s->deployment = &d;
     if (!on_token.is_none()) s->on_token.set(std::move(on_token));
-    const ModelConfig* cfg = &d.model().config();
-    GenerateRequest stop_rule;  // what is_stop_token looks at, without the prompt
-    stop_rule.stop_at_eos = r.stop_at_eos;
-    stop_rule.eos_ids = r.eos_ids;
+    Deployment* dp = &d;
     std::weak_ptr<RequestState> weak = s;
-    auto sink = [weak, cfg, stop_rule](int32_t token) {
+    auto wake = [](RequestState& st) {
+      // Under the GIL on the Frontend's thread; a closed event loop is nobody waiting.
+      if (!st.waker || !interpreter_alive()) return;
+      py::gil_scoped_acquire gil;
+      if (!st.waker) return;
+      try {
+        st.waker.get()();
+      } catch (py::error_already_set& e) {
+        (void)format_python_error(e);
+      }
+    };
+    RequestCallbacks cb;
+    cb.on_token = [weak, dp, wake](const TokenEvent& ev) {
       std::shared_ptr<RequestState> st = weak.lock();
       if (!st) return;
       bool call;
       {
         std::lock_guard<std::mutex> lk(st->mu);
-        st->tokens.push_back(token);
-        if (is_stop_token(*cfg, stop_rule, token)) st->stop_seen = true;
-        call = (st->on_token || st->waker) && st->callback_error.empty();
+        st->tokens.push_back(ev.token);
+        call = static_cast<bool>(st->on_token) && st->callback_error.empty();
       }
       st->cv.notify_all();
-      if (!call || !interpreter_alive()) return;
-      py::gil_scoped_acquire gil;
-      if (st->on_token && st->callback_error.empty()) {
-        try {
-          st->on_token.get()(token);
-        } catch (py::error_already_set& e) {
-          std::string tb = format_python_error(e);
+      if (call && interpreter_alive()) {
+        std::string failed;
+        {
+          py::gil_scoped_acquire gil;
+          try {
+            st->on_token.get()(ev.token);
+          } catch (py::error_already_set& e) {
+            failed = format_python_error(e);
+          }
+        }
+        if (!failed.empty()) {
           {
             std::lock_guard<std::mutex> lk(st->mu);
-            st->callback_error = tb;
+            st->callback_error = failed;
           }
           st->cv.notify_all();
+          RequestHandle h;
+          h.id = ev.request_id;
+          (void)dp->cancel(h);  // frees its KV at once; the Request reports the callback's error
         }
       }
-      if (st->waker) {
-        try {
-          st->waker.get()();
-        } catch (py::error_already_set& e) {
-          (void)format_python_error(e);  // a closed event loop: nobody is waiting any more
-        }
+      wake(*st);
+    };
+    cb.on_done = [weak, wake](const Result<GenerateResult>& r) {
+      std::shared_ptr<RequestState> st = weak.lock();
+      if (!st) return;
+      {
+        std::lock_guard<std::mutex> lk(st->mu);
+        st->ended = true;
+        st->final_result = r;
+        if (r.ok()) st->finish_reason = r->finish_reason;
       }
+      st->cv.notify_all();
+      wake(*st);
     };
     RequestHandle h;
     {
       py::gil_scoped_release nogil;
-      h = d.submit(std::move(r), sink);
+      h = d.submit(std::move(r), std::move(cb));
     }
     s->id = h.id;
     s->result = h.result;
+    {
+      std::lock_guard<std::mutex> lk(requests_mu_);
+      std::erase_if(requests_, [](const std::weak_ptr<RequestState>& w) { return w.expired(); });
+      requests_.push_back(s);
+    }
     // The runtime holds the sink (and a weak reference); the Request keeps the state alive.
     return Request(s);
   }
 
   std::unique_ptr<Deployment> d_;
+  std::mutex requests_mu_;
+  std::vector<std::weak_ptr<RequestState>> requests_;  // to detach them from a closed deployment
 };
 
 }  // namespace
@@ -314,7 +384,9 @@ void bind_deployment(py::module_& m) {
       .def("result", &Request::result, py::arg("timeout") = py::none())
       .def("next_token", &Request::next_token, py::arg("timeout") = py::none())
       .def("poll", &Request::poll)
-      .def("set_waker", &Request::set_waker);
+      .def("set_waker", &Request::set_waker)
+      .def("cancel", &Request::cancel)
+      .def("finish_reason", &Request::finish_reason);
 
   using D = PyDeployment;
   py::class_<D>(m, "Deployment")

@@ -190,9 +190,50 @@ def test_refusals(tmp_path):
         with pytest.raises(janus.JanusError):
             dep.scale(1, 1)  # 1 x 4 slots cannot hold 8 experts
         req = dep.submit([5, 17], 4)
-        with pytest.raises(NotImplementedError, match="Deployment::cancel"):
-            req.cancel()
         req.result()
+        with pytest.raises(ValueError, match="already finished"):
+            req.cancel()
     assert dep.closed
     with pytest.raises(ValueError, match="closed"):
         dep.submit([5], 2)
+
+
+def test_cancel_frees_kv_for_a_request_that_needs_it(qwen):
+    prompt = qwen["prompts"][5]  # 20 tokens
+    n = 100                      # 120 tokens: 8 blocks of 16
+    engine = janus.Engine(fixture_dir("qwen3_moe"))
+    want = engine.generate(prompt, n, stop_at_eos=False)
+    extra = "attention{shards = 1, kv_blocks = 10, block_size = 16}\n"
+    text = config(shards=1).replace("attention{shards = 1}\n", extra)
+    with janus.Deployment(text) as dep:
+        first = dep.submit(prompt, n, stop_at_eos=False)
+        it = iter(first)
+        got = [next(it), next(it)]            # admitted and running: 8 of 10 blocks reserved
+        second = dep.submit(prompt, n, stop_at_eos=False)
+        got.append(next(it))
+        assert second.tokens_so_far() == []   # waits: 2 blocks left, it needs 8
+        assert any(r.id == second.id and r.state == "queued" for r in dep.requests())
+        first.cancel()
+        assert second.result(timeout=60) == want  # it fits once the first's blocks are freed
+        assert first.finish_reason() == "cancelled"
+        partial = first.result()
+        assert len(partial) < n and partial == want[:len(partial)] and got == want[:3]
+        assert dep.metrics().failed == 0
+
+
+def test_a_raising_callback_cancels_its_request(qwen):
+    prompt, n = qwen["prompts"][5], 100
+    text = config(shards=1).replace("attention{shards = 1}\n", "attention{shards = 1, kv_blocks = 10, block_size = 16}\n")
+    calls = []
+
+    def once(tok):
+        calls.append(tok)
+        raise ValueError("stop here")
+
+    with janus.Deployment(text) as dep:
+        bad = dep.submit(prompt, n, stop_at_eos=False, on_token=once)
+        with pytest.raises(janus.RequestFailed, match="stop here"):
+            bad.result()
+        # Its 8 blocks came back: a request of the same size runs.
+        assert len(dep.generate(prompt, n, stop_at_eos=False)) == n
+        assert len(calls) == 1  # not called again after it raised
