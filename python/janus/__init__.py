@@ -267,18 +267,14 @@ class Request:
         self._r.set_waker(lambda: loop.call_soon_threadsafe(event.set))
         try:
             while True:
+                event.clear()  # before polling: a token that comes after the poll sets it again
                 tok = self._r.poll()
                 if tok is None:
                     return
                 if tok >= 0:
                     yield tok
                     continue
-                event.clear()
-                # Tokens wake us at once; the end of the request (no token) is seen by polling.
-                try:
-                    await asyncio.wait_for(event.wait(), 0.005)
-                except asyncio.TimeoutError:
-                    pass
+                await event.wait()  # the runtime wakes us with each token and at the end
         finally:
             self._r.set_waker(None)
 
@@ -350,6 +346,11 @@ class Deployment:
     def workload(self) -> list:
         """The config's workload{} prompts as keyword dicts for ``submit(**w)``."""
         return [dict(w) for w in self._d.workload()]
+
+    def plan(self) -> list:
+        """The generated arrivals of workload{arrivals=...} that ``janus bench-serve`` serves
+        (the same seeded draw): dicts of ``at_s``, ``ids``, ``max_new_tokens``."""
+        return self._d.plan()
 
     def run_workload(self) -> list:
         """Submits every workload{} prompt at once and returns their tokens."""

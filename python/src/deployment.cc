@@ -535,6 +535,21 @@ void bind_deployment(py::module_& m) {
       .def_property_readonly("vocab_size", [](D& d) { return d.dep().model().config().vocab_size; })
       .def_property_readonly("num_layers", [](D& d) { return d.dep().model().config().num_layers; })
       .def_property_readonly("model_dir", [](D& d) { return d.dep().spec().model_dir; })
+      .def("plan", [](D& d) {
+        // The generated arrivals `janus bench-serve` serves (workload{arrivals=...}), the same draw.
+        Deployment& x = d.dep();
+        const GraphSpec& g = x.spec();
+        ArrivalSpec arr = g.workload.arrivals;
+        if (arr.kind == "all") arr.kind = "poisson";  // as bench-serve does
+        auto plan = unwrap(plan_workload(arr, x.model().config().vocab_size, g.attention.max_seq_len));
+        py::list out;
+        for (const PlannedRequest& r : plan) {
+          py::dict e;
+          e["at_s"] = r.at_s; e["ids"] = r.prompt; e["max_new_tokens"] = r.max_new_tokens;
+          out.append(e);
+        }
+        return out;
+      })
       .def("workload", [](D& d) {
         py::list out;
         for (const GenerateRequest& r : workload_requests(d.dep().spec())) {
