@@ -242,6 +242,7 @@ class Request:
         return self._r.result(timeout)["finish_reason"]
 
     def tokens_so_far(self) -> list:
+        """The tokens streamed so far, without waiting."""
         return self._r.tokens_so_far()
 
     def cancel(self) -> None:
@@ -359,9 +360,11 @@ class Deployment:
 
     # -- inspection and control: the console's commands ---------------------------------
     def actors(self) -> list:
+        """Every actor: name, kind, device, node, liveness, messages, busy time, mailbox, drops."""
         return [Actor(**a) for a in self._d.actors()]
 
     def requests(self) -> list:
+        """The requests the Frontend knows of (``RequestInfo``: queued, running, finished)."""
         return [RequestInfo(**r) for r in self._d.requests()]
 
     def graph(self) -> dict:
@@ -379,9 +382,13 @@ class Deployment:
         return [PolicyAmax(p["policy"], p["active"], [LayerAmax(**l) for l in p["layers"]]) for p in self._d.amax()]
 
     def experts(self, layer: int) -> Heatmap:
+        """The heat map of a MoE layer's expert activations so far (NumPy arrays); a dense
+        layer or one out of range raises."""
         return Heatmap(**self._d.experts(layer))
 
     def metrics(self) -> Metrics:
+        """Counters, tokens/s, TTFT/TPOT percentiles (seconds), a_max per layer, the actors,
+        the membership epoch and rescales."""
         m = self._d.metrics()
         m["amax"] = [LayerAmax(**l) for l in m["amax"]]
         m["actors"] = [Actor(**a) for a in m["actors"]]
@@ -401,21 +408,27 @@ class Deployment:
         self._d.slow(name, ms)
 
     def pause(self) -> StepClock:
+        """Stops starting steps at the next step boundary (requests wait, nothing is lost)."""
         return StepClock(**self._d.pause())
 
     def step(self, n: int = 1) -> StepClock:
+        """While paused: runs ``n`` more steps, then stops again."""
         return StepClock(**self._d.step(n))
 
     def resume(self) -> StepClock:
+        """Goes on stepping after ``pause()``."""
         return StepClock(**self._d.resume())
 
     def step_clock(self) -> StepClock:
+        """The step clock now: paused, steps still allowed, the step number, mid-step."""
         return StepClock(**self._d.step_clock())
 
     def recoveries(self) -> list:
+        """Members that died and how long their replacement took (``Recovery``)."""
         return [Recovery(**r) for r in self._d.recoveries()]
 
     def actor_names(self) -> list:
+        """The actors' names (for kill() and slow())."""
         return self._d.actor_names()
 
     @property
@@ -446,9 +459,12 @@ class Tokenizer:
         self._t = _janus.Tokenizer(os.fspath(model_dir))
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list:
+        """The ids ``tokenizers`` gives for ``text`` (with the post-processor's special tokens
+        unless ``add_special_tokens=False``)."""
         return self._t.encode(text, add_special_tokens)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        """The text of ``ids``, as ``tokenizers`` decodes it; an id outside the vocabulary raises."""
         return self._t.decode(list(ids), skip_special_tokens)
 
     def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = False,
@@ -473,9 +489,11 @@ class Tokenizer:
         return self._t.eos_ids
 
     def token_to_id(self, token: str) -> Optional[int]:
+        """The id of a vocabulary or added token, or None."""
         return self._t.token_to_id(token)
 
     def id_to_token(self, id: int) -> str:
+        """The vocabulary string of ``id`` ("" when there is none)."""
         return self._t.id_to_token(id)
 
 

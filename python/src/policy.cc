@@ -123,7 +123,10 @@ void unregister_python_policies() {
 }
 
 void bind_policy(py::module_& m) {
-  py::class_<ReplicaLayout>(m, "ReplicaLayout")
+  py::class_<ReplicaLayout>(m, "ReplicaLayout",
+                            "Where the expert replicas live, as a scheduling policy sees it: num_instances instances of "
+                            "`slots` slots; replica ids number the filled slots instance-major. replica_expert[r] and "
+                            "replica_instance[r] say what replica r holds and where; primary[e] is expert e's first replica.")
       .def_property_readonly("num_experts", [](const ReplicaLayout& l) { return l.layout.num_experts(); })
       .def_property_readonly("num_instances", [](const ReplicaLayout& l) { return l.layout.num_instances(); })
       .def_property_readonly("slots", [](const ReplicaLayout& l) { return l.layout.slots(); })
