@@ -44,6 +44,7 @@ Result<SimCosts> sim_costs_from_spec(const GraphSpec& g) {
   c.zipf = m.zipf;
   c.sampled_layers = m.sampled_layers;
   c.seed = m.seed;
+  if (!g.scheduler.where.empty()) c.janus_policy = g.scheduler.policy;  // only where the config has scheduler{}
   c.micro_batches = m.micro_batches;
   c.balance = m.balance;
   return c;

@@ -10,7 +10,8 @@
 namespace janus {
 
 /// The profile (simulate{profile=}) scaled to simulate{shape=} (or the model{} section's
-/// shape), with the link and memory settings of simulate{}. Refused: no profile, an
+/// shape), with the link and memory settings of simulate{} and the Janus system's policy
+/// from scheduler{} (AEBS without one). Refused: no profile, an
 /// unknown shape or preset, a profile that does not load.
 Result<SimCosts> sim_costs_from_spec(const GraphSpec& g);
 
