@@ -14,7 +14,7 @@ Scheduler::Scheduler(caf::actor_config& cfg, std::shared_ptr<const DeploymentCon
   sstats_.expert_counts.assign(static_cast<size_t>(c.num_layers), std::vector<uint64_t>(static_cast<size_t>(c.num_experts), 0));
   if (auto w = ActivationStats::create(c.num_layers, c.num_experts, kStatsWindow); w.ok()) window_ = std::move(*w);
   if (ctx_->compare_policies)
-    for (const std::string& name : scheduling_policy_names()) {
+    for (const std::string& name : known_scheduling_policy_names()) {
       if (name == policy_->name()) continue;
       auto p = make_scheduling_policy(name, ctx_->spec.scheduler.seed);
       if (p.ok()) others_.push_back(std::move(*p));

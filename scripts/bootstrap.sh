@@ -18,6 +18,7 @@ packages=(
   libcaf-dev libcapnp-dev capnproto libfabric-dev libfabric-bin doctest-dev
   liblua5.4-dev libreadline-dev nlohmann-json3-dev libssl-dev libpcre2-dev libutf8proc-dev libcpp-httplib-dev
   tmux iproute2 procps python3 python3-venv
+  python3-dev python3-numpy pybind11-dev python3-pytest
 )
 # The sanitizer build: clang and its runtimes (ASan, UBSan, libFuzzer).
 [ "$mode" = sanitize ] && packages+=(clang libclang-rt-14-dev)

@@ -29,6 +29,7 @@ LAYERS = {
     "serving":      ("runtime/serving", ["actors", "text"]),
     "console":      ("runtime/console", ["actors"]),
     "cli":          ("runtime/cli", ["serving", "console"]),
+    "python":       ("python/src", ["serving", "text"]),
 }
 PUBLIC = ["runtime/base/", "runtime/text/", "runtime/model/", "runtime/scheduling/", "runtime/config/", "gpu/cpu/",
           "gpu/backend/backend.h", "gpu/backend/cpu_backend.h", "gpu/backend/null_backend.h",

@@ -7,6 +7,7 @@
 #include "runtime/config/lua_config.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/presets.h"
+#include "runtime/serving/simulation_config.h"
 #include "runtime/serving/simulator.h"
 
 namespace janus::cli {
@@ -33,46 +34,6 @@ deployment within max_devices GPUs, and the best one within the SLO
 
 namespace {
 
-Result<SimShape> shape_of(const GraphSpec& g) {
-  if (g.simulate.shape != "model") return SimShape::builtin(g.simulate.shape);
-  ModelConfig c;
-  double wb = 4;
-  if (!g.model.path.empty()) {
-    JANUS_ASSIGN_OR_RETURN(c, load_model_config(g.model.path));
-    wb = g.model.dtype == "f32" ? 4 : 2;
-  } else {
-    const ModelPreset* p = find_preset(g.model.preset);
-    if (p == nullptr) return not_found("no model preset named '" + g.model.preset + "'");
-    c = p->config;
-    const std::string dt = g.model.dtype.empty() ? dtype_name(p->default_dtype) : g.model.dtype;
-    wb = dt == "f32" ? 4 : 2;
-  }
-  return SimShape::from_config(c, wb);
-}
-
-Result<SimCosts> costs_of(const GraphSpec& g) {
-  const SimulateSpec& m = g.simulate;
-  if (m.profile.empty())
-    return invalid_argument(g.source + ": simulate{} needs 'profile' (the JSON janus profile writes)" +
-                            (m.where.empty() ? std::string(" — the config has no simulate{} section") : ""));
-  JANUS_ASSIGN_OR_RETURN(PerfModel pm, PerfModel::load(m.profile));
-  JANUS_ASSIGN_OR_RETURN(SimShape shape, shape_of(g));
-  JANUS_ASSIGN_OR_RETURN(SimCosts c, SimCosts::from_profile(pm, shape));
-  c.device_bytes = m.device_gb * 1e9;
-  c.memory_fraction = m.memory_fraction;
-  c.link.gpus_per_node = m.gpus_per_node;
-  c.link.nic_bytes_per_s = m.nic_gbps * 1e9 / 8;
-  c.link.nic_latency_s = m.nic_latency_us * 1e-6;
-  c.link.nvlink_bytes_per_s = m.nvlink_gbps * 1e9 / 8;
-  c.link.nvlink_latency_s = m.nvlink_latency_us * 1e-6;
-  c.zipf = m.zipf;
-  c.sampled_layers = m.sampled_layers;
-  c.seed = m.seed;
-  c.micro_batches = m.micro_batches;
-  c.balance = m.balance;
-  return c;
-}
-
 // The paper's Fig. 9 points (arXiv 2512.13525 v3, §5; docs/paper-notes.md §3): Janus on DeepSeek-V2.
 std::string paper_point(int batch, double slo_ms) {
   if (batch == 64) return "1A6E ~99";
@@ -82,13 +43,7 @@ std::string paper_point(int batch, double slo_ms) {
 }
 
 int run_study_mode(const GraphSpec& g, const SimCosts& costs, const std::string& out, bool quiet) {
-  const SimulateSpec& m = g.simulate;
-  StudyOptions o;
-  o.batches = m.study_batches;
-  o.slos_ms = m.study_slos_ms;
-  o.prompt = m.study_prompt;
-  o.output = m.study_output;
-  o.max_devices = m.max_devices;
+  StudyOptions o = sim_study_options(g);
   o.progress = !quiet;
   std::printf("study: %s, %d-in/%d-out requests, up to %d GPUs; %d expert slots per instance (%d instances at least)\n",
               costs.shape.name.c_str(), o.prompt, o.output, o.max_devices, costs.expert_slots(),
@@ -146,33 +101,10 @@ int run_study_mode(const GraphSpec& g, const SimCosts& costs, const std::string&
 }
 
 int run_serving_mode(const GraphSpec& g, const SimCosts& costs, SimSystem system, const std::string& out, bool quiet) {
-  SimServingOptions o;
-  o.initial.system = system;
-  if (system == SimSystem::kMonolithic || system == SimSystem::kMonolithicDp) {
-    const int d = g.attention.shards + g.experts.instances, n = costs.link.gpus_per_node;
-    o.initial.attention = d <= n ? d : (d + n - 1) / n * n;
-    o.initial.moe = 0;
-  } else {
-    o.initial.attention = g.attention.shards;
-    o.initial.moe = g.experts.instances;
-  }
-  o.block_size = g.attention.block_size;
-  o.max_batch_per_shard = g.attention.max_batch;
-  o.scaler = g.scaler;
-  o.scaling_model = scaling_model(costs);
-  o.weight_load_bytes_per_s = g.simulate.weight_load_gbps * 1e9 / 8;
-  o.duration_s = g.simulate.duration_s;
-  o.slo_ttft_s = g.workload.slo_ttft_ms / 1e3;
-  o.slo_tpot_s = g.workload.slo_tpot_ms / 1e3;
+  auto options = sim_serving_options(g, costs, system);
+  if (!options.ok()) return fail("simulate", options.status().message());
+  SimServingOptions o = std::move(*options);
   o.progress = !quiet;
-  ArrivalSpec arrivals = g.workload.arrivals;
-  if (arrivals.kind == "all" && !g.workload.prompts.empty()) {
-    for (const auto& p : g.workload.prompts) o.requests.push_back({0.0, p, g.workload.max_new_tokens});
-  } else {
-    auto plan = plan_workload(arrivals, 1000, 1 << 20);
-    if (!plan.ok()) return fail("simulate", plan.status().message());
-    o.requests = std::move(*plan);
-  }
   std::printf("simulating %zu requests on %s (%s, %s) from %s\n", o.requests.size(), o.initial.name().c_str(),
               sim_system_name(system), costs.shape.name.c_str(), g.simulate.profile.c_str());
   auto r = simulate_serving(costs, o);
@@ -227,7 +159,7 @@ int cmd_simulate(const Argv& argv) {
   if (a.positional().size() != 1) return fail("simulate", std::string("needs one CONFIG\n") + kHelp, 2);
   auto spec = load_lua_config(a.positional()[0]);
   if (!spec.ok()) return fail("simulate", spec.status().message());
-  auto costs = costs_of(*spec);
+  auto costs = sim_costs_from_spec(*spec);
   if (!costs.ok()) return fail("simulate", costs.status().message());
   const std::string out = a.get("out", "");
   if (!out.empty())

@@ -238,8 +238,8 @@ Status resolve_graph(GraphSpec& s, const ModelConfig& m, int cuda_devices) {
     return invalid_argument(s.router.where + ": router{}: 'side' must be \"moe\" (EGate) or \"attention\" (AGate), got \"" +
                             s.router.side + "\"");
   {
-    const auto& names = scheduling_policy_names();
-    if (std::find(names.begin(), names.end(), s.scheduler.policy) == names.end()) {
+    if (!is_scheduling_policy_name(s.scheduler.policy)) {
+      const auto names = known_scheduling_policy_names();
       std::string all;
       for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
       return invalid_argument(s.scheduler.where + ": scheduler{}: unknown policy '" + s.scheduler.policy + "' (policies: " + all +

@@ -1,6 +1,8 @@
 #include "runtime/scheduling/scheduling_policy.h"
 
 #include <algorithm>
+#include <map>
+#include <mutex>
 #include <numeric>
 
 #include "gpu/cpu/aebs.h"
@@ -136,15 +138,117 @@ class TokenBalancedPolicy final : public SchedulingPolicy {
   std::vector<int32_t> order_, rep_;
 };
 
+// A registered policy behind a check of its every answer: the Scheduler indexes instance
+// tables by the replica ids it returns, so an answer out of range must never reach it.
+class CheckedPolicy final : public SchedulingPolicy {
+ public:
+  CheckedPolicy(std::string name, std::unique_ptr<SchedulingPolicy> inner) : name_(std::move(name)), inner_(std::move(inner)) {}
+  std::string name() const override { return name_; }
+  Status assign(const ExpertLayout& layout, const int32_t* ids, int64_t tokens, int k, uint64_t batch_id, int32_t* out) override {
+    JANUS_TRY(check_input(name_, layout, ids, tokens, k, out));
+    if (tokens == 0) return Status::Ok();
+    JANUS_TRY(inner_->assign(layout, ids, tokens, k, batch_id, out));
+    return check_assignment(name_, layout, ids, tokens * k, out);
+  }
+
+ private:
+  std::string name_;
+  std::unique_ptr<SchedulingPolicy> inner_;
+};
+
+struct Registry {
+  std::mutex mu;
+  std::map<std::string, SchedulingPolicyFactory> factories;
+};
+
+Registry& registry() {
+  static Registry* r = new Registry();  // never destroyed: factories may outlive static destruction order
+  return *r;
+}
+
+bool is_builtin(const std::string& name) {
+  const auto& b = scheduling_policy_names();
+  return std::find(b.begin(), b.end(), name) != b.end();
+}
+
 }  // namespace
 
+Status register_scheduling_policy(const std::string& name, SchedulingPolicyFactory factory) {
+  if (name.empty()) return invalid_argument("register_scheduling_policy: the name is empty");
+  if (is_builtin(name)) return invalid_argument("register_scheduling_policy: '" + name + "' is a built-in policy");
+  if (!factory) return invalid_argument("register_scheduling_policy: '" + name + "' has no factory");
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lk(r.mu);
+  r.factories[name] = std::move(factory);
+  return Status::Ok();
+}
+
+bool unregister_scheduling_policy(const std::string& name) {
+  Registry& r = registry();
+  SchedulingPolicyFactory gone;  // destroyed outside the lock (it may hold interpreter objects)
+  {
+    std::lock_guard<std::mutex> lk(r.mu);
+    auto it = r.factories.find(name);
+    if (it == r.factories.end()) return false;
+    gone = std::move(it->second);
+    r.factories.erase(it);
+  }
+  return true;
+}
+
+std::vector<std::string> known_scheduling_policy_names() {
+  std::vector<std::string> out = scheduling_policy_names();
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lk(r.mu);
+  for (const auto& [n, f] : r.factories) out.push_back(n);
+  return out;
+}
+
+bool is_scheduling_policy_name(const std::string& name) {
+  if (is_builtin(name)) return true;
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lk(r.mu);
+  return r.factories.count(name) > 0;
+}
+
+Status check_assignment(const std::string& policy, const ExpertLayout& layout, const int32_t* ids, int64_t n,
+                        const int32_t* replicas) {
+  for (int64_t c = 0; c < n; ++c) {
+    const int32_t rep = replicas[c];
+    if (rep < 0 || rep >= layout.num_replicas())
+      return invalid_argument("scheduling policy '" + policy + "': choice " + std::to_string(c) + " (expert " +
+                              std::to_string(ids[c]) + ") got replica " + std::to_string(rep) + ", outside [0, " +
+                              std::to_string(layout.num_replicas()) + ")");
+    if (layout.expert_of(rep) != ids[c])
+      return invalid_argument("scheduling policy '" + policy + "': choice " + std::to_string(c) + " chose expert " +
+                              std::to_string(ids[c]) + " but got replica " + std::to_string(rep) + ", which holds expert " +
+                              std::to_string(layout.expert_of(rep)) + " (on instance " +
+                              std::to_string(layout.instance_of(rep)) + ")");
+  }
+  return Status::Ok();
+}
+
 Result<std::unique_ptr<SchedulingPolicy>> make_scheduling_policy(const std::string& name, uint64_t seed) {
+  if (!is_builtin(name)) {
+    SchedulingPolicyFactory f;
+    {
+      Registry& r = registry();
+      std::lock_guard<std::mutex> lk(r.mu);
+      auto it = r.factories.find(name);
+      if (it != r.factories.end()) f = it->second;
+    }
+    if (f) {
+      JANUS_ASSIGN_OR_RETURN(std::unique_ptr<SchedulingPolicy> inner, f(seed));
+      if (!inner) return internal_error("scheduling policy '" + name + "': its factory made nothing");
+      return std::unique_ptr<SchedulingPolicy>(new CheckedPolicy(name, std::move(inner)));
+    }
+  }
   if (name == "aebs") return std::unique_ptr<SchedulingPolicy>(new AebsPolicy());
   if (name == "random_replica") return std::unique_ptr<SchedulingPolicy>(new RandomReplicaPolicy(seed));
   if (name == "primary") return std::unique_ptr<SchedulingPolicy>(new PrimaryPolicy());
   if (name == "token_balanced") return std::unique_ptr<SchedulingPolicy>(new TokenBalancedPolicy());
   std::string known;
-  for (const auto& n : scheduling_policy_names()) known += (known.empty() ? "" : ", ") + n;
+  for (const auto& n : known_scheduling_policy_names()) known += (known.empty() ? "" : ", ") + n;
   return invalid_argument("unknown scheduling policy '" + name + "' (known: " + known + ")");
 }
 

@@ -284,7 +284,7 @@ Result<StepModel> StepModel::create(const SimCosts& costs, const SimConfig& conf
   }
   JANUS_ASSIGN_OR_RETURN(im.layout, place_experts(in));
   JANUS_ASSIGN_OR_RETURN(im.policy,
-                         make_scheduling_policy(config.system == SimSystem::kJanus ? "aebs" : "random_replica", costs.seed));
+                         make_scheduling_policy(config.system == SimSystem::kJanus ? costs.janus_policy : "random_replica", costs.seed));
   return m;
 }
 

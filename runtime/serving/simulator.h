@@ -106,6 +106,9 @@ struct SimCosts {
   double zipf = 0.3;                    // expert popularity skew of the sampled routing
   int sampled_layers = 8;               // MoE layers whose routing is sampled (the rest: their mean)
   uint64_t seed = 1;
+  /// The Janus system's scheduling policy (a config's scheduler{policy=}, built-in or
+  /// registered: a Python policy runs in virtual time too); megascale keeps random_replica.
+  std::string janus_policy = "aebs";
 
   /// Scales a measured profile to `shape` (see the header comment). Refused: a profile
   /// without the byte counts `janus profile` writes, or without MoE coefficients.
