@@ -24,6 +24,17 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return acc[0];
 }
 
+// Attention weights in place: scores[t] becomes exp(scores[t] - mx); returns 1 / their sum.
+// The paged and the latent (MLA) attention share it, so both normalise in the same order.
+inline float exp_weights(float* scores, int32_t len, float mx) {
+  float sum = 0.f;
+  for (int32_t t = 0; t < len; ++t) {
+    scores[t] = std::exp(scores[t] - mx);
+    sum += scores[t];
+  }
+  return 1.0f / sum;
+}
+
 // Work below this many multiply-adds runs on the caller: waking the pool costs more.
 constexpr int64_t kParallelMacs = 1 << 16;
 
@@ -157,12 +168,7 @@ void latent_attention(const float* q_lat, const float* q_pe, int64_t rows, const
           scores[t] = (dot(ql, e, lora) + dot(qp, e + lora, rope)) * scale;
           mx = std::max(mx, scores[t]);
         }
-        float sum = 0.f;
-        for (int32_t t = 0; t < len; ++t) {
-          scores[t] = std::exp(scores[t] - mx);
-          sum += scores[t];
-        }
-        const float inv = 1.0f / sum;
+        const float inv = exp_weights(scores.data(), len, mx);
         float* o = out_lat + (r * heads + h) * lora;
         std::fill(o, o + lora, 0.f);
         for (int32_t t = 0; t < len; ++t) {
@@ -201,12 +207,7 @@ void paged_attention(const float* q, int64_t rows, const KvRow* row, int heads, 
           scores[t] = dot(qh, kt, hd) * scale;
           mx = std::max(mx, scores[t]);
         }
-        float sum = 0.f;
-        for (int32_t t = 0; t < len; ++t) {
-          scores[t] = std::exp(scores[t] - mx);
-          sum += scores[t];
-        }
-        const float inv = 1.0f / sum;
+        const float inv = exp_weights(scores.data(), len, mx);
         float* oh = out + (r * heads + h) * hd;
         std::fill(oh, oh + hd, 0.f);
         for (int32_t t = 0; t < len; ++t) {

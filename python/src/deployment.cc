@@ -273,14 +273,7 @@ class PyDeployment {
   Request submit(std::vector<int32_t> ids, int max_new_tokens, double temperature, std::optional<uint64_t> seed, double top_p,
                  int top_k, bool stop_at_eos, py::object on_token) {
     Deployment& d = dep();
-    GenerateRequest r;
-    r.prompt = std::move(ids);
-    r.max_new_tokens = max_new_tokens;
-    r.sampling.temperature = static_cast<float>(temperature);
-    r.sampling.top_p = static_cast<float>(top_p);
-    r.sampling.top_k = top_k;
-    r.sampling.seed = seed.value_or(0);
-    r.stop_at_eos = stop_at_eos;
+    GenerateRequest r = make_request(std::move(ids), max_new_tokens, temperature, seed, top_p, top_k, stop_at_eos);
     check(validate_request(d.model().config(), r, "request"));  // refused here, as a ValueError, before it is queued
     auto s = std::make_shared<RequestState>();
     s->deployment = &d;

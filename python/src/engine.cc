@@ -9,19 +9,6 @@ namespace janus::python {
 
 namespace {
 
-GenerateRequest make_request(std::vector<int32_t> ids, int max_new_tokens, double temperature, std::optional<uint64_t> seed,
-                             double top_p, int top_k, bool stop_at_eos) {
-  GenerateRequest r;
-  r.prompt = std::move(ids);
-  r.max_new_tokens = max_new_tokens;
-  r.sampling.temperature = static_cast<float>(temperature);
-  r.sampling.top_p = static_cast<float>(top_p);
-  r.sampling.top_k = top_k;
-  r.sampling.seed = seed.value_or(0);
-  r.stop_at_eos = stop_at_eos;
-  return r;
-}
-
 class Engine {
  public:
   Engine(const std::string& model_dir, const std::string& device) {
@@ -102,6 +89,19 @@ void bind_engine(py::module_& m) {
       .def_property_readonly("num_layers", [](const Engine& e) { return e.config().num_layers; })
       .def_property_readonly("num_experts", [](const Engine& e) { return e.config().num_experts; })
       .def_property_readonly("top_k", [](const Engine& e) { return e.config().top_k; });
+}
+
+GenerateRequest make_request(std::vector<int32_t> ids, int max_new_tokens, double temperature, std::optional<uint64_t> seed,
+                             double top_p, int top_k, bool stop_at_eos) {
+  GenerateRequest r;
+  r.prompt = std::move(ids);
+  r.max_new_tokens = max_new_tokens;
+  r.sampling.temperature = static_cast<float>(temperature);
+  r.sampling.top_p = static_cast<float>(top_p);
+  r.sampling.top_k = top_k;
+  r.sampling.seed = seed.value_or(0);
+  r.stop_at_eos = stop_at_eos;
+  return r;
 }
 
 }  // namespace janus::python
