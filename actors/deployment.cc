@@ -754,7 +754,6 @@ void Deployment::shutdown() {
     }
     for (const RosterEntry& e : roster) caf::anon_send_exit(e.actor, caf::exit_reason::user_shutdown);
   }
-  caf::anon_send_exit(impl_->scaler, caf::exit_reason::user_shutdown);
   // Every actor has been told to exit. Wait for them, but not forever: an actor that never
   // goes (a bug) must not hang the embedding program; it is reported and left behind.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);

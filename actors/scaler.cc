@@ -104,17 +104,15 @@ void Scaler::on_down(caf::down_msg& dm) {
       if (v[i].address() == dm.source) return static_cast<int>(i);
     return -1;
   };
+  const int inst = position(planned_.instances), shard = position(planned_.shards), router = position(planned_.routers);
+  const bool member = inst >= 0 || shard >= 0 || router >= 0 || planned_.scheduler.address() == dm.source ||
+                      planned_.frontend.address() == dm.source;
   // Only Deployment::shutdown ends a member with user_shutdown (kill() uses exit_reason::kill,
   // retired actors are handled below): the deployment is going away, and a replacement
   // spawned now would outlive it (shutdown exits the roster it read before).
-  if (dm.reason == caf::exit_reason::user_shutdown && (planned_.frontend.address() == dm.source || planned_.scheduler.address() == dm.source ||
-                                                      position(planned_.instances) >= 0 || position(planned_.shards) >= 0 ||
-                                                      position(planned_.routers) >= 0))
-    return;
+  if (member && dm.reason == caf::exit_reason::user_shutdown) return;
   if (ctx_->spec.multi_node()) return on_node_down(e->node, why, detected);
-  const int inst = position(planned_.instances), shard = position(planned_.shards), router = position(planned_.routers);
-  if (inst < 0 && shard < 0 && router < 0 && planned_.scheduler.address() != dm.source &&
-      planned_.frontend.address() != dm.source) {
+  if (!member) {
     // A retired actor going away, as asked — unless it was killed while it still serves
     // the installed epoch: the step in flight may wait on it, so it is cut short and re-run
     // under the membership handed off (which no longer names it).
