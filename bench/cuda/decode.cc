@@ -1,18 +1,23 @@
 // bench_decode: end-to-end decode speed of the Janus runtime on one GPU — the whole
 // disaggregated actor graph (Frontend, attention shard, Router, Scheduler with AEBS,
 // expert instances, all on cuda:0) — for the 8-layer gpu-qwen3-moe preset in BF16, batch
-// 1, 16 and 64 (prompts of 16 tokens, 64 new tokens, EOS ignored), beside:
+// 1, 16 and 64 by default (prompts of 16 tokens, 64 new tokens, EOS ignored), beside:
 //   - the physical floor: the bytes a decode step must read (attention and LM-head
 //     weights, the experts the batch activates — counted from the run's own routing — and
 //     the KV cache) over the GPU's measured copy bandwidth;
 //   - Hugging Face transformers generate() on the same checkpoint, same GPU, bf16, greedy
-//     (bench/peers/decode_transformers.py), decode only;
+//     (bench/peers/decode_transformers.py), decode only, in its compiled mode (grouped_mm
+//     experts, static cache, torch.compile) and its eager defaults; the speedup is against
+//     the faster of the two at each batch;
+//   - host time per step: the process's CPU time (every thread: actors, CAF workers,
+//     launches) over the timed runs, divided by their tokens;
 //   - where a decode step's time goes: per-actor stages from the runtime's trace
 //     (attention, route, schedule, experts, combine, sample) and what is left: actor
 //     messages, scheduling glue and host/GPU hand-offs.
 //
 //   bench_decode [--batches 1,16,64] [--new-tokens 64] [--prompt-len 16]
 //                [--configs 1x1,1x2,1x4,1x1m2] [--runs 3] [--no-peer] [--no-breakdown]
+//                [--peer-modes compiled,eager]
 //
 // A config "SxI" is S attention shards and I expert instances sharing the GPU (each on its
 // own CUDA stream; I instances split the 128 experts, one replica each); "m2" adds a
@@ -23,6 +28,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -44,6 +50,13 @@
 using namespace janus;
 
 namespace {
+
+// CPU seconds of every thread of this process.
+double process_cpu_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9;
+}
 
 std::vector<int> parse_ints(const std::string& s) {
   std::vector<int> v;
@@ -196,6 +209,7 @@ int main(int argc, char** argv) {
   int new_tokens = 64, prompt_len = 16, runs = 3;
   std::string configs_text = "1x1,1x2,1x4,1x1m2";
   bool peer = true, want_breakdown = true;
+  std::string peer_modes = "compiled,eager";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -211,11 +225,12 @@ int main(int argc, char** argv) {
     else if (a == "--configs") configs_text = next();
     else if (a == "--runs") runs = std::max(1, std::atoi(next().c_str()));
     else if (a == "--no-peer") peer = false;
+    else if (a == "--peer-modes") peer_modes = next();
     else if (a == "--no-breakdown") want_breakdown = false;
     else {
       std::fprintf(stderr,
                    "usage: bench_decode [--batches 1,16,64] [--new-tokens 64] [--prompt-len 16] [--configs 1x1,1x2,1x4,1x1m2] "
-                   "[--runs 3] [--no-peer] [--no-breakdown]\n");
+                   "[--runs 3] [--no-peer] [--peer-modes compiled,eager] [--no-breakdown]\n");
       return 2;
     }
   }
@@ -260,7 +275,7 @@ int main(int argc, char** argv) {
 
   cuda::retain_weights(true);  // upload once, reuse in every config's deployment
   struct Row {
-    double tps = 0, tpot_ms = 0;
+    double tps = 0, tpot_ms = 0, host_us = 0;
   };
   std::map<std::pair<std::string, int>, Row> results;
   std::map<int, double> distinct;  // batch -> distinct experts per layer per decode step (measured)
@@ -281,12 +296,14 @@ int main(int argc, char** argv) {
     std::printf("\nconfig %s: %d attention shard(s), %d expert instance(s), %d micro-batch(es) on cuda:0; built in %.1f s "
                 "(weight uploads so far: %.1f s in all)\n",
                 cfg.name.c_str(), cfg.shards, cfg.instances, cfg.micro_batches, t_created - t0, cuda::weight_upload_seconds());
-    std::printf("%6s %10s %9s %10s %9s %7s\n", "batch", "tokens/s", "TPOT ms", "GB/step", "floor ms", "floor%");
+    std::printf("%6s %10s %9s %10s %9s %7s %12s\n", "batch", "tokens/s", "TPOT ms", "GB/step", "floor ms", "floor%",
+                "host us/step");
     std::map<int, std::pair<double, double>> window;  // batch -> decode span of its last timed run
     for (int b : batches) {
       std::vector<double> tpots;
       std::string error;
       const auto s0 = amax_sums(**d);
+      const double cpu0 = process_cpu_s();
       for (int r = 0; r < runs; ++r) {
         RunResult rr = run_batch(**d, b, prompt_len, new_tokens, c.vocab_size);
         if (!rr.ok) {
@@ -296,6 +313,7 @@ int main(int argc, char** argv) {
         tpots.push_back((rr.t_last - rr.t_first) / (new_tokens - 1));
         window[b] = {rr.t_first, rr.t_last};
       }
+      const double host_us = (process_cpu_s() - cpu0) / (static_cast<double>(runs) * new_tokens) * 1e6;
       if (!error.empty()) {
         std::printf("%6d failed: %s\n", b, error.c_str());
         window.erase(b);
@@ -321,10 +339,10 @@ int main(int argc, char** argv) {
                            c.num_sparse_layers() * act * expert_bytes;
       const double floor_ms = bytes / bw * 1e3;
       const double tpot = bench::median(tpots);
-      Row row{b / tpot, tpot * 1e3};
+      Row row{b / tpot, tpot * 1e3, host_us};
       results[{cfg.name, b}] = row;
-      std::printf("%6d %10.1f %9.3f %10.2f %9.3f %6.1f%%\n", b, row.tps, row.tpot_ms, bytes / 1e9, floor_ms,
-                  100.0 * floor_ms / row.tpot_ms);
+      std::printf("%6d %10.1f %9.3f %10.2f %9.3f %6.1f%% %12.0f\n", b, row.tps, row.tpot_ms, bytes / 1e9, floor_ms,
+                  100.0 * floor_ms / row.tpot_ms, row.host_us);
     }
     if (want_breakdown && !window.empty()) {
       std::printf("  per decode step of the last run (ms; experts = slowest instance per layer batch, summed over layers; "
@@ -356,33 +374,48 @@ int main(int argc, char** argv) {
     std::printf("\n");
   }
 
-  // The peer: transformers generate() on the same checkpoint and GPU.
-  std::map<int, double> hf;
-  std::string peer_note = "skipped (--no-peer)";
+  // The peers: transformers generate() on the same checkpoint and GPU, one process per mode.
+  std::vector<std::string> modes;
   if (peer) {
+    std::stringstream ms(peer_modes);
+    for (std::string m; std::getline(ms, m, ',');)
+      if (!m.empty()) modes.push_back(m);
+  }
+  std::map<std::string, std::map<int, double>> hf;  // mode -> batch -> tokens/s
+  std::string peer_note = peer ? "" : "skipped (--no-peer)";
+  for (const std::string& mode : modes) {
     std::string bl;
     for (int b : batches) bl += (bl.empty() ? "" : ",") + std::to_string(b);
     const double tp = bench::now_s();
-    const std::string cmd = "timeout 600 python3 " + bench::source_dir() + "/bench/peers/decode_transformers.py --model " + *dir +
-                            " --batches " + bl + " --prompt-len " + std::to_string(prompt_len) + " --new-tokens " +
-                            std::to_string(new_tokens) + " 2>/tmp/bench_decode_peer.log";
+    const std::string log = "/tmp/bench_decode_peer_" + mode + ".log";
+    const std::string cmd = "timeout 900 python3 " + bench::source_dir() + "/bench/peers/decode_transformers.py --model " + *dir +
+                            " --mode " + mode + " --batches " + bl + " --prompt-len " + std::to_string(prompt_len) +
+                            " --new-tokens " + std::to_string(new_tokens) + " 2>" + log;
+    std::fprintf(stderr, "running the transformers peer (%s)...\n", mode.c_str());
     const std::string out = bench::capture(cmd);
     std::stringstream ss(out);
     std::string line;
     while (std::getline(ss, line)) {
       try {
         auto j = nlohmann::json::parse(line);
-        hf[j["batch"].get<int>()] = j["tokens_per_s"].get<double>();
+        hf[mode][j["batch"].get<int>()] = j["tokens_per_s"].get<double>();
       } catch (...) {
       }
     }
-    char note[128];
-    std::snprintf(note, sizeof note, "%s in %.0f s", hf.empty() ? "unavailable (see /tmp/bench_decode_peer.log)" : "ran",
+    const std::string status = hf[mode].empty() ? "unavailable (see " + log + ")" : "ran";
+    char note[200];
+    std::snprintf(note, sizeof note, "%s%s %s in %.0f s", peer_note.empty() ? "" : "; ", mode.c_str(), status.c_str(),
                   bench::now_s() - tp);
-    peer_note = note;
+    peer_note += note;
   }
-  std::printf("\nsummary (decode tokens/s; best Janus config per batch; transformers %s):\n", peer_note.c_str());
-  std::printf("%6s %12s %9s %9s %16s %9s\n", "batch", "janus t/s", "TPOT ms", "config", "transformers t/s", "speedup");
+  // Speedup against the fastest peer mode at each batch: compiled is what a user who wants
+  // speed would pick, but on the H100 eager beat it at B >= 64 (grouped_mm under compile).
+  std::printf("\nsummary (decode tokens/s; best Janus config per batch; transformers %s; speedup against the fastest "
+              "peer mode of each batch):\n",
+              peer_note.c_str());
+  std::printf("%6s %12s %9s %9s %13s", "batch", "janus t/s", "TPOT ms", "config", "host us/step");
+  for (const std::string& m : modes) std::printf(" %16s", ("hf " + m + " t/s").c_str());
+  std::printf(" %9s\n", "speedup");
   for (int b : batches) {
     std::string best;
     Row br;
@@ -391,15 +424,16 @@ int main(int argc, char** argv) {
         br = row;
         best = k.first;
       }
-    std::string hft = "n/a", sp = "";
-    if (hf.count(b)) {
-      char x[32];
-      std::snprintf(x, sizeof x, "%.1f", hf[b]);
-      hft = x;
-      std::snprintf(x, sizeof x, "%.1fx", br.tps / hf[b]);
-      sp = x;
+    std::printf("%6d %12.1f %9.3f %9s %13.0f", b, br.tps, br.tpot_ms, best.c_str(), br.host_us);
+    for (const std::string& m : modes) {
+      if (hf[m].count(b)) std::printf(" %16.1f", hf[m][b]);
+      else std::printf(" %16s", "n/a");
     }
-    std::printf("%6d %12.1f %9.3f %9s %16s %9s\n", b, br.tps, br.tpot_ms, best.c_str(), hft.c_str(), sp.c_str());
+    double fastest = 0;
+    for (const std::string& m : modes)
+      if (hf[m].count(b)) fastest = std::max(fastest, hf[m][b]);
+    if (fastest > 0) std::printf(" %8.1fx\n", br.tps / fastest);
+    else std::printf(" %9s\n", "");
   }
   std::printf("total %.0f s\n", bench::now_s() - t_start);
   return 0;

@@ -34,6 +34,11 @@ struct Tensor {
   int64_t cols = 0;
   void* data = nullptr;            // first element
   std::shared_ptr<void> storage;   // keeps the memory alive (host or device)
+  /// Device tensors handed over before the GPU has written them: the producer's
+  /// completion marker (a CUDA event of its stream, gpu/backend/cuda/memory.h). A consumer
+  /// on another stream waits on it on the device; one reading the bytes on the host waits
+  /// for it there (copy_to_host does). Null when the contents are complete already.
+  std::shared_ptr<void> ready;
 
   /// Zero-filled host memory.
   static Tensor host(DType dtype, int64_t rows, int64_t cols);

@@ -12,6 +12,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <set>
@@ -542,5 +543,83 @@ TEST_CASE("cuda backend: Qwen2-MoE, OLMoE and DeepSeek-V2 attention shards are r
     REQUIRE_MESSAGE(r.ok(), r.status().to_string());
     auto e = make_expert_backend(model, cuda0(), all_experts(c));
     REQUIRE_MESSAGE(e.ok(), e.status().to_string());
+  }
+}
+
+// Results are handed on with a completion marker, not waited for (Engine::finish): the
+// shard's h goes to two expert instances on their own streams, their partial sums back to
+// the shard, over every layer and several steps, with no host read in between. The same
+// chain with every tensor copied between calls by a blocking copy that first waits on the
+// host for its producer (so each producer is complete before its consumer starts) must give the same bits: the kernels are deterministic, so
+// a consumer that ran before its producer finished, or a pool block reused while queued
+// work still read it, would show as a difference.
+TEST_CASE("cuda backend: a chain of calls across three streams without host waits equals the host-ordered chain bit for bit") {
+  JANUS_SKIP_WITHOUT_GPU();
+  cuda::register_backends();
+  const SyntheticShape& shape = kSyntheticShapes[1];
+  auto model = synthetic_model(shape);
+  const ModelConfig& c = model->config();
+  BackendOptions o;
+  o.kv = kv_shape(c);
+  o.kv.max_seqs = 4;
+  o.kv.num_blocks = 64;
+  const int rows_per_seq = 96;  // long enough kernels that a missing wait would race
+  std::vector<int32_t> half_a, half_b;
+  for (int e = 0; e < c.num_experts; ++e) (e % 2 ? half_b : half_a).push_back(e);
+
+  auto run_chain = [&](bool host_ordered) {
+    auto shard = make_attention_backend(model, cuda0(), o);
+    auto e1 = make_expert_backend(model, cuda0(), half_a);
+    auto e2 = make_expert_backend(model, cuda0(), half_b);
+    REQUIRE_MESSAGE(shard.ok(), shard.status().to_string());
+    REQUIRE(e1.ok());
+    REQUIRE(e2.ok());
+    auto pass = [&](const Tensor& t) { return host_ordered ? on_gpu(t) : t; };
+    std::mt19937 rng(99);
+    auto seq = (*shard)->kv().add_sequence();
+    REQUIRE(seq.ok());
+    REQUIRE_OK((*shard)->kv().reserve(*seq, rows_per_seq + 4));
+    std::vector<int32_t> tokens = random_tokens(rows_per_seq, c.vocab_size, rng);
+    std::vector<cpu::KvRow> rows = prefill_rows(*seq, rows_per_seq);
+    std::vector<std::vector<float>> finals;
+    for (int step = 0; step < 3; ++step) {
+      Tensor x;
+      REQUIRE_OK((*shard)->embed(tokens, &x));
+      if (!host_ordered) CHECK(x.ready != nullptr);
+      for (int l = 0; l < c.num_layers; ++l) {
+        Tensor h;
+        REQUIRE_OK((*shard)->attention(l, x, rows, &h));
+        if (!host_ordered) CHECK_MESSAGE(h.ready != nullptr, "attention's output is handed on with its marker");
+        if (!c.is_sparse(l)) {
+          REQUIRE_OK((*shard)->dense_mlp(l, pass(h), x));
+          continue;
+        }
+        std::vector<int32_t> ids;
+        std::vector<float> w;
+        REQUIRE_OK((*shard)->route(l, pass(h), &ids, &w));
+        std::vector<ExpertWork> wa, wb;
+        for (size_t i = 0; i < ids.size(); ++i)
+          (ids[i] % 2 ? wb : wa).push_back({static_cast<int32_t>(i / c.top_k), ids[i], w[i]});
+        Tensor pa, pb;
+        REQUIRE_OK((*e1)->run(l, pass(h), wa, &pa));
+        REQUIRE_OK((*e2)->run(l, pass(h), wb, &pb));
+        if (!host_ordered) CHECK(pa.ready != nullptr);
+        REQUIRE_OK((*shard)->add_moe_output({pass(pa), pass(pb)}, x));
+      }
+      finals.push_back(to_floats(x));
+      // The next step re-runs the same rows over fresh tokens (the cache rows are rewritten).
+      tokens = random_tokens(rows_per_seq, c.vocab_size, rng);
+    }
+    return finals;
+  };
+  const auto ordered = run_chain(true);
+  const auto chained = run_chain(false);
+  REQUIRE(ordered.size() == chained.size());
+  for (size_t s = 0; s < ordered.size(); ++s) {
+    CAPTURE(s);
+    REQUIRE(ordered[s].size() == chained[s].size());
+    size_t differ = 0;
+    for (size_t i = 0; i < ordered[s].size(); ++i) differ += std::memcmp(&ordered[s][i], &chained[s][i], 4) != 0;
+    CHECK_MESSAGE(differ == 0, differ << " of " << ordered[s].size() << " residual values differ from the host-ordered chain");
   }
 }

@@ -64,6 +64,7 @@ Result<const cpu::KvRow*> device_rows(AttentionState& shard, const std::vector<c
   for (KvRowsEntry& e : shard.rows_cache)
     if (e.used < victim->used) victim = &e;
   if (victim->capacity < bytes) {
+    shard.engine.hold(victim->dev);  // queued layers may still read the old rows
     JANUS_ASSIGN_OR_RETURN(victim->dev, shard.engine.pool->alloc(bytes));
     victim->capacity = DevicePool::size_class(bytes);
   }
@@ -88,7 +89,7 @@ Status embed_tokens(AttentionState& shard, const std::vector<int32_t>& tokens, T
     JANUS_TRY(embedding(static_cast<const int32_t*>(ids), n, shard.embed->data, shard.embed->dtype, c.vocab_size, c.hidden_size,
                         out.data, kF32, shard.engine.stream));
   }
-  JANUS_TRY(shard.engine.sync());
+  JANUS_TRY(shard.engine.finish({&out}));
   *x = std::move(out);
   return Status::Ok();
 }
@@ -153,7 +154,8 @@ Status run_attention(AttentionState& shard, int layer, Tensor& x, const std::vec
   // x += o(a), then h = post_norm(x).
   JANUS_TRY(shard.engine.linear(a, shard.adt, n, QD, *w.o, x.data, kF32, true));
   JANUS_TRY(rms_norm(x.data, kF32, n, H, w.post_norm->data, w.post_norm->dtype, eps, out.data, kF32, shard.engine.stream));
-  JANUS_TRY(shard.engine.sync());
+  shard.engine.touch(x);
+  JANUS_TRY(shard.engine.finish({&out, &x}));
   *h = std::move(out);
   return Status::Ok();
 }

@@ -67,15 +67,16 @@ Engine::~Engine() {
   if (stream == nullptr) return;
   DeviceGuard g(ordinal);
   cudaStreamSynchronize(stream);
-  held.clear();
-  retained.clear();
+  pending_.clear();
+  held_.clear();
+  retained_.clear();
   if (blas) cublasDestroy(blas);
   cudaStreamDestroy(stream);
 }
 
 Result<void*> Engine::scratch(size_t bytes) {
   JANUS_ASSIGN_OR_RETURN(std::shared_ptr<void> b, pool->alloc(bytes));
-  held.push_back(b);
+  held_.push_back(b);
   return b.get();
 }
 
@@ -90,9 +91,11 @@ Result<Tensor> Engine::tensor(DType dtype, int64_t rows, int64_t cols) {
   return t;
 }
 
+Result<void*> Engine::stage(size_t bytes) { return staging_->take(bytes); }
+
 Status Engine::upload_to(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return Status::Ok();
-  JANUS_ASSIGN_OR_RETURN(void* stage, staging.take(bytes));
+  JANUS_ASSIGN_OR_RETURN(void* stage, staging_->take(bytes));
   std::memcpy(stage, src, bytes);
   JANUS_CUDA_TRY(cudaMemcpyAsync(dst, stage, bytes, cudaMemcpyHostToDevice, stream));
   return Status::Ok();
@@ -105,9 +108,15 @@ Result<void*> Engine::upload(const void* src, size_t bytes) {
 }
 
 Status Engine::input(const Tensor& t, Tensor* out) {
-  retained.push_back(t);
-  if (t.device == device || t.rows == 0) {
+  retained_.push_back(t);
+  if (t.rows == 0) {
     *out = t;
+    return Status::Ok();
+  }
+  if (!t.device.is_cpu()) JANUS_TRY(stream_wait_ready(t, stream));
+  if (t.device == device) {
+    *out = t;
+    out->ready.reset();  // ordered on this stream from here on
     return Status::Ok();
   }
   JANUS_ASSIGN_OR_RETURN(Tensor c, tensor(t.dtype, t.rows, t.cols));
@@ -116,10 +125,14 @@ Status Engine::input(const Tensor& t, Tensor* out) {
   } else {
     JANUS_CUDA_TRY(cudaMemcpyPeerAsync(c.data, ordinal, t.data, t.device.ordinal, t.bytes(), stream));
   }
-  retained.push_back(c);
+  retained_.push_back(c);
   *out = c;
   return Status::Ok();
 }
+
+void Engine::touch(const Tensor& t) { retained_.push_back(t); }
+
+void Engine::hold(std::shared_ptr<void> block) { held_.push_back(std::move(block)); }
 
 Status Engine::linear(const void* x, DType xt, int64_t m, int64_t k, const DeviceWeight& w, void* y, DType yt, bool accumulate) {
   if (w.cols != k)
@@ -144,15 +157,61 @@ Status Engine::linear(const void* x, DType xt, int64_t m, int64_t k, const Devic
   return cuda::linear(blas, a, stream);
 }
 
+void Engine::recycle(std::unique_ptr<PinnedArena> arena) {
+  if (!arena) return;
+  arena->reset();
+  spare_staging_.push_back(std::move(arena));
+}
+
+void Engine::reclaim() {
+  while (!pending_.empty()) {
+    const cudaError_t e = cudaEventQuery(event_of(pending_.front().marker));
+    if (e == cudaErrorNotReady) break;
+    if (e != cudaSuccess) break;  // a device error: the next call's check reports it; keep the blocks
+    recycle(std::move(pending_.front().staging));
+    pending_.pop_front();
+  }
+}
+
+Status Engine::finish(std::initializer_list<Tensor*> outputs) {
+  JANUS_ASSIGN_OR_RETURN(std::shared_ptr<void> marker, record_stream_event(ordinal, stream));
+  Pending p;
+  p.marker = marker;
+  p.held = std::move(held_);
+  p.retained = std::move(retained_);
+  held_.clear();
+  retained_.clear();
+  for (Tensor* t : outputs) {
+    p.retained.push_back(*t);
+    t->ready = marker;
+  }
+  if (staging_->used()) {
+    p.staging = std::move(staging_);
+    if (!spare_staging_.empty()) {
+      staging_ = std::move(spare_staging_.back());
+      spare_staging_.pop_back();
+    } else {
+      staging_ = std::make_unique<PinnedArena>();
+    }
+  }
+  pending_.push_back(std::move(p));
+  reclaim();
+  return Status::Ok();
+}
+
 Status Engine::wait() {
   JANUS_CUDA_TRY(cudaStreamSynchronize(stream));
+  while (!pending_.empty()) {
+    recycle(std::move(pending_.front().staging));
+    pending_.pop_front();
+  }
   return Status::Ok();
 }
 
 void Engine::release() {
-  held.clear();
-  retained.clear();
-  staging.reset();
+  held_.clear();
+  retained_.clear();
+  staging_->reset();
 }
 
 Status Engine::sync() {

@@ -11,6 +11,8 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <string>
@@ -31,50 +33,77 @@ Status check_device(const Device& d);
 
 // -- Engine: what every backend has ---------------------------------------------------------
 //
-// Its device, stream, cuBLAS handle, caching allocator and pinned staging, and the blocks
-// and tensors the current call holds until it synchronises. Every backend call ends in
-// wait() + release() (one cudaStreamSynchronize), except AttentionBackend::add_moe_output,
-// which only queues its kernel: its output is the shard's own residual, read next by the
-// same shard on the same stream, and the partial sums it reads stay in `retained` until
-// that next call's synchronisation.
+// Its device, stream, cuBLAS handle, caching allocator and pinned staging, and what the
+// current call's queued work touches. A call that hands its results to another actor does
+// not wait for the GPU: it ends in finish(), which records a completion marker on the
+// stream, puts it on the output tensors (Tensor::ready: a consumer on another stream waits
+// on it on the device, a host reader on the host) and keeps everything the queued work
+// reads or writes (scratch, inputs, outputs, in-place arguments, pinned staging) in a
+// pending batch until the marker has completed. Only then can a block return to its pool,
+// which is DevicePool's rule (memory.h) without a host synchronisation. A call whose
+// answer the host must read (the gate's ids for the scheduler, the sampled tokens) waits
+// for its stream: wait(), after which nothing is pending.
 //
-// That is how the backends keep DevicePool's rule (memory.h): they synchronise their stream
-// at the end of every call that hands a tensor to another actor (so its producer is done),
-// synchronise before they return from any call that read another actor's tensor (so its
-// consumers are done), and hold every scratch block of a call until that call's
-// synchronisation.
+// A call that fails half-way keeps what it took in the current lists; the next finish()
+// or wait() covers them, and the destructor synchronises.
 class Engine {
  public:
   Status init(const Device& d);
   ~Engine();
 
-  /// Device scratch for this call, held until release().
+  /// Device scratch for this call, held until its work completes.
   Result<void*> scratch(size_t bytes);
-  /// A device tensor of this backend's pool (the caller owns it; not held).
+  /// A device tensor of this backend's pool (the caller owns it; finish() keeps it alive
+  /// until the work writing it completes).
   Result<Tensor> tensor(DType dtype, int64_t rows, int64_t cols);
+  /// Pinned host memory for this call's transfers, valid until its work completes.
+  Result<void*> stage(size_t bytes);
   /// Copies host bytes to device memory through pinned staging, on the stream.
   Status upload_to(void* dst, const void* src, size_t bytes);
   Result<void*> upload(const void* src, size_t bytes);
-  /// `t` as a tensor on this device: itself when it is here, else a copy (from the host
-  /// through staging, from another GPU peer to peer). Both are held until release(), so
-  /// that even a call that fails half-way (returning before its synchronisation) cannot
-  /// let another actor's pool reuse memory its queued work still reads.
+  /// `t` as a tensor on this device, ready to read on this stream: itself after a device
+  /// wait on its producer's marker when it is here, else a copy (from the host through
+  /// staging, from another GPU peer to peer after that wait). Held until this call's work
+  /// completes.
   Status input(const Tensor& t, Tensor* out);
+  /// Keeps `t` (an in-place argument) alive until this call's work completes.
+  void touch(const Tensor& t);
+  /// Keeps a block alive until this call's work completes (a buffer being replaced).
+  void hold(std::shared_ptr<void> block);
   /// y = x · Wᵀ (or y += with accumulate); converts x to W's dtype in scratch if needed.
   Status linear(const void* x, DType xt, int64_t m, int64_t k, const DeviceWeight& w, void* y, DType yt, bool accumulate);
 
+  /// Ends a call without waiting: marks `outputs` ready with a marker recorded now and
+  /// keeps this call's blocks and tensors (and the outputs) until it completes.
+  Status finish(std::initializer_list<Tensor*> outputs);
+  /// Blocks until the stream's queued work completed; everything pending is let go
+  /// (the current call's blocks stay until release(), so its staging can still be read).
   Status wait();
   void release();
-  Status sync();
+  Status sync();  // wait() + release()
 
   Device device;
   int ordinal = 0;
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
   std::shared_ptr<DevicePool> pool;
-  PinnedArena staging;
-  std::vector<std::shared_ptr<void>> held;
-  std::vector<Tensor> retained;
+
+ private:
+  struct Pending {
+    std::shared_ptr<void> marker;
+    std::vector<std::shared_ptr<void>> held;
+    std::vector<Tensor> retained;
+    std::unique_ptr<PinnedArena> staging;
+  };
+  /// Lets go of the pending batches whose markers completed (oldest first: one stream).
+  void reclaim();
+  void recycle(std::unique_ptr<PinnedArena> arena);
+
+  std::vector<std::shared_ptr<void>> held_;
+  std::vector<Tensor> retained_;
+  std::unique_ptr<PinnedArena> staging_ = std::make_unique<PinnedArena>();
+  std::vector<std::unique_ptr<PinnedArena>> spare_staging_;
+  std::deque<Pending> pending_;
 };
 
 // -- the attention shard --------------------------------------------------------------------

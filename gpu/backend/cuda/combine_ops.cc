@@ -17,11 +17,12 @@ Status combine_moe_output(AttentionState& shard, const std::vector<Tensor>& part
     if (p.dtype != kF32 && p.dtype != DType::kF64)
       return invalid_argument("add_moe_output: partial sums " + shape(p) + " (F32 or F64)");
     Tensor d;
-    JANUS_TRY(shard.engine.input(p, &d));  // retained: read by the queued kernel, kept until the next synchronisation
+    JANUS_TRY(shard.engine.input(p, &d));  // a device wait on the instance's marker; kept until the kernel ran
     refs.push_back({d.data, d.dtype});
   }
-  // No synchronisation (see Engine): the next call on this shard synchronises.
-  return add_partials(static_cast<float*>(x.data), x.rows, x.cols, refs.data(), static_cast<int>(refs.size()), shard.engine.stream);
+  JANUS_TRY(add_partials(static_cast<float*>(x.data), x.rows, x.cols, refs.data(), static_cast<int>(refs.size()), shard.engine.stream));
+  shard.engine.touch(x);
+  return shard.engine.finish({&x});
 }
 
 }  // namespace janus::cuda

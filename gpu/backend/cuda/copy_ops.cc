@@ -37,6 +37,7 @@ Status concat_device_rows(const std::vector<Tensor>& parts, int64_t cols, Tensor
   char* dst = static_cast<char*>(t.data);
   for (const Tensor& p : parts) {
     if (p.rows == 0) continue;
+    JANUS_TRY(stream_wait_ready(p, cudaStreamPerThread));  // its producer may still be writing it
     JANUS_CUDA_TRY(cudaMemcpyAsync(dst, p.data, p.bytes(), cudaMemcpyDeviceToDevice, cudaStreamPerThread));
     dst += p.bytes();
   }
@@ -54,6 +55,7 @@ Status device_to_host(const Tensor& in, Tensor* out) {
   if (in.bytes() > 0) {
     DeviceGuard g(in.device.ordinal);
     JANUS_TRY(g.status());
+    JANUS_TRY(host_wait_ready(in));  // the producers' streams are non-blocking: no implicit order with this copy
     JANUS_CUDA_TRY(cudaMemcpy(t.data, in.data, in.bytes(), cudaMemcpyDeviceToHost));
   }
   *out = std::move(t);
@@ -75,6 +77,7 @@ Status host_to_device(const Tensor& in, const Device& device, Tensor* out) {
     if (in.device.is_cpu()) {
       JANUS_CUDA_TRY(cudaMemcpy(t.data, in.data, in.bytes(), cudaMemcpyHostToDevice));
     } else {
+      JANUS_TRY(host_wait_ready(in));
       JANUS_CUDA_TRY(cudaMemcpyPeer(t.data, device.ordinal, in.data, in.device.ordinal, in.bytes()));
     }
   }

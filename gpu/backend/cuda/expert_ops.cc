@@ -52,6 +52,9 @@ Status load_experts(ExpertState& instance, const std::vector<int32_t>& experts) 
   }
   JANUS_ASSIGN_OR_RETURN(std::shared_ptr<void> table, instance.engine.pool->alloc(ptrs.size() * sizeof(void*)));
   JANUS_TRY(instance.engine.upload_to(table.get(), ptrs.data(), ptrs.size() * sizeof(void*)));
+  // A wait off the step path (a placement is loaded before it takes effect): the old slot
+  // table and the dropped experts' weights are freed below, and queued layers of this
+  // stream may still read them.
   JANUS_TRY(instance.engine.sync());
   instance.table = std::move(table);
   instance.held.swap(next);  // dropped experts are freed with `next`
@@ -76,7 +79,7 @@ Status run_experts(ExpertState& instance, int layer, const Tensor& h_in, const s
   if (work.empty() || instance.experts.empty()) {
     if (!work.empty()) return invalid_argument("experts: work for an instance that holds no experts");
     JANUS_CUDA_TRY(cudaMemsetAsync(out.data, 0, out.bytes(), instance.engine.stream));
-    JANUS_TRY(instance.engine.sync());
+    JANUS_TRY(instance.engine.finish({&out}));
     *partial = std::move(out);
     return Status::Ok();
   }
@@ -85,7 +88,7 @@ Status run_experts(ExpertState& instance, int layer, const Tensor& h_in, const s
   // in that order).
   const int k = c.top_k;
   const size_t nk = static_cast<size_t>(n) * k;
-  JANUS_ASSIGN_OR_RETURN(void* stage, instance.engine.staging.take(nk * 8));
+  JANUS_ASSIGN_OR_RETURN(void* stage, instance.engine.stage(nk * 8));
   auto* slot = static_cast<int32_t*>(stage);
   auto* weight = reinterpret_cast<float*>(slot + nk);
   std::fill(slot, slot + nk, -1);
@@ -131,7 +134,7 @@ Status run_experts(ExpertState& instance, int layer, const Tensor& h_in, const s
   a.workspace_bytes = moe_workspace_bytes(n, k, C, H, I);
   JANUS_ASSIGN_OR_RETURN(a.workspace, instance.engine.scratch(a.workspace_bytes));
   JANUS_TRY(moe_expert_layer(a, instance.engine.stream));
-  JANUS_TRY(instance.engine.sync());
+  JANUS_TRY(instance.engine.finish({&out}));
   *partial = std::move(out);
   return Status::Ok();
 }

@@ -160,6 +160,73 @@ void PinnedArena::reset() {
   high_water_ = 0;
 }
 
+// -- completion markers -------------------------------------------------------------------
+
+namespace {
+
+struct StreamEvent {
+  cudaEvent_t event = nullptr;
+  int device = 0;
+};
+
+struct EventPool {
+  std::mutex mu;
+  std::map<int, std::vector<cudaEvent_t>> free;  // per device
+};
+
+EventPool& event_pool() {
+  static auto* pool = new EventPool();  // never destroyed: markers may outlive static destruction
+  return *pool;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<void>> record_stream_event(int device, cudaStream_t stream) {
+  EventPool& pool = event_pool();
+  cudaEvent_t ev = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(pool.mu);
+    auto& v = pool.free[device];
+    if (!v.empty()) {
+      ev = v.back();
+      v.pop_back();
+    }
+  }
+  if (ev == nullptr) {
+    DeviceGuard g(device);
+    JANUS_TRY(g.status());
+    JANUS_CUDA_TRY(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  }
+  auto* m = new StreamEvent{ev, device};
+  std::shared_ptr<void> marker(m, [](void* p) {
+    auto* e = static_cast<StreamEvent*>(p);
+    EventPool& pl = event_pool();
+    {
+      std::lock_guard<std::mutex> lk(pl.mu);
+      pl.free[e->device].push_back(e->event);
+    }
+    delete e;
+  });
+  JANUS_CUDA_TRY(cudaEventRecord(ev, stream));
+  return marker;
+}
+
+cudaEvent_t event_of(const std::shared_ptr<void>& marker) {
+  return marker ? static_cast<const StreamEvent*>(marker.get())->event : nullptr;
+}
+
+Status stream_wait_ready(const Tensor& t, cudaStream_t stream) {
+  if (!t.ready) return Status::Ok();
+  JANUS_CUDA_TRY(cudaStreamWaitEvent(stream, event_of(t.ready), 0));
+  return Status::Ok();
+}
+
+Status host_wait_ready(const Tensor& t) {
+  if (!t.ready) return Status::Ok();
+  JANUS_CUDA_TRY(cudaEventSynchronize(event_of(t.ready)));
+  return Status::Ok();
+}
+
 // -- weights ------------------------------------------------------------------------------
 
 DeviceWeight::~DeviceWeight() {

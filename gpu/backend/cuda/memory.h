@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "runtime/base/dtype.h"
+#include "runtime/base/tensor.h"
 #include "runtime/model/model.h"
 #include "runtime/base/status.h"
 
@@ -95,6 +96,8 @@ class PinnedArena {
 
   Result<void*> take(size_t bytes);
   void reset();
+  /// Whether anything was taken since the last reset.
+  bool used() const { return high_water_ > 0; }
 
  private:
   struct Chunk {
@@ -104,6 +107,19 @@ class PinnedArena {
   std::vector<Chunk> chunks_;
   size_t high_water_ = 0;  // bytes taken since the last reset
 };
+
+/// Completion markers (Tensor::ready, and the end of a backend call's queued work): an
+/// event recorded on a stream, from a process-wide pool of events (creating one per call
+/// would cost more than the record). The event goes back to the pool when the last
+/// holder lets go, so a marker is never re-recorded while anyone still waits on it.
+Result<std::shared_ptr<void>> record_stream_event(int device, cudaStream_t stream);
+/// The CUDA event of a marker made by record_stream_event.
+cudaEvent_t event_of(const std::shared_ptr<void>& marker);
+/// Makes `stream` wait (on the device) until t's producer has written it; nothing when
+/// t.ready is null.
+Status stream_wait_ready(const Tensor& t, cudaStream_t stream);
+/// Blocks the calling thread until t's producer has written it.
+Status host_wait_ready(const Tensor& t);
 
 /// A checkpoint tensor's copy in device memory.
 struct DeviceWeight {

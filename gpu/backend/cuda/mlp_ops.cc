@@ -26,7 +26,8 @@ Status run_dense_mlp(AttentionState& shard, int layer, const Tensor& h_in, Tenso
   JANUS_ASSIGN_OR_RETURN(void* act, shard.engine.scratch(static_cast<size_t>(n * I) * dtype_size(act_dt)));
   JANUS_TRY(silu_mul(gate_out, up_out, n * I, act, act_dt, shard.engine.stream));
   JANUS_TRY(shard.engine.linear(act, act_dt, n, I, *w.down, x.data, kF32, true));
-  return shard.engine.sync();
+  shard.engine.touch(x);
+  return shard.engine.finish({&x});
 }
 
 }  // namespace janus::cuda

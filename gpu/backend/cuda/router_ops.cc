@@ -30,8 +30,9 @@ Status gate(Engine& e, const ModelConfig& c, const DeviceWeight& router, const T
   auto* d_ids = static_cast<int32_t*>(out);
   auto* d_w = reinterpret_cast<float*>(d_ids + nk);
   JANUS_TRY(gate_topk(static_cast<const float*>(logits), n, E, k, c.norm_topk_prob, d_ids, d_w, e.stream));
-  JANUS_ASSIGN_OR_RETURN(void* host, e.staging.take(nk * 8));
+  JANUS_ASSIGN_OR_RETURN(void* host, e.stage(nk * 8));
   JANUS_CUDA_TRY(cudaMemcpyAsync(host, out, nk * 8, cudaMemcpyDeviceToHost, e.stream));
+  // The one wait of a MoE layer: the Scheduler's policy runs on the host and needs the ids.
   JANUS_TRY(e.wait());
   ids->assign(static_cast<const int32_t*>(host), static_cast<const int32_t*>(host) + nk);
   const float* hw = reinterpret_cast<const float*>(static_cast<const int32_t*>(host) + nk);

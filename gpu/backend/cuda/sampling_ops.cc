@@ -64,18 +64,19 @@ Status sample_rows(AttentionState& shard, const Tensor& x, const std::vector<Sam
   }
   JANUS_TRY(sample_tokens(static_cast<const float*>(lg), static_cast<int>(n), static_cast<int>(V), d_params, any_sampling,
                           static_cast<int32_t*>(d_tokens), ws, ws_bytes, shard.engine.stream));
-  JANUS_ASSIGN_OR_RETURN(void* h_tokens, shard.engine.staging.take(static_cast<size_t>(n) * 4));
+  JANUS_ASSIGN_OR_RETURN(void* h_tokens, shard.engine.stage(static_cast<size_t>(n) * 4));
   JANUS_CUDA_TRY(cudaMemcpyAsync(h_tokens, d_tokens, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost, shard.engine.stream));
   std::vector<float*> h_logits;
   if (any_logits) {
     for (int64_t i = 0; i < n; ++i) {
       if (!rows[static_cast<size_t>(i)].want_logits) continue;
-      JANUS_ASSIGN_OR_RETURN(void* dst, shard.engine.staging.take(static_cast<size_t>(V) * 4));
+      JANUS_ASSIGN_OR_RETURN(void* dst, shard.engine.stage(static_cast<size_t>(V) * 4));
       JANUS_CUDA_TRY(cudaMemcpyAsync(dst, static_cast<const float*>(lg) + i * V, static_cast<size_t>(V) * 4,
                                      cudaMemcpyDeviceToHost, shard.engine.stream));
       h_logits.push_back(static_cast<float*>(dst));
     }
   }
+  // The step's one wait that must stay: the Frontend needs the tokens on the host.
   JANUS_TRY(shard.engine.wait());
   tokens->assign(static_cast<const int32_t*>(h_tokens), static_cast<const int32_t*>(h_tokens) + n);
   for (float* l : h_logits) logits->emplace_back(l, l + V);
