@@ -400,6 +400,7 @@ MetricsSnapshot Deployment::metrics() {
     s.tpot_s = percentiles(tpot);
   });
   (void)ask(self, impl_->scheduler, timeout, SchedulerStats{}, [&](SchedulerStats& st) {
+    s.device_routed_batches = st.device_routed;
     for (size_t l = 0; l < st.layers.size(); ++l) {
       if (!impl_->model->config().is_sparse(static_cast<int>(l))) continue;
       const LayerAmaxStats& a = st.layers[l];

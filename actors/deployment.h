@@ -207,6 +207,9 @@ struct MetricsSnapshot {
   Percentiles ttft_s, tpot_s;
   std::string policy;
   std::vector<LayerAmax> amax;  // MoE layers only
+  // Layer batches the Scheduler passed to the instances with the routing still on the GPU
+  // (a GPU router, one replica per expert: nothing to schedule, the host never waited).
+  uint64_t device_routed_batches = 0;
   std::vector<ActorSnapshot> actors;
   // The newest membership's epoch; rescales installed, and rescales that failed a step and
   // rolled back to the membership they started from (the last one's Status message in

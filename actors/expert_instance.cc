@@ -37,6 +37,12 @@ caf::behavior ExpertInstance::make_behavior() {
           return;
         }
         const auto& mine = membership_.layout->experts_on(index_);
+        if (t.routing.present()) {
+          Status s = timed("experts", &t.key, [&] { return run_routed(t, mine, &out.partial); });
+          if (!s.ok()) out.error = Status(s.code(), s.to_string());
+          send(membership_.scheduler, std::move(out));
+          return;
+        }
         for (const ExpertWork& w : t.work)
           if (std::find(mine.begin(), mine.end(), w.expert) == mine.end()) {
             out.error = internal_error("was asked to run expert " + std::to_string(w.expert) + ", which it does not hold");
@@ -51,6 +57,22 @@ caf::behavior ExpertInstance::make_behavior() {
         send(membership_.scheduler, std::move(out));
       },
   });
+}
+
+Status ExpertInstance::run_routed(const ExpertTask& t, const std::vector<int32_t>& mine, Tensor* partial) {
+  if (backend_->runs_device_routing()) return backend_->run_routed(t.key.layer, t.h, t.routing, partial);
+  // A backend that reads host work lists (the CPU beside a GPU router): its rows of the
+  // routing's host copy, in (row, choice) order as the Scheduler would list them.
+  JANUS_TRY(t.routing.wait_host());
+  std::vector<bool> held(static_cast<size_t>(ctx_->model->config().num_experts), false);
+  for (int32_t e : mine) held[static_cast<size_t>(e)] = true;
+  std::vector<ExpertWork> work;
+  const int32_t* ids = t.routing.host_ids();
+  const float* w = t.routing.host_weights();
+  for (int64_t i = 0; i < t.routing.choices(); ++i)
+    if (ids[i] >= 0 && static_cast<size_t>(ids[i]) < held.size() && held[static_cast<size_t>(ids[i])])
+      work.push_back({static_cast<int32_t>(i / t.routing.top_k), ids[i], w[i]});
+  return backend_->run(t.key.layer, t.h, work, partial);
 }
 
 }  // namespace janus::actors

@@ -7,6 +7,8 @@
 // it keeps serving), and the membership switch then drops the ones it lost.
 #pragma once
 
+#include <vector>
+
 #include "actors/actor_common.h"
 #include "actors/protocol/layer_exchange.h"
 
@@ -22,6 +24,8 @@ class ExpertInstance : public JanusActor {
  private:
   /// Its position, and the experts the layout gives it there.
   Status keep(const Membership& next) override;
+  /// A task that carries the router's device routing instead of a work list.
+  Status run_routed(const ExpertTask& t, const std::vector<int32_t>& mine, Tensor* partial);
 
   int index_ = -1;
   std::shared_ptr<ExpertBackend> backend_;

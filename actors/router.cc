@@ -61,6 +61,14 @@ void Router::on_activations(ShardActivations& a) {
   RoutedBatch b;
   Status s = timed("route", &key, [&] {
     JANUS_TRY(join_shards(key, batch.replies, ctx_->model->config().hidden_size, &b));
+    // A GPU router leaves the routing on the device: the Scheduler decides whether the
+    // host needs it before the experts run (device_routing.h).
+    if (routes_on_device_ && b.h.rows > 0) {
+      Status d = backend_->route_on_device(key.layer, b.h, &b.routing);
+      if (d.code() != ErrorCode::kUnsupported) return d;
+      routes_on_device_ = false;
+      b.routing = DeviceRouting{};
+    }
     return gate(key.layer, b.h, &b.topk_ids, &b.topk_weights);
   });
   if (!s.ok()) log_error(stats_.name, "gate failed for " + key.to_string() + ": " + s.to_string());

@@ -27,6 +27,7 @@ class Router : public JanusActor {
 
   const int shard_;
   std::shared_ptr<RouterBackend> backend_;
+  bool routes_on_device_ = true;  // until the backend says it cannot (it computes on the host)
   PartialGather<ShardActivations> shards_{"shard "};  // EGate: each layer batch's rows from every shard
 };
 

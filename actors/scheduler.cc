@@ -31,9 +31,10 @@ void add_amax(LayerAmaxStats& ls, int amax) {
 }
 }  // namespace
 
-void Scheduler::record(const RoutedBatch& b, const std::vector<int32_t>& replica, uint64_t batch_id) {
+void Scheduler::record(const LayerBatchKey& key, const int32_t* ids, int64_t rows, const std::vector<int32_t>& replica,
+                       uint64_t batch_id) {
   const ExpertLayout& layout = *membership_.layout;
-  const size_t l = static_cast<size_t>(b.key.layer);
+  const size_t l = static_cast<size_t>(key.layer);
   const size_t E = static_cast<size_t>(layout.num_experts());
   add_amax(sstats_.layers[l], max_activated_experts(layout, replica.data(), static_cast<int64_t>(replica.size())));
   // Per-replica counts describe the current placement: start over when it changes size.
@@ -41,15 +42,15 @@ void Scheduler::record(const RoutedBatch& b, const std::vector<int32_t>& replica
   if (sstats_.replica_counts.empty() || sstats_.replica_counts[0].size() != cells)
     sstats_.replica_counts.assign(sstats_.layers.size(), std::vector<uint64_t>(cells, 0));
   for (size_t i = 0; i < replica.size(); ++i) {
-    const int32_t e = b.topk_ids[i];
+    const int32_t e = ids[i];
     ++sstats_.expert_counts[l][static_cast<size_t>(e)];
     ++sstats_.replica_counts[l][static_cast<size_t>(layout.instance_of(replica[i])) * E + static_cast<size_t>(e)];
   }
   const int k = ctx_->model->config().top_k;
-  if (window_.num_layers() > 0) (void)window_.record(b.key.layer, b.topk_ids.data(), b.h.rows, k);
+  if (window_.num_layers() > 0) (void)window_.record(key.layer, ids, rows, k);
   std::vector<int32_t> alt(replica.size());
   for (auto& p : others_) {
-    if (!p->assign(layout, b.topk_ids.data(), b.h.rows, k, batch_id, alt.data()).ok()) continue;
+    if (!p->assign(layout, ids, rows, k, batch_id, alt.data()).ok()) continue;
     auto& v = sstats_.counterfactual[p->name()];
     if (v.empty()) v.resize(sstats_.layers.size());
     add_amax(v[l], max_activated_experts(layout, alt.data(), static_cast<int64_t>(alt.size())));
@@ -57,6 +58,11 @@ void Scheduler::record(const RoutedBatch& b, const std::vector<int32_t>& replica
 }
 
 Status Scheduler::keep(const Membership& next) {
+  record_device_routed(true);  // under the layout they were dispatched with
+  single_replica_ = next.layout != nullptr;
+  if (next.layout)
+    for (int e = 0; e < next.layout->num_experts() && single_replica_; ++e)
+      single_replica_ = next.layout->replicas_of(e).size() == 1;
   // Whatever was in flight belongs to the old epoch: the shards re-run that step.
   shard_rows_.restart(next.epoch, static_cast<int32_t>(next.shards.size()));
   partials_.restart(next.epoch, 0);
@@ -95,6 +101,7 @@ caf::behavior Scheduler::make_behavior() {
         on_partial(p);
       },
       [=, this](const SchedulerStats&) {
+        record_device_routed(true);
         SchedulerStats out = sstats_;
         if (membership_.layout) out.placement = membership_.layout->placement();
         if (window_.num_layers() > 0) {
@@ -129,11 +136,23 @@ void Scheduler::schedule(RoutedBatch& b) {
   const int64_t rows = b.h.rows;
   sstats_.bytes_in += b.h.bytes();
   if (rows == 0) return reply(b.key, b.shard_rows, {});
-  if (static_cast<int64_t>(b.topk_ids.size()) != rows * k || b.topk_weights.size() != b.topk_ids.size())
+  if (!b.routing.present() && (static_cast<int64_t>(b.topk_ids.size()) != rows * k || b.topk_weights.size() != b.topk_ids.size()))
     return fail(b.key, internal_error("routing of " + b.key.to_string() + " is missing (the gate failed)"));
+  const uint64_t batch_id = b.key.step * 1000003ull + static_cast<uint64_t>(b.key.layer) * 131ull + static_cast<uint64_t>(b.key.micro_batch);
+  record_device_routed(false);
+  if (b.routing.present()) {
+    if (dispatches_device_routing()) return dispatch_device_routing(b, batch_id);
+    // A choice to make (or an instance elsewhere): the policy needs the ids on the host.
+    // This wait is the one left in a layer of such a graph.
+    Status s = b.routing.wait_host();
+    if (!s.ok()) return fail(b.key, s.with_context("the routing of " + b.key.to_string() + " did not reach the host"));
+    const int64_t nk = b.routing.choices();
+    b.topk_ids.assign(b.routing.host_ids(), b.routing.host_ids() + nk);
+    b.topk_weights.assign(b.routing.host_weights(), b.routing.host_weights() + nk);
+    b.routing = DeviceRouting{};
+  }
   const ExpertLayout& layout = *membership_.layout;
   std::vector<int32_t> replica(b.topk_ids.size());
-  const uint64_t batch_id = b.key.step * 1000003ull + static_cast<uint64_t>(b.key.layer) * 131ull + static_cast<uint64_t>(b.key.micro_batch);
   Status s = timed("schedule", &b.key, [&] { return policy_->assign(layout, b.topk_ids.data(), rows, k, batch_id, replica.data()); });
   if (!s.ok()) return fail(b.key, s.with_context("scheduling " + b.key.to_string() + " failed"));
   // Per instance: its work list; a_i is the number of distinct experts in it.
@@ -144,7 +163,7 @@ void Scheduler::schedule(RoutedBatch& b) {
       const int32_t rep = replica[i];
       work[static_cast<size_t>(layout.instance_of(rep))].push_back({static_cast<int32_t>(r), layout.expert_of(rep), b.topk_weights[i]});
     }
-  record(b, replica, batch_id);
+  record(b.key, b.topk_ids.data(), rows, replica, batch_id);
 
   std::vector<int32_t> waiting;
   for (size_t i = 0; i < work.size(); ++i) {
@@ -159,7 +178,58 @@ void Scheduler::schedule(RoutedBatch& b) {
   if (waiting.empty()) return reply(key, b.shard_rows, {});
   partials_.expect(key, waiting, Dispatched{b.shard_rows, rows});
   for (int32_t i : waiting)
-    if (!dead_.count(i)) send(membership_.instances[static_cast<size_t>(i)], ExpertTask{key, i, b.h, std::move(work[static_cast<size_t>(i)])});
+    if (!dead_.count(i)) send(membership_.instances[static_cast<size_t>(i)], ExpertTask{key, i, b.h, std::move(work[static_cast<size_t>(i)]), {}});
+}
+
+bool Scheduler::dispatches_device_routing() const {
+  if (!single_replica_ || !dead_.empty()) return false;
+  for (const auto& i : membership_.instances)
+    if (!i) return false;
+  return true;
+}
+
+void Scheduler::dispatch_device_routing(RoutedBatch& b, uint64_t batch_id) {
+  const ExpertLayout& layout = *membership_.layout;
+  const LayerBatchKey key = b.key;
+  std::vector<int32_t> waiting;
+  (void)timed("schedule", &key, [&] {
+    // Which instances draw work is known only on the device: every instance that holds
+    // an expert runs (one with no row of its experts returns zeros).
+    for (int i = 0; i < layout.num_instances(); ++i)
+      if (!layout.experts_on(i).empty()) waiting.push_back(i);
+    return Status::Ok();
+  });
+  if (waiting.empty()) return fail(key, internal_error("no expert instance holds an expert"));
+  partials_.expect(key, waiting, Dispatched{b.shard_rows, b.h.rows});
+  for (int32_t i : waiting) {
+    send(membership_.instances[static_cast<size_t>(i)], ExpertTask{key, i, b.h, {}, b.routing});
+  }
+  ++sstats_.device_routed;
+  routed_stats_.push_back(RoutedStats{key, batch_id, std::move(b.routing)});
+}
+
+void Scheduler::record_device_routed(bool wait) {
+  while (!routed_stats_.empty()) {
+    RoutedStats& r = routed_stats_.front();
+    if (!wait && !r.routing.host_written()) return;
+    Status s = r.routing.wait_host();
+    if (s.ok() && membership_.layout) {
+      const ExpertLayout& layout = *membership_.layout;
+      const int64_t nk = r.routing.choices();
+      const int32_t* ids = r.routing.host_ids();
+      std::vector<int32_t> replica(static_cast<size_t>(nk));
+      bool valid = true;
+      for (int64_t i = 0; i < nk && valid; ++i) {
+        valid = ids[i] >= 0 && ids[i] < layout.num_experts() && layout.replicas_of(ids[i]).size() == 1;
+        if (valid) replica[static_cast<size_t>(i)] = layout.replicas_of(ids[i])[0];
+      }
+      if (valid) record(r.key, ids, r.routing.rows, replica, r.batch_id);
+      else log_warn(stats_.name, "the routing of " + r.key.to_string() + " names an expert outside the layout; not counted");
+    } else if (!s.ok()) {
+      log_warn(stats_.name, "the routing of " + r.key.to_string() + " did not reach the host: " + s.to_string());
+    }
+    routed_stats_.pop_front();
+  }
 }
 
 void Scheduler::on_partial(ExpertPartial& part) {

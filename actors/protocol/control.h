@@ -71,6 +71,9 @@ struct FrontendStats {
 struct SchedulerStats {
   std::vector<LayerAmaxStats> layers;
   uint64_t bytes_in = 0;  // activation bytes received from shards
+  // Layer batches whose routing went to the instances as the router left it on the GPU
+  // (one replica per expert: nothing to schedule, no host wait for the gate).
+  uint64_t device_routed = 0;
   // Per layer: activations (token choices) per logical expert [E], and per (instance,
   // expert) replica [instances * E].
   std::vector<std::vector<uint64_t>> expert_counts;
@@ -154,7 +157,7 @@ typename Inspector::result_type inspect(Inspector& f, LayerAmaxStats& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, SchedulerStats& x) {
-  return f(caf::meta::type_name("janus.SchedulerStats"), x.layers, x.bytes_in, x.expert_counts, x.replica_counts, x.counterfactual,
+  return f(caf::meta::type_name("janus.SchedulerStats"), x.layers, x.bytes_in, x.device_routed, x.expert_counts, x.replica_counts, x.counterfactual,
            x.window_load, x.window_coactivation, x.window_probability, x.placement);
 }
 

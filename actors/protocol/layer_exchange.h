@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "actors/protocol/layer_batch_key.h"
+#include "gpu/backend/device_routing.h"
 #include "gpu/cpu/expert_work.h"
 #include "runtime/base/status.h"
 #include "runtime/base/tensor.h"
@@ -37,9 +38,10 @@ struct ShardActivations {
 struct RoutedBatch {
   LayerBatchKey key;
   Tensor h;                          // [total rows, H]
-  std::vector<int32_t> topk_ids;
+  std::vector<int32_t> topk_ids;     // empty while the routing is on the device
   std::vector<float> topk_weights;
   std::vector<int32_t> shard_rows;   // rows contributed by each shard, in shard order
+  DeviceRouting routing;             // a GPU router's ids and weights (device_routing.h)
 };
 
 /// Scheduler -> ExpertInstance.
@@ -48,6 +50,9 @@ struct ExpertTask {
   int32_t instance = 0;
   Tensor h;                          // the whole layer batch (shared)
   std::vector<ExpertWork> work;
+  /// Instead of `work` when present: every (row, choice) of the router's routing whose
+  /// expert this instance holds (each expert has one replica, so nothing was chosen).
+  DeviceRouting routing;
 };
 
 /// ExpertInstance -> Scheduler.

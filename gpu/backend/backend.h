@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "gpu/cpu/kernels.h"
+#include "gpu/backend/device_routing.h"
 #include "gpu/cpu/expert_work.h"
 #include "runtime/base/tensor.h"
 #include "runtime/model/kv_cache.h"
@@ -66,6 +67,13 @@ class RouterBackend {
   virtual ~RouterBackend() = default;
   virtual Device device() const = 0;
   virtual Status route(int layer, const Tensor& h, std::vector<int32_t>* ids, std::vector<float>* weights) = 0;
+  /// The gate without a host wait (device_routing.h): the ids and weights stay on the
+  /// device, their host copy follows. unsupported where the router computes on the host
+  /// (use route()).
+  virtual Status route_on_device(int layer, const Tensor& h, DeviceRouting* out) {
+    (void)layer, (void)h, (void)out;
+    return unsupported("route_on_device: this router computes on the host");
+  }
 };
 
 class ExpertBackend {
@@ -80,6 +88,15 @@ class ExpertBackend {
   /// Runs work items (rows of h) and returns partial sums for `rows` rows of h: row r of
   /// *partial is sum over items with row r of weight * expert(h[r]) (zero elsewhere).
   virtual Status run(int layer, const Tensor& h, const std::vector<ExpertWork>& work, Tensor* partial) = 0;
+  /// Whether run_routed works here (the CUDA backend): the instance then reads its work
+  /// from the router's device routing; otherwise it builds a work list from the host copy.
+  virtual bool runs_device_routing() const { return false; }
+  /// As run() for every (row, choice) of `routing` whose expert this instance holds, each
+  /// expert having one replica (so the assignment is the routing itself).
+  virtual Status run_routed(int layer, const Tensor& h, const DeviceRouting& routing, Tensor* partial) {
+    (void)layer, (void)h, (void)routing, (void)partial;
+    return unsupported("run_routed: this expert backend reads host work lists");
+  }
 };
 
 /// How to build backends for a deployment on one model.

@@ -58,4 +58,14 @@ void moe_grouped_ffn(const float* x, int64_t rows, int top_k, const int32_t* slo
   }
 }
 
+void moe_choices_from_routing(const int32_t* ids, const float* weights, int64_t choices, const int32_t* slot_of,
+                              int num_experts, int32_t* choice_slot, float* choice_weight) {
+  for (int64_t i = 0; i < choices; ++i) {
+    const int32_t e = ids[i];
+    const int32_t s = e >= 0 && e < num_experts ? slot_of[e] : -1;
+    choice_slot[i] = s;
+    choice_weight[i] = s >= 0 ? weights[i] : 0.f;
+  }
+}
+
 }  // namespace janus::cpu

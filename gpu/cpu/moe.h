@@ -25,4 +25,9 @@ void moe_grouped_ffn(const float* x, int64_t rows, int top_k, const int32_t* slo
                      const ExpertSlotWeights* slots, DType dtype, int num_slots, int64_t hidden, int64_t inter,
                      bool accumulate, float* out);
 
+/// Twin of cuda::moe_choices_from_routing: an instance's slot and weight per (row,
+/// choice) from the router's ids and weights when every expert has one replica.
+void moe_choices_from_routing(const int32_t* ids, const float* weights, int64_t choices, const int32_t* slot_of,
+                              int num_experts, int32_t* choice_slot, float* choice_weight);
+
 }  // namespace janus::cpu

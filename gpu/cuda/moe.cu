@@ -580,6 +580,30 @@ Status moe_combine(const MoeArgs& a, cudaStream_t stream) {
   });
 }
 
+namespace {
+__global__ void choices_from_routing_kernel(const int32_t* ids, const float* weights, int64_t n, const int32_t* slot_of,
+                                            int num_experts, int32_t* choice_slot, float* choice_weight) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int32_t e = ids[i];
+    const int32_t s = e >= 0 && e < num_experts ? slot_of[e] : -1;
+    choice_slot[i] = s;
+    choice_weight[i] = s >= 0 ? weights[i] : 0.f;
+  }
+}
+}  // namespace
+
+Status moe_choices_from_routing(const int32_t* ids, const float* weights, int64_t choices, const int32_t* slot_of,
+                                int num_experts, int32_t* choice_slot, float* choice_weight, cudaStream_t stream) {
+  if (choices < 0 || num_experts <= 0) return invalid_argument("moe routing: negative choice count or no experts");
+  if (choices == 0) return Status::Ok();
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((choices + 255) / 256, 1024));
+  choices_from_routing_kernel<<<blocks, 256, 0, stream>>>(ids, weights, choices, slot_of, num_experts, choice_slot,
+                                                          choice_weight);
+  JANUS_CUDA_TRY_LAUNCH();
+  return Status::Ok();
+}
+
 Status moe_expert_layer(const MoeArgs& a, cudaStream_t stream) {
   JANUS_TRY(moe_build_work_list(a, stream));
   JANUS_TRY(moe_grouped_ffn(a, stream));

@@ -80,6 +80,15 @@ Status moe_grouped_ffn(const MoeArgs& a, cudaStream_t stream);
 /// Weighted sum of each row's entry outputs into a.out.
 Status moe_combine(const MoeArgs& a, cudaStream_t stream);
 
+/// The instance's (row, choice) slots and weights straight from the router's device
+/// routing, when every expert has one replica (nothing for a scheduling policy to choose):
+/// choice_slot[i] = slot_of[ids[i]] (-1 where this instance does not hold the expert or
+/// the id is outside [0, num_experts)), choice_weight[i] = weights[i] where held, else 0.
+/// Each row's held choices keep their order, so moe_combine sums them as it sums the
+/// scheduler's work list. CPU twin: cpu::moe_choices_from_routing (gpu/cpu/moe.h).
+Status moe_choices_from_routing(const int32_t* ids, const float* weights, int64_t choices, const int32_t* slot_of,
+                                int num_experts, int32_t* choice_slot, float* choice_weight, cudaStream_t stream);
+
 /// moe_build_work_list, moe_grouped_ffn, moe_combine.
 Status moe_expert_layer(const MoeArgs& a, cudaStream_t stream);
 

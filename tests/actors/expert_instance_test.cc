@@ -28,9 +28,9 @@ TEST_CASE("an expert instance drops another epoch's work, refuses experts it doe
   Tensor h = Tensor::host(DType::kF32, 2, H);
   for (int i = 0; i < 2 * H; ++i) h.as<float>()[i] = 0.01f * static_cast<float>(i % 17) - 0.05f;
 
-  self->send(inst, ExpertTask{{5, 0, 0, 1}, 0, h, {{0, 1, 0.5f}}});  // epoch 1: stale
-  self->send(inst, ExpertTask{{5, 0, 0, 2}, 0, h, {{1, 6, 0.5f}}});  // expert 6 lives on instance 1
-  self->send(inst, ExpertTask{{5, 0, 0, 2}, 0, h, {{0, 1, 0.5f}, {1, 3, 0.25f}}});
+  self->send(inst, ExpertTask{{5, 0, 0, 1}, 0, h, {{0, 1, 0.5f}}, {}});  // epoch 1: stale
+  self->send(inst, ExpertTask{{5, 0, 0, 2}, 0, h, {{1, 6, 0.5f}}, {}});  // expert 6 lives on instance 1
+  self->send(inst, ExpertTask{{5, 0, 0, 2}, 0, h, {{0, 1, 0.5f}, {1, 3, 0.25f}}, {}});
   int got = 0;
   for (int i = 0; i < 2; ++i)
     self->receive([&](ExpertPartial& p) {

@@ -60,7 +60,7 @@ TEST_CASE("an EGate router joins every shard's rows, in shard order, and gates t
 
   // A layer batch where one shard has no rows still closes, and gates only the rows there are.
   const LayerBatchKey empty_key{3, layer, 1, 1};
-  self->send(router, ShardActivations{empty_key, 0, Tensor{Device{}, DType::kF32, 0, H, nullptr, nullptr}, {}, {}});
+  self->send(router, ShardActivations{empty_key, 0, Tensor{Device{}, DType::kF32, 0, H, nullptr, nullptr, nullptr}, {}, {}});
   self->send(router, ShardActivations{empty_key, 1, h1, {}, {}});
   RoutedBatch e = receive_one<RoutedBatch>(self, "RoutedBatch with an empty shard");
   CHECK(e.shard_rows == std::vector<int32_t>{0, 3});
@@ -124,7 +124,7 @@ TEST_CASE("an AGate router gates its own shard's rows and passes them on with th
   CHECK(a.topk_ids == want.ids);
   CHECK(a.topk_weights == want.weights);
 
-  self->send(router, ShardActivations{{2, layer, 1, 4}, 1, Tensor{Device{}, DType::kF32, 0, H, nullptr, nullptr}, {}, {}});
+  self->send(router, ShardActivations{{2, layer, 1, 4}, 1, Tensor{Device{}, DType::kF32, 0, H, nullptr, nullptr, nullptr}, {}, {}});
   ShardActivations none = receive_one<ShardActivations>(self, "routed empty ShardActivations");
   CHECK(none.topk_ids.empty());
   CHECK(stats_of(self, router).dropped == 1);

@@ -91,6 +91,16 @@ void check_fixture_greedy(const std::string& name, const Shape& s) {
   }
   MetricsSnapshot m = (*d)->metrics();
   CHECK(m.completed == f.prompts.size());
+  // A GPU router under EGate with one replica per expert hands the instances its device
+  // routing (no host wait); with spare replicas the policy runs on the host copy.
+  const bool device_routed = s.side == "moe" && !s.spare && s.expert_device != "cpu";
+  CHECK((m.device_routed_batches > 0) == device_routed);
+  if (device_routed) {
+    // Its statistics still arrive, from the host copy behind the experts.
+    uint64_t batches = 0;
+    for (const LayerAmax& a : m.amax) batches += a.batches;
+    CHECK(batches == m.device_routed_batches);
+  }
   for (const ActorSnapshot& a : m.actors) {
     CAPTURE(a.name);
     CHECK(a.dropped == 0);

@@ -337,3 +337,54 @@ TEST_CASE("cuda moe layer can be captured in a CUDA graph and replayed") {
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
 }
+
+TEST_CASE("cuda moe choices from device routing equal cpu::moe_choices_from_routing, and feed the same layer") {
+  JANUS_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(77);
+  const int E = 48, slots = 20, top_k = 6;
+  const int64_t rows = 53, n = rows * top_k;
+  // This instance holds `slots` of the E experts, in a shuffled slot order.
+  std::vector<int32_t> experts(E), slot_of(E, -1);
+  std::iota(experts.begin(), experts.end(), 0);
+  std::shuffle(experts.begin(), experts.end(), rng);
+  for (int s = 0; s < slots; ++s) slot_of[static_cast<size_t>(experts[static_cast<size_t>(s)])] = s;
+  std::uniform_int_distribution<int32_t> id(0, E - 1);
+  std::uniform_real_distribution<float> w(0.05f, 1.f);
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  std::vector<float> weights(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = id(rng), weights[i] = w(rng);
+  ids[3] = -1, ids[17] = E, ids[40] = 1 << 30;  // a gate never gives these: held nowhere
+  auto d_ids = upload_raw(ids);
+  auto d_w = upload_raw(weights);
+  auto d_slot_of = upload_raw(slot_of);
+  DeviceBuffer d_slot(ids.size() * 4), d_cw(ids.size() * 4);
+  d_slot.poison(), d_cw.poison();
+  JANUS_STATUS_CHECK(cuda::moe_choices_from_routing(d_ids.as<int32_t>(), d_w.as<float>(), n, d_slot_of.as<int32_t>(), E,
+                                                    d_slot.as<int32_t>(), d_cw.as<float>(), nullptr));
+  JANUS_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<int32_t> want_slot(ids.size());
+  std::vector<float> want_w(ids.size());
+  cpu::moe_choices_from_routing(ids.data(), weights.data(), n, slot_of.data(), E, want_slot.data(), want_w.data());
+  CHECK(download_raw<int32_t>(d_slot, ids.size()) == want_slot);
+  CHECK(download_raw<float>(d_cw, ids.size()) == want_w);
+  // The twin itself: held ids keep their slot and weight, the rest are -1 and 0.
+  int held = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const bool in = ids[i] >= 0 && ids[i] < E && slot_of[static_cast<size_t>(ids[i])] >= 0;
+    held += in;
+    CHECK(want_slot[i] == (in ? slot_of[static_cast<size_t>(ids[i])] : -1));
+    CHECK(want_w[i] == (in ? weights[i] : 0.f));
+  }
+  CHECK(held > 0);
+  CHECK(held < static_cast<int>(n));
+  // The expert layer over these choices equals the CPU layer over the twin's choices.
+  Instance inst(slots, 128, 64, DType::kF32, rng);
+  auto x = random_floats(static_cast<size_t>(rows * inst.hidden), rng, 2.f);
+  Run got = run_gpu(inst, x, DType::kF32, rows, top_k, download_raw<int32_t>(d_slot, ids.size()),
+                    download_raw<float>(d_cw, ids.size()), DType::kF32, nullptr);
+  std::vector<float> want(static_cast<size_t>(rows * inst.hidden));
+  auto cs = inst.cpu_slots();
+  cpu::moe_grouped_ffn(x.data(), rows, top_k, want_slot.data(), want_w.data(), cs.data(), DType::kF32, slots, inst.hidden,
+                       inst.inter, false, want.data());
+  JANUS_CHECK_CLOSE(got.out, want, 1e-5, "layer over routed choices");
+}

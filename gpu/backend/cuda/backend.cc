@@ -427,6 +427,12 @@ class CudaRouter final : public RouterBackend {
     return route_on_router(state_, layer, h, ids, w);
   }
 
+  Status route_on_device(int layer, const Tensor& h, DeviceRouting* out) override {
+    DeviceGuard g(state_.engine.ordinal);
+    JANUS_TRY(g.status());
+    return route_on_router_device(state_, layer, h, out);
+  }
+
  private:
   RouterState state_;
 };
@@ -460,6 +466,13 @@ class CudaExperts final : public ExpertBackend {
     DeviceGuard g(state_.engine.ordinal);
     JANUS_TRY(g.status());
     return run_experts(state_, layer, h_in, work, partial);
+  }
+
+  bool runs_device_routing() const override { return true; }
+  Status run_routed(int layer, const Tensor& h_in, const DeviceRouting& routing, Tensor* partial) override {
+    DeviceGuard g(state_.engine.ordinal);
+    JANUS_TRY(g.status());
+    return run_routed_experts(state_, layer, h_in, routing, partial);
   }
 
  private:

@@ -166,6 +166,7 @@ struct ExpertState {
   std::vector<int32_t> experts;  // slot order
   std::vector<int32_t> slot_of;  // [E]: slot of each expert here, -1 elsewhere
   std::shared_ptr<void> table;   // device [layers][3][slots] weight pointers
+  std::shared_ptr<void> slot_of_device;  // slot_of in device memory (run_routed_experts)
   std::vector<int> fill;
 };
 

@@ -52,26 +52,72 @@ Status load_experts(ExpertState& instance, const std::vector<int32_t>& experts) 
   }
   JANUS_ASSIGN_OR_RETURN(std::shared_ptr<void> table, instance.engine.pool->alloc(ptrs.size() * sizeof(void*)));
   JANUS_TRY(instance.engine.upload_to(table.get(), ptrs.data(), ptrs.size() * sizeof(void*)));
+  std::vector<int32_t> slot_of(static_cast<size_t>(c.num_experts), -1);
+  for (size_t s = 0; s < C; ++s) slot_of[static_cast<size_t>(experts[s])] = static_cast<int32_t>(s);
+  JANUS_ASSIGN_OR_RETURN(std::shared_ptr<void> slot_of_device, instance.engine.pool->alloc(slot_of.size() * 4));
+  JANUS_TRY(instance.engine.upload_to(slot_of_device.get(), slot_of.data(), slot_of.size() * 4));
   // A wait off the step path (a placement is loaded before it takes effect): the old slot
   // table and the dropped experts' weights are freed below, and queued layers of this
   // stream may still read them.
   JANUS_TRY(instance.engine.sync());
   instance.table = std::move(table);
+  instance.slot_of_device = std::move(slot_of_device);
   instance.held.swap(next);  // dropped experts are freed with `next`
   instance.experts = experts;
-  std::fill(instance.slot_of.begin(), instance.slot_of.end(), -1);
-  for (size_t s = 0; s < C; ++s) instance.slot_of[static_cast<size_t>(experts[s])] = static_cast<int32_t>(s);
+  instance.slot_of = std::move(slot_of);
   return Status::Ok();
 }
 
-Status run_experts(ExpertState& instance, int layer, const Tensor& h_in, const std::vector<ExpertWork>& work, Tensor* partial) {
-  const ModelConfig& c = instance.model->config();
+namespace {
+
+Status check_expert_input(const ModelConfig& c, int layer, const Tensor& h_in) {
   if (layer < 0 || layer >= c.num_layers || !c.is_sparse(layer))
     return invalid_argument("experts: layer " + std::to_string(layer) + " is not a MoE layer");
-  const int64_t n = h_in.rows, H = c.hidden_size;
-  if (h_in.cols != H || (h_in.dtype != kF32 && h_in.dtype != DType::kBF16))
-    return invalid_argument("experts: activations " + shape(h_in) + ", want F32 or BF16 of width " + std::to_string(H));
-  JANUS_ASSIGN_OR_RETURN(Tensor out, instance.engine.tensor(kF32, n, H));
+  if (h_in.cols != c.hidden_size || (h_in.dtype != kF32 && h_in.dtype != DType::kBF16))
+    return invalid_argument("experts: activations " + shape(h_in) + ", want F32 or BF16 of width " + std::to_string(c.hidden_size));
+  return Status::Ok();
+}
+
+// The grouped FFN of `layer` over per-(row, choice) slots and weights already in device
+// memory ([n * k] each, `choice` slots then weights), into out.
+Status queue_expert_layer(ExpertState& instance, int layer, const Tensor& h_in, const void* choice, Tensor& out) {
+  const ModelConfig& c = instance.model->config();
+  const int64_t n = h_in.rows;
+  const int k = c.top_k;
+  const size_t nk = static_cast<size_t>(n) * k;
+  Tensor h;
+  JANUS_TRY(instance.engine.input(h_in, &h));
+  const int C = static_cast<int>(instance.experts.size());
+  MoeArgs a;
+  a.x = h.data;
+  a.x_dtype = h.dtype;
+  a.rows = n;
+  a.choice_slot = static_cast<const int32_t*>(choice);
+  a.choice_weight = reinterpret_cast<const float*>(static_cast<const int32_t*>(choice) + nk);
+  a.top_k = k;
+  const void* const* table = static_cast<const void* const*>(instance.table.get());
+  a.experts.gate = table + (static_cast<size_t>(layer) * 3 + 0) * C;
+  a.experts.up = table + (static_cast<size_t>(layer) * 3 + 1) * C;
+  a.experts.down = table + (static_cast<size_t>(layer) * 3 + 2) * C;
+  a.experts.dtype = instance.wdt;
+  a.experts.num_slots = C;
+  a.experts.hidden = c.hidden_size;
+  a.experts.inter = c.moe_intermediate_size;
+  a.out = out.data;
+  a.out_dtype = kF32;
+  a.accumulate = false;
+  a.workspace_bytes = moe_workspace_bytes(n, k, C, c.hidden_size, c.moe_intermediate_size);
+  JANUS_ASSIGN_OR_RETURN(a.workspace, instance.engine.scratch(a.workspace_bytes));
+  return moe_expert_layer(a, instance.engine.stream);
+}
+
+}  // namespace
+
+Status run_experts(ExpertState& instance, int layer, const Tensor& h_in, const std::vector<ExpertWork>& work, Tensor* partial) {
+  const ModelConfig& c = instance.model->config();
+  JANUS_TRY(check_expert_input(c, layer, h_in));
+  const int64_t n = h_in.rows;
+  JANUS_ASSIGN_OR_RETURN(Tensor out, instance.engine.tensor(kF32, n, c.hidden_size));
   if (n == 0) {
     *partial = std::move(out);
     return Status::Ok();
@@ -109,31 +155,41 @@ Status run_experts(ExpertState& instance, int layer, const Tensor& h_in, const s
   }
   JANUS_ASSIGN_OR_RETURN(void* choice, instance.engine.scratch(nk * 8));
   JANUS_CUDA_TRY(cudaMemcpyAsync(choice, stage, nk * 8, cudaMemcpyHostToDevice, instance.engine.stream));
-  Tensor h;
-  JANUS_TRY(instance.engine.input(h_in, &h));
-  const int C = static_cast<int>(instance.experts.size());
-  const int64_t I = c.moe_intermediate_size;
-  MoeArgs a;
-  a.x = h.data;
-  a.x_dtype = h.dtype;
-  a.rows = n;
-  a.choice_slot = static_cast<const int32_t*>(choice);
-  a.choice_weight = reinterpret_cast<const float*>(static_cast<const int32_t*>(choice) + nk);
-  a.top_k = k;
-  const void* const* table = static_cast<const void* const*>(instance.table.get());
-  a.experts.gate = table + (static_cast<size_t>(layer) * 3 + 0) * C;
-  a.experts.up = table + (static_cast<size_t>(layer) * 3 + 1) * C;
-  a.experts.down = table + (static_cast<size_t>(layer) * 3 + 2) * C;
-  a.experts.dtype = instance.wdt;
-  a.experts.num_slots = C;
-  a.experts.hidden = H;
-  a.experts.inter = I;
-  a.out = out.data;
-  a.out_dtype = kF32;
-  a.accumulate = false;
-  a.workspace_bytes = moe_workspace_bytes(n, k, C, H, I);
-  JANUS_ASSIGN_OR_RETURN(a.workspace, instance.engine.scratch(a.workspace_bytes));
-  JANUS_TRY(moe_expert_layer(a, instance.engine.stream));
+  JANUS_TRY(queue_expert_layer(instance, layer, h_in, choice, out));
+  JANUS_TRY(instance.engine.finish({&out}));
+  *partial = std::move(out);
+  return Status::Ok();
+}
+
+Status run_routed_experts(ExpertState& instance, int layer, const Tensor& h_in, const DeviceRouting& routing, Tensor* partial) {
+  const ModelConfig& c = instance.model->config();
+  JANUS_TRY(check_expert_input(c, layer, h_in));
+  const int64_t n = h_in.rows;
+  if (routing.rows != n || routing.top_k != c.top_k || routing.device.cols != n * c.top_k || routing.device.rows != 2)
+    return invalid_argument("experts: device routing of " + std::to_string(routing.rows) + " rows x " +
+                            std::to_string(routing.top_k) + " for a batch of " + std::to_string(n) + " rows x " +
+                            std::to_string(c.top_k));
+  JANUS_ASSIGN_OR_RETURN(Tensor out, instance.engine.tensor(kF32, n, c.hidden_size));
+  if (n == 0) {
+    *partial = std::move(out);
+    return Status::Ok();
+  }
+  if (instance.experts.empty()) {  // no work can be here: the partial sums are zero
+    JANUS_CUDA_TRY(cudaMemsetAsync(out.data, 0, out.bytes(), instance.engine.stream));
+    JANUS_TRY(instance.engine.finish({&out}));
+    *partial = std::move(out);
+    return Status::Ok();
+  }
+  Tensor r;
+  JANUS_TRY(instance.engine.input(routing.device, &r));  // a device wait on the gate's marker
+  const size_t nk = static_cast<size_t>(n) * c.top_k;
+  JANUS_ASSIGN_OR_RETURN(void* choice, instance.engine.scratch(nk * 8));
+  const auto* ids = static_cast<const int32_t*>(r.data);
+  JANUS_TRY(moe_choices_from_routing(ids, reinterpret_cast<const float*>(ids + nk), static_cast<int64_t>(nk),
+                                     static_cast<const int32_t*>(instance.slot_of_device.get()), c.num_experts,
+                                     static_cast<int32_t*>(choice), reinterpret_cast<float*>(static_cast<int32_t*>(choice) + nk),
+                                     instance.engine.stream));
+  JANUS_TRY(queue_expert_layer(instance, layer, h_in, choice, out));
   JANUS_TRY(instance.engine.finish({&out}));
   *partial = std::move(out);
   return Status::Ok();

@@ -160,6 +160,39 @@ void PinnedArena::reset() {
   high_water_ = 0;
 }
 
+// -- pinned blocks ------------------------------------------------------------------------
+
+namespace {
+struct PinnedBlockPool {
+  std::mutex mu;
+  std::map<size_t, std::vector<void*>> free;  // size class -> blocks
+};
+PinnedBlockPool& pinned_pool() {
+  static auto* pool = new PinnedBlockPool();  // never destroyed: blocks may outlive static destruction
+  return *pool;
+}
+}  // namespace
+
+Result<std::shared_ptr<void>> pinned_block(size_t bytes) {
+  const size_t cls = DevicePool::size_class(bytes);
+  PinnedBlockPool& pool = pinned_pool();
+  void* p = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(pool.mu);
+    auto& v = pool.free[cls];
+    if (!v.empty()) {
+      p = v.back();
+      v.pop_back();
+    }
+  }
+  if (p == nullptr) JANUS_CUDA_TRY(cudaHostAlloc(&p, cls, cudaHostAllocPortable));
+  return std::shared_ptr<void>(p, [cls](void* q) {
+    PinnedBlockPool& pl = pinned_pool();
+    std::lock_guard<std::mutex> lk(pl.mu);
+    pl.free[cls].push_back(q);
+  });
+}
+
 // -- completion markers -------------------------------------------------------------------
 
 namespace {

@@ -108,6 +108,11 @@ class PinnedArena {
   size_t high_water_ = 0;  // bytes taken since the last reset
 };
 
+/// Pinned host memory that outlives a backend call (a device-to-host copy the host reads
+/// later, DeviceRouting::host): blocks of DevicePool's size classes from a process-wide
+/// pool, back in the pool when the last holder lets go.
+Result<std::shared_ptr<void>> pinned_block(size_t bytes);
+
 /// Completion markers (Tensor::ready, and the end of a backend call's queued work): an
 /// event recorded on a stream, from a process-wide pool of events (creating one per call
 /// would cost more than the record). The event goes back to the pool when the last

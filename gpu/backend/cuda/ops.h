@@ -20,15 +20,19 @@ Status run_attention(AttentionState& shard, int layer, Tensor& x, const std::vec
 // mlp_ops.cc: the dense layers' MLP (gate and up, SiLU-and-multiply, down into x).
 Status run_dense_mlp(AttentionState& shard, int layer, const Tensor& h_in, Tensor& x);
 
-// router_ops.cc: the gate (logits in fp32, top-k on the GPU, ids and weights to the host),
-// on an attention shard (AGate) or a router.
+// router_ops.cc: the gate (logits in fp32, top-k on the GPU, ids and weights to the host
+// or left on the device), on an attention shard (AGate) or a router.
 Status route_on_shard(AttentionState& shard, int layer, const Tensor& h, std::vector<int32_t>* ids, std::vector<float>* w);
 Status route_on_router(RouterState& router, int layer, const Tensor& h, std::vector<int32_t>* ids, std::vector<float>* w);
+// The same on a router, the ids and weights left on the device (no host wait).
+Status route_on_router_device(RouterState& router, int layer, const Tensor& h, DeviceRouting* out);
 
 // expert_ops.cc: the experts an instance holds (weights and device slot table), and the
 // grouped FFN over a work list.
 Status load_experts(ExpertState& instance, const std::vector<int32_t>& experts);
 Status run_experts(ExpertState& instance, int layer, const Tensor& h_in, const std::vector<ExpertWork>& work, Tensor* partial);
+// The grouped FFN over the router's device routing (every expert one replica).
+Status run_routed_experts(ExpertState& instance, int layer, const Tensor& h_in, const DeviceRouting& routing, Tensor* partial);
 
 // combine_ops.cc: x += the expert instances' partial sums.
 Status combine_moe_output(AttentionState& shard, const std::vector<Tensor>& partials, Tensor& x);

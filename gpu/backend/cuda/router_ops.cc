@@ -10,15 +10,11 @@ namespace {
 
 /// The router of one layer: logits in exact fp32 (router weights are kept in F32 on the
 /// device whatever the checkpoint's dtype, as the CPU twin computes them: a BF16 rounding
-/// of h here could flip a near-tie in the top-k), top-k on the GPU, ids and weights back
-/// to the host (the scheduler needs them there).
-Status gate(Engine& e, const ModelConfig& c, const DeviceWeight& router, const Tensor& h_in, std::vector<int32_t>* ids,
-            std::vector<float>* weights) {
+/// of h here could flip a near-tie in the top-k), then top-k on the GPU into `out`
+/// ([n * k] ids, then [n * k] weights).
+Status queue_gate(Engine& e, const ModelConfig& c, const DeviceWeight& router, const Tensor& h_in, void* out) {
   const int64_t n = h_in.rows;
   const int k = c.top_k, E = c.num_experts;
-  ids->clear();
-  weights->clear();
-  if (n == 0) return Status::Ok();
   if (h_in.cols != c.hidden_size) return invalid_argument("route: activations " + shape(h_in) + ", want width " + std::to_string(c.hidden_size));
   if (h_in.dtype != kF32 && h_in.dtype != DType::kBF16) return invalid_argument("route: activations " + shape(h_in) + " (F32 or BF16)");
   Tensor h;
@@ -26,18 +22,62 @@ Status gate(Engine& e, const ModelConfig& c, const DeviceWeight& router, const T
   JANUS_ASSIGN_OR_RETURN(void* logits, e.scratch(static_cast<size_t>(n * E) * 4));
   JANUS_TRY(e.linear(h.data, h.dtype, n, c.hidden_size, router, logits, kF32, false));
   const size_t nk = static_cast<size_t>(n) * k;
-  JANUS_ASSIGN_OR_RETURN(void* out, e.scratch(nk * 8));
   auto* d_ids = static_cast<int32_t*>(out);
-  auto* d_w = reinterpret_cast<float*>(d_ids + nk);
-  JANUS_TRY(gate_topk(static_cast<const float*>(logits), n, E, k, c.norm_topk_prob, d_ids, d_w, e.stream));
+  return gate_topk(static_cast<const float*>(logits), n, E, k, c.norm_topk_prob, d_ids, reinterpret_cast<float*>(d_ids + nk),
+                   e.stream);
+}
+
+/// The gate with ids and weights back to the host (AGate, and host scheduling).
+Status gate(Engine& e, const ModelConfig& c, const DeviceWeight& router, const Tensor& h_in, std::vector<int32_t>* ids,
+            std::vector<float>* weights) {
+  const int64_t n = h_in.rows;
+  ids->clear();
+  weights->clear();
+  if (n == 0) return Status::Ok();
+  const size_t nk = static_cast<size_t>(n) * c.top_k;
+  JANUS_ASSIGN_OR_RETURN(void* out, e.scratch(nk * 8));
+  JANUS_TRY(queue_gate(e, c, router, h_in, out));
   JANUS_ASSIGN_OR_RETURN(void* host, e.stage(nk * 8));
   JANUS_CUDA_TRY(cudaMemcpyAsync(host, out, nk * 8, cudaMemcpyDeviceToHost, e.stream));
-  // The one wait of a MoE layer: the Scheduler's policy runs on the host and needs the ids.
+  // The wait of a MoE layer whose scheduling runs on the host: the policy needs the ids.
   JANUS_TRY(e.wait());
   ids->assign(static_cast<const int32_t*>(host), static_cast<const int32_t*>(host) + nk);
   const float* hw = reinterpret_cast<const float*>(static_cast<const int32_t*>(host) + nk);
   weights->assign(hw, hw + nk);
   e.release();
+  return Status::Ok();
+}
+
+/// The gate without a host wait: ids and weights stay on the device (a tensor of the
+/// engine's pool, marked ready when the gate ran), and are copied behind it to pinned
+/// host memory whose own marker the host can wait on or poll.
+Status gate_on_device(Engine& e, const ModelConfig& c, const DeviceWeight& router, const Tensor& h_in, DeviceRouting* r) {
+  const int64_t n = h_in.rows;
+  const int64_t nk = n * c.top_k;
+  *r = DeviceRouting{};
+  r->rows = n;
+  r->top_k = c.top_k;
+  JANUS_ASSIGN_OR_RETURN(r->device, e.tensor(kF32, 2, nk));
+  JANUS_ASSIGN_OR_RETURN(std::shared_ptr<void> pinned, pinned_block(static_cast<size_t>(nk) * 8));
+  r->host.dtype = kF32;
+  r->host.rows = 2;
+  r->host.cols = nk;
+  r->host.data = pinned.get();
+  r->host.storage = pinned;
+  if (n > 0) {
+    JANUS_TRY(queue_gate(e, c, router, h_in, r->device.data));
+    JANUS_CUDA_TRY(cudaMemcpyAsync(r->host.data, r->device.data, static_cast<size_t>(nk) * 8, cudaMemcpyDeviceToHost, e.stream));
+  }
+  e.hold(pinned);  // the copy writes it even if every reader lets go first
+  JANUS_TRY(e.finish({&r->device}));
+  // One marker covers both: the copy is queued after the gate on the same stream.
+  std::shared_ptr<void> marker = r->device.ready;
+  r->wait_host = [marker]() -> Status {
+    if (!marker) return Status::Ok();
+    JANUS_CUDA_TRY(cudaEventSynchronize(event_of(marker)));
+    return Status::Ok();
+  };
+  r->host_written = [marker]() { return !marker || cudaEventQuery(event_of(marker)) != cudaErrorNotReady; };
   return Status::Ok();
 }
 
@@ -54,6 +94,12 @@ Status route_on_router(RouterState& router, int layer, const Tensor& h, std::vec
   if (layer < 0 || layer >= router.model->config().num_layers || !router.weights[static_cast<size_t>(layer)])
     return invalid_argument("route: layer " + std::to_string(layer) + " is not a MoE layer");
   return gate(router.engine, router.model->config(), *router.weights[static_cast<size_t>(layer)], h, ids, w);
+}
+
+Status route_on_router_device(RouterState& router, int layer, const Tensor& h, DeviceRouting* out) {
+  if (layer < 0 || layer >= router.model->config().num_layers || !router.weights[static_cast<size_t>(layer)])
+    return invalid_argument("route: layer " + std::to_string(layer) + " is not a MoE layer");
+  return gate_on_device(router.engine, router.model->config(), *router.weights[static_cast<size_t>(layer)], h, out);
 }
 
 }  // namespace janus::cuda
