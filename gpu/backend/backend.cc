@@ -16,6 +16,29 @@ Status cuda_missing(const Device& d) {
   return unsupported("device " + d.name() + ": this build of Janus has no CUDA backend (no CUDA toolkit at build time)");
 }
 
+// Features of the newer families that no GPU kernel computes yet. The CUDA backend checks
+// its own list; these are refused here, for every GPU backend, before one is built, so that
+// a model the GPU would silently compute differently (a softmax gate for a sigmoid one,
+// plain RoPE for YaRN) never runs there. Routed experts are plain SwiGLU and may run.
+Status check_gpu_attention(const ModelConfig& c, const Device& d) {
+  if (c.rope_yarn)
+    return unsupported("device " + d.name() + ": the GPU attention does not implement YaRN RoPE scaling ('rope_parameters' / "
+                       "'rope_scaling' type \"yarn\") of this " + std::string(family_name(c.family)) +
+                       " model yet; put the attention shards on the CPU (device \"cpu\")");
+  if (c.family == ModelFamily::kDeepseekV3)
+    return unsupported("device " + d.name() + ": the GPU attention does not implement deepseek_v3 ('kv_lora_rank' multi-head "
+                       "latent attention, 'n_shared_experts') yet; put the attention shards on the CPU (device \"cpu\")");
+  return Status::Ok();
+}
+
+Status check_gpu_router(const ModelConfig& c, const Device& d) {
+  if (c.sigmoid_gate)
+    return unsupported("device " + d.name() + ": the GPU router does not implement the " + std::string(family_name(c.family)) +
+                       " noaux_tc gate (sigmoid scores, 'e_score_correction_bias', 'n_group' / 'topk_group', "
+                       "'norm_topk_prob', 'routed_scaling_factor') yet; put the router on the CPU (device \"cpu\")");
+  return Status::Ok();
+}
+
 // Mixed graphs (shards on a GPU and experts on the CPU, or the reverse) hand CPU
 // backends activations and partial sums that live on a GPU. These adapters copy such
 // tensors to the host before the CPU kernels see them; host tensors pass untouched.
@@ -131,6 +154,7 @@ Result<std::unique_ptr<AttentionBackend>> make_attention_backend(std::shared_ptr
     if (ToHost h = registered_to_host()) return std::unique_ptr<AttentionBackend>(new HostInputAttention(std::move(b), h));
     return b;
   }
+  JANUS_TRY(check_gpu_attention(model->config(), d));
   // Call outside the lock: a factory uploads weights (seconds for a large model).
   auto make = [] {
     std::lock_guard<std::mutex> lk(g_mu);
@@ -147,6 +171,7 @@ Result<std::unique_ptr<RouterBackend>> make_router_backend(std::shared_ptr<const
     if (ToHost h = registered_to_host()) return std::unique_ptr<RouterBackend>(new HostInputRouter(std::move(b), h));
     return b;
   }
+  JANUS_TRY(check_gpu_router(model->config(), d));
   auto make = [] {
     std::lock_guard<std::mutex> lk(g_mu);
     return g_cuda.router;

@@ -87,15 +87,41 @@ void rope_inv_freq(double theta, int head_dim, float* inv_freq) {
   }
 }
 
-void rope(float* x, int64_t rows, int heads, int head_dim, const int32_t* positions, const float* inv_freq) {
+void rope_yarn_inv_freq(double theta, int dim, double factor, double original_max_position, double beta_fast,
+                        double beta_slow, bool truncate, float* inv_freq) {
+  // The dimension whose wavelength makes `rotations` turns over the original context.
+  auto correction_dim = [&](double rotations) {
+    return dim * std::log(original_max_position / (rotations * 2 * M_PI)) / (2 * std::log(theta));
+  };
+  double low = correction_dim(beta_fast), high = correction_dim(beta_slow);
+  if (truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, static_cast<double>(dim - 1));
+  if (low == high) high += 0.001;  // transformers' guard against a zero-width ramp
+  // torch casts the Python scalars to fp32 before the elementwise ops.
+  const float base = static_cast<float>(theta), f = static_cast<float>(factor);
+  const float lo = static_cast<float>(low), width = static_cast<float>(high - low);
+  for (int i = 0; i < dim / 2; ++i) {
+    const float pos_freq = std::pow(base, static_cast<float>(2 * i) / static_cast<float>(dim));
+    const float extrapolation = 1.0f / pos_freq, interpolation = 1.0f / (f * pos_freq);
+    const float ramp = std::clamp((static_cast<float>(i) - lo) / width, 0.0f, 1.0f);
+    const float extrapolation_factor = 1.0f - ramp;
+    inv_freq[i] = interpolation * (1.0f - extrapolation_factor) + extrapolation * extrapolation_factor;
+  }
+}
+
+void rope(float* x, int64_t rows, int heads, int head_dim, const int32_t* positions, const float* inv_freq, float scale) {
   const int half = head_dim / 2;
   std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
   for (int64_t r = 0; r < rows; ++r) {
     const float p = static_cast<float>(positions[r]);
     for (int i = 0; i < half; ++i) {
       float angle = p * inv_freq[i];  // fp32 product, as transformers forms freqs
-      c[i] = std::cos(angle);
-      s[i] = std::sin(angle);
+      c[i] = std::cos(angle) * scale;
+      s[i] = std::sin(angle) * scale;
     }
     for (int h = 0; h < heads; ++h) {
       float* v = x + (r * heads + h) * head_dim;
@@ -115,15 +141,16 @@ inline int64_t kv_offset(const PagedKvLayout& L, int32_t seq, int32_t pos) {
 }
 }  // namespace
 
-void rope_interleaved(float* x, int64_t rows, int heads, int head_dim, const int32_t* positions, const float* inv_freq) {
+void rope_interleaved(float* x, int64_t rows, int heads, int head_dim, const int32_t* positions, const float* inv_freq,
+                      float scale) {
   const int half = head_dim / 2;
   std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
   for (int64_t r = 0; r < rows; ++r) {
     const float p = static_cast<float>(positions[r]);
     for (int i = 0; i < half; ++i) {
       const float angle = p * inv_freq[i];
-      c[i] = std::cos(angle);
-      s[i] = std::sin(angle);
+      c[i] = std::cos(angle) * scale;
+      s[i] = std::sin(angle) * scale;
     }
     for (int h = 0; h < heads; ++h) {
       float* v = x + (r * heads + h) * head_dim;
@@ -275,6 +302,53 @@ void gate_topk_grouped(const float* logits, int64_t rows, int experts, int top_k
     for (int j = 0; j < top_k; ++j) {
       ids[r * top_k + j] = order[j];
       weights[r * top_k + j] = p[order[j]] * scale;
+    }
+  }
+}
+
+void gate_topk_sigmoid_grouped(const float* logits, const float* bias, int64_t rows, int experts, int top_k, int n_group,
+                               int topk_group, bool renormalize, float scale, int32_t* ids, float* weights) {
+  std::vector<float> score(static_cast<size_t>(experts)), choice(static_cast<size_t>(experts)),
+      gscore(static_cast<size_t>(n_group));
+  std::vector<int32_t> order(static_cast<size_t>(experts)), gorder(static_cast<size_t>(n_group));
+  const int per = experts / n_group;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* l = logits + r * experts;
+    for (int e = 0; e < experts; ++e) {
+      score[e] = 1.0f / (1.0f + std::exp(-l[e]));
+      choice[e] = score[e] + bias[e];
+    }
+    for (int g = 0; g < n_group; ++g) {
+      const float* c = choice.data() + g * per;
+      float a = -INFINITY, b = -INFINITY;  // the group's best two
+      for (int i = 0; i < per; ++i) {
+        if (c[i] > a) {
+          b = a;
+          a = c[i];
+        } else if (c[i] > b) {
+          b = c[i];
+        }
+      }
+      gscore[g] = a + b;
+    }
+    std::iota(gorder.begin(), gorder.end(), 0);
+    std::partial_sort(gorder.begin(), gorder.begin() + topk_group, gorder.end(),
+                      [&](int32_t a, int32_t b) { return gscore[a] > gscore[b] || (gscore[a] == gscore[b] && a < b); });
+    // Experts of the dropped groups can never be chosen (transformers masks them to -inf).
+    std::vector<bool> keep(static_cast<size_t>(n_group), false);
+    for (int g = 0; g < topk_group; ++g) keep[gorder[g]] = true;
+    for (int e = 0; e < experts; ++e)
+      if (!keep[e / per]) choice[e] = -INFINITY;
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + top_k, order.end(),
+                      [&](int32_t a, int32_t b) { return choice[a] > choice[b] || (choice[a] == choice[b] && a < b); });
+    float sum = 0.f;
+    for (int j = 0; j < top_k; ++j) sum += score[order[j]];
+    const float denom = sum + 1e-20f;
+    for (int j = 0; j < top_k; ++j) {
+      ids[r * top_k + j] = order[j];
+      const float w = renormalize ? score[order[j]] / denom : score[order[j]];
+      weights[r * top_k + j] = w * scale;
     }
   }
 }

@@ -29,13 +29,25 @@ void matmul(const float* x, int64_t m, int64_t k, const void* w, DType w_dtype, 
 /// i < head_dim/2, in fp32 as transformers computes them.
 void rope_inv_freq(double theta, int head_dim, float* inv_freq);
 
+/// YaRN's scaled RoPE (transformers' _compute_yarn_parameters), in fp32 where it is: the
+/// frequencies theta^(-2i/dim) (extrapolation) and the same divided by `factor`
+/// (interpolation), blended per i by a linear ramp between the dimensions that make
+/// beta_fast and beta_slow rotations over original_max_position (floor/ceil when
+/// truncate). i < dim/2. The cos/sin attention factor is the caller's (rope's `scale`).
+void rope_yarn_inv_freq(double theta, int dim, double factor, double original_max_position, double beta_fast,
+                        double beta_slow, bool truncate, float* inv_freq);
+
 /// Rotates x [rows, heads, head_dim] in place, the rotate_half (GPT-NeoX) layout:
-/// pairs (i, i + head_dim/2) at angle position * inv_freq[i].
-void rope(float* x, int64_t rows, int heads, int head_dim, const int32_t* positions, const float* inv_freq);
+/// pairs (i, i + head_dim/2) at angle position * inv_freq[i]. cos and sin are multiplied by
+/// `scale` first (YaRN's attention factor; 1 for plain RoPE).
+void rope(float* x, int64_t rows, int heads, int head_dim, const int32_t* positions, const float* inv_freq,
+          float scale = 1.0f);
 
 /// Rotates x [rows, heads, head_dim] in place, the interleaved (complex-pair) layout
-/// DeepSeek's MLA uses: pairs (2i, 2i + 1) at angle position * inv_freq[i]. No CUDA twin yet.
-void rope_interleaved(float* x, int64_t rows, int heads, int head_dim, const int32_t* positions, const float* inv_freq);
+/// DeepSeek's MLA uses: pairs (2i, 2i + 1) at angle position * inv_freq[i], cos and sin
+/// times `scale`. No CUDA twin yet.
+void rope_interleaved(float* x, int64_t rows, int heads, int head_dim, const int32_t* positions, const float* inv_freq,
+                      float scale = 1.0f);
 
 /// Where one row of a ragged batch lives in the paged KV cache.
 struct KvRow {
@@ -82,6 +94,14 @@ void latent_attention(const float* q_lat, const float* q_pe, int64_t rows, const
 /// (ties: lower id) with weights p * scale. n_group == 1 is the plain greedy gate.
 void gate_topk_grouped(const float* logits, int64_t rows, int experts, int top_k, int n_group, int topk_group, float scale,
                        int32_t* ids, float* weights);
+
+/// DeepSeek-V3's noaux_tc gate: scores sigmoid(logits) [rows, experts]; the choice uses
+/// scores + bias (e_score_correction_bias): each of n_group groups is scored by the sum of
+/// its two best, the topk_group best groups stay (ties: lower group first), the top_k of
+/// their experts are chosen (ties: lower id). Weights are the plain scores of the chosen,
+/// divided by their sum (+1e-20) when renormalize, times scale. No CUDA twin yet.
+void gate_topk_sigmoid_grouped(const float* logits, const float* bias, int64_t rows, int experts, int top_k, int n_group,
+                               int topk_group, bool renormalize, float scale, int32_t* ids, float* weights);
 
 /// Softmax over each row of router logits [rows, experts] (fp32), then the top_k largest
 /// (ties: lower expert id first), in descending order; with renormalize, the k weights

@@ -21,7 +21,14 @@ void add_bias(float* y, int64_t n, const WeightView& bias) {
 CpuForward::CpuForward(std::shared_ptr<const Model> model) : model_(std::move(model)) {
   const ModelConfig& c = model_->config();
   inv_freq_.resize(static_cast<size_t>(c.head_dim / 2));
-  cpu::rope_inv_freq(c.rope_theta, c.head_dim, inv_freq_.data());
+  if (c.rope_yarn) {  // the config refuses yarn outside the MLA families, whose head_dim is the RoPE part
+    const YarnScaling& y = c.yarn;
+    cpu::rope_yarn_inv_freq(c.rope_theta, c.head_dim, y.factor, y.original_max_position_embeddings, y.beta_fast, y.beta_slow,
+                            y.truncate, inv_freq_.data());
+    rope_scale_ = static_cast<float>(y.cos_sin_factor());
+  } else {
+    cpu::rope_inv_freq(c.rope_theta, c.head_dim, inv_freq_.data());
+  }
 }
 
 void CpuForward::embed(const int32_t* tokens, int64_t n, float* x) const {
@@ -65,8 +72,10 @@ void CpuForward::mla_attention(int layer, float* x, int64_t n, const cpu::KvRow*
     std::copy_n(entry.data() + r * (L + R) + L, R, kpe.data() + r * R);
     for (int64_t hh = 0; hh < heads; ++hh) std::copy_n(q.data() + (r * heads + hh) * qk + nope, R, qpe.data() + (r * heads + hh) * R);
   }
-  cpu::rope_interleaved(kpe.data(), n, 1, static_cast<int>(R), pos.data(), inv_freq_.data());
-  cpu::rope_interleaved(qpe.data(), n, static_cast<int>(heads), static_cast<int>(R), pos.data(), inv_freq_.data());
+  // V3 may store the RoPE part in halves (rope_interleave false): the plain rotate_half then.
+  const auto rotate = c.rope_interleave ? cpu::rope_interleaved : cpu::rope;
+  rotate(kpe.data(), n, 1, static_cast<int>(R), pos.data(), inv_freq_.data(), rope_scale_);
+  rotate(qpe.data(), n, static_cast<int>(heads), static_cast<int>(R), pos.data(), inv_freq_.data(), rope_scale_);
   for (int64_t r = 0; r < n; ++r) std::copy_n(kpe.data() + r * R, R, entry.data() + r * (L + R) + L);
   const cpu::PagedKvLayout KL = kv.layout();
   cpu::kv_write_keys(entry.data(), n, rows, KL, kv.k(layer));
@@ -84,7 +93,9 @@ void CpuForward::mla_attention(int layer, float* x, int64_t n, const cpu::KvRow*
       }
     }
   std::vector<float> olat(static_cast<size_t>(n * heads * L));
-  const float scale = 1.0f / std::sqrt(static_cast<float>(qk));
+  // YaRN's mscale_all_dim correction scales the whole q.k (transformers' yarn_apply_mscale).
+  const double mscale = c.rope_yarn ? c.yarn.softmax_factor() : 1.0;
+  const float scale = static_cast<float>(std::pow(static_cast<double>(qk), -0.5) * mscale);
   cpu::latent_attention(qlat.data(), qpe.data(), n, rows, static_cast<int>(heads), static_cast<int>(L), static_cast<int>(R), KL,
                         kv.k(layer), scale, olat.data());
   std::vector<float> a(static_cast<size_t>(n * heads * vd));
@@ -185,7 +196,13 @@ void CpuForward::route(int layer, const float* h, int64_t n, int32_t* ids, float
   const WeightView& g = model_->weights().layers[static_cast<size_t>(layer)].router;
   std::vector<float> logits(static_cast<size_t>(n * c.num_experts));
   cpu::matmul(h, n, c.hidden_size, g.data, g.dtype, c.num_experts, logits.data());
-  if (c.family == ModelFamily::kDeepseekV2)  // softmax top-k (within the best groups), scaled, never renormalised
+  if (c.sigmoid_gate) {  // DeepSeek-V3: sigmoid, selection with the correction bias, group top-2 sums
+    const WeightView& bias = model_->weights().layers[static_cast<size_t>(layer)].router_bias;
+    std::vector<float> b(static_cast<size_t>(c.num_experts));
+    convert_to_f32(bias.data, bias.dtype, b.data(), b.size());
+    cpu::gate_topk_sigmoid_grouped(logits.data(), b.data(), n, c.num_experts, c.top_k, c.n_group, c.topk_group,
+                                   c.norm_topk_prob, static_cast<float>(c.routed_scaling_factor), ids, weights);
+  } else if (c.family == ModelFamily::kDeepseekV2)  // softmax top-k (within the best groups), scaled, never renormalised
     cpu::gate_topk_grouped(logits.data(), n, c.num_experts, c.top_k, c.n_group > 0 ? c.n_group : 1,
                            c.n_group > 0 ? c.topk_group : 1, static_cast<float>(c.routed_scaling_factor), ids, weights);
   else

@@ -63,6 +63,7 @@ class CpuForward {
 
   std::shared_ptr<const Model> model_;
   std::vector<float> inv_freq_;
+  float rope_scale_ = 1.0f;  // cos/sin multiplier: YaRN's attention factor, else 1
 };
 
 }  // namespace janus

@@ -179,6 +179,9 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& dir) {
     lw.sparse = c.is_sparse(l);
     if (lw.sparse) {
       JANUS_TRY(bind_experts(b, c, p, &lw));
+      if (c.sigmoid_gate) {  // a buffer of the router, saved beside its weight
+        JANUS_ASSIGN_OR_RETURN(lw.router_bias, b.take(p + "mlp.gate.e_score_correction_bias", 1, c.num_experts));
+      }
       if (c.has_shared_expert()) {
         const int64_t I = c.shared_expert_intermediate_size;
         // Qwen2-MoE: one gated mlp.shared_expert; DeepSeek: mlp.shared_experts, all of them as one MLP.

@@ -50,6 +50,7 @@ struct LayerWeights {
   WeightView kv_a, kv_a_norm, kv_b;   // [kv_lora + rope, H], [kv_lora], [heads * (nope + v), kv_lora]
   bool sparse = true;
   WeightView router;                  // [E, H] when sparse
+  WeightView router_bias;             // [E]: DeepSeek-V3's e_score_correction_bias (selection only)
   std::vector<ExpertWeights> experts; // E entries when sparse
   ExpertWeights dense;                // the MLP when not sparse
   ExpertWeights shared;               // the shared expert of a sparse layer (Qwen2-MoE), [Is, H]

@@ -1,5 +1,6 @@
 #include "runtime/model/model_config.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -16,8 +17,24 @@ const char* family_name(ModelFamily f) {
     case ModelFamily::kQwen2Moe: return "qwen2_moe";
     case ModelFamily::kOlmoe: return "olmoe";
     case ModelFamily::kDeepseekV2: return "deepseek_v2";
+    case ModelFamily::kDeepseekV3: return "deepseek_v3";
   }
   return "?";
+}
+
+double YarnScaling::get_mscale(double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; }
+
+double YarnScaling::cos_sin_factor() const {
+  if (attention_factor > 0) return attention_factor;
+  // transformers: mscale and mscale_all_dim both set (non-zero) -> their ratio, else mscale 1.
+  if (mscale != 0 && mscale_all_dim != 0) return get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim);
+  return get_mscale(factor, 1.0);
+}
+
+double YarnScaling::softmax_factor() const {
+  if (mscale_all_dim == 0) return 1.0;
+  const double m = get_mscale(factor, mscale_all_dim);
+  return m * m;
 }
 
 int ModelConfig::num_sparse_layers() const {
@@ -127,11 +144,83 @@ class Reader {
   std::string where_;
 };
 
+// YaRN's parameters from `rp` (the rope_parameters or rope_scaling object named `key`),
+// with transformers 5's defaults; a key it does not read is refused rather than ignored.
+Status parse_yarn(const json& rp, const std::string& key, const std::string& where, ModelConfig* c) {
+  const std::string at = where + " (" + key + ")";
+  static const char* kKnown[] = {"rope_type", "type", "rope_theta", "factor", "original_max_position_embeddings",
+                                 "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "attention_factor", "truncate"};
+  for (const auto& [k, v] : rp.items())
+    if (std::find(std::begin(kKnown), std::end(kKnown), k) == std::end(kKnown))
+      return unsupported(at + ": '" + key + "." + k + "' is not supported for yarn RoPE scaling");
+  Reader r(rp, at);
+  YarnScaling& y = c->yarn;
+  if (!r.has("factor")) return invalid_argument(at + ": yarn RoPE scaling needs '" + key + ".factor'");
+  JANUS_TRY(r.number_or("factor", 1.0, &y.factor));
+  if (y.factor < 1.0) return invalid_argument(at + ": '" + key + ".factor' must be at least 1, got " + rp["factor"].dump());
+  JANUS_TRY(r.positive_int_or("original_max_position_embeddings", c->max_position_embeddings, &y.original_max_position_embeddings));
+  // transformers reads `beta_fast or 32`: 0 and null mean the default too.
+  auto number_or_default = [&](const char* k, double dflt, double* out) -> Status {
+    if (r.has(k) && rp[k].is_number() && rp[k].get<double>() == 0) {
+      *out = dflt;
+      return Status::Ok();
+    }
+    return r.number_or(k, dflt, out);
+  };
+  JANUS_TRY(number_or_default("beta_fast", 32.0, &y.beta_fast));
+  JANUS_TRY(number_or_default("beta_slow", 1.0, &y.beta_slow));
+  JANUS_TRY(number_or_default("mscale", 0.0, &y.mscale));
+  JANUS_TRY(number_or_default("mscale_all_dim", 0.0, &y.mscale_all_dim));
+  JANUS_TRY(r.number_or("attention_factor", 0.0, &y.attention_factor));
+  JANUS_TRY(r.bool_or("truncate", true, &y.truncate));
+  c->rope_yarn = true;
+  return Status::Ok();
+}
+
+// The RoPE type of a rope_parameters / rope_scaling object ("default" when it names none).
+std::string rope_type_of(const json& rp) {
+  if (rp.contains("rope_type") && rp["rope_type"].is_string()) return rp["rope_type"].get<std::string>();
+  if (rp.contains("type") && rp["type"].is_string()) return rp["type"].get<std::string>();
+  return "default";
+}
+
+// DeepSeek-V3's router as transformers 5 runs it (noaux_tc): sigmoid scores, the
+// correction bias for selection only, n_group groups scored by the sum of their top two,
+// topk_group kept, norm_topk_prob, routed_scaling_factor.
+Status parse_deepseek_v3_router(const json& j, const Reader& r, const std::string& where, ModelConfig* c) {
+  JANUS_TRY(r.bool_or("norm_topk_prob", true, &c->norm_topk_prob));
+  JANUS_TRY(r.number_or("routed_scaling_factor", 2.5, &c->routed_scaling_factor));
+  JANUS_TRY(r.bool_or("rope_interleave", true, &c->rope_interleave));
+  if (r.has("topk_method") && j.at("topk_method") != "noaux_tc")
+    return unsupported(where + ": 'topk_method' " + j.at("topk_method").dump() +
+                       " is not supported for deepseek_v3 (transformers' DeepSeek-V3 router is noaux_tc)");
+  if (r.has("scoring_func") && j.at("scoring_func") != "sigmoid")
+    return unsupported(where + ": 'scoring_func' " + j.at("scoring_func").dump() +
+                       " is not supported for deepseek_v3 (transformers' DeepSeek-V3 router is sigmoid)");
+  c->sigmoid_gate = true;
+  JANUS_TRY(r.positive_int_or("n_group", 8, &c->n_group));
+  JANUS_TRY(r.positive_int_or("topk_group", 4, &c->topk_group));
+  if (c->num_experts % c->n_group != 0)
+    return invalid_argument(where + ": 'n_group' (" + std::to_string(c->n_group) + ") does not divide the " +
+                            std::to_string(c->num_experts) + " routed experts");
+  if (c->num_experts / c->n_group < 2)
+    return invalid_argument(where + ": 'n_group' (" + std::to_string(c->n_group) +
+                            ") leaves fewer than two experts a group (its score is the sum of its top two)");
+  if (c->topk_group > c->n_group)
+    return invalid_argument(where + ": 'topk_group' (" + std::to_string(c->topk_group) + ") exceeds n_group (" +
+                            std::to_string(c->n_group) + ")");
+  if (c->top_k > c->topk_group * (c->num_experts / c->n_group))
+    return invalid_argument(where + ": num_experts_per_tok (" + std::to_string(c->top_k) +
+                            ") exceeds the experts of the topk_group groups it may choose from");
+  return Status::Ok();
+}
+
 // DeepSeek-V2 as transformers 5 runs it: MLA, dense layers before first_k_dense_replace,
 // ungated shared experts, softmax routing (greedy or group-limited) scaled by
 // routed_scaling_factor. What transformers does differently from the original code, or
 // what Janus does not run, is refused naming the key.
-Status parse_deepseek_v2(const json& j, const Reader& r, const std::string& where, ModelConfig* c) {
+// DeepSeek-V3 shares all of it but the router (parse_deepseek_v3_router) and rope_interleave.
+Status parse_deepseek(const json& j, const Reader& r, const std::string& where, ModelConfig* c) {
   JANUS_TRY(r.positive_int("kv_lora_rank", &c->kv_lora_rank));
   JANUS_TRY(r.positive_int("qk_nope_head_dim", &c->qk_nope_head_dim));
   JANUS_TRY(r.positive_int("qk_rope_head_dim", &c->qk_rope_head_dim));
@@ -142,7 +231,7 @@ Status parse_deepseek_v2(const json& j, const Reader& r, const std::string& wher
     return invalid_argument(where + ": 'qk_rope_head_dim' (" + std::to_string(c->head_dim) + ") must be even");
   JANUS_TRY(r.positive_int("moe_intermediate_size", &c->moe_intermediate_size));
   int n_shared = 0;
-  JANUS_TRY(r.positive_int_or("n_shared_experts", 2, &n_shared));
+  JANUS_TRY(r.positive_int_or("n_shared_experts", c->family == ModelFamily::kDeepseekV3 ? 1 : 2, &n_shared));
   c->shared_expert_intermediate_size = n_shared * c->moe_intermediate_size;
   c->shared_expert_gate = false;
   int first_dense = 0;
@@ -159,13 +248,20 @@ Status parse_deepseek_v2(const json& j, const Reader& r, const std::string& wher
   for (int l = 0; l < c->num_layers; ++l) c->sparse_layer[static_cast<size_t>(l)] = l >= first_dense;
   if (first_dense > 0) JANUS_TRY(r.positive_int("intermediate_size", &c->intermediate_size));
   else JANUS_TRY(r.positive_int_or("intermediate_size", c->moe_intermediate_size, &c->intermediate_size));
+  if (r.has("mlp_bias") && j.at("mlp_bias") != false)
+    return unsupported(where + ": 'mlp_bias' = true is not supported");
+  if (r.has("quantization_config"))
+    return unsupported(where + ": 'quantization_config' is not supported (Janus reads F32, BF16 and F16 weights; "
+                               "convert the FP8 checkpoint first)");
+  if (c->family == ModelFamily::kDeepseekV3) return parse_deepseek_v3_router(j, r, where, c);
   bool norm = false;
   JANUS_TRY(r.bool_or("norm_topk_prob", false, &norm));
   if (norm)
     return unsupported(where + ": 'norm_topk_prob' = true is not supported for deepseek_v2 (transformers' DeepSeek-V2 "
                                "router does not renormalise; the original code does: refused rather than guessed)");
-  if (r.has("mlp_bias") && j.at("mlp_bias") != false)
-    return unsupported(where + ": 'mlp_bias' = true is not supported");
+  if (r.has("scoring_func") && j.at("scoring_func") != "softmax")
+    return unsupported(where + ": 'scoring_func' = " + j.at("scoring_func").dump() +
+                       " is not supported for deepseek_v2 (transformers' DeepSeek-V2 router is softmax)");
   JANUS_TRY(r.number_or("routed_scaling_factor", 1.0, &c->routed_scaling_factor));
   const std::string method = r.has("topk_method") && j.at("topk_method").is_string() ? j.at("topk_method").get<std::string>()
                                                                                       : "greedy";
@@ -209,9 +305,10 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
   else if (model_type == "qwen2_moe") c.family = ModelFamily::kQwen2Moe;
   else if (model_type == "olmoe") c.family = ModelFamily::kOlmoe;
   else if (model_type == "deepseek_v2") c.family = ModelFamily::kDeepseekV2;
+  else if (model_type == "deepseek_v3") c.family = ModelFamily::kDeepseekV3;
   else
     return unsupported(where + ": unsupported architecture: model_type '" + model_type +
-                       "' (Janus reads qwen3_moe, mixtral, qwen2_moe, olmoe and deepseek_v2)");
+                       "' (Janus reads qwen3_moe, mixtral, qwen2_moe, olmoe, deepseek_v2 and deepseek_v3)");
   // The Qwen families share the layout of dense and sparse layers and their defaults.
   const bool qwen = c.family == ModelFamily::kQwen3Moe || c.family == ModelFamily::kQwen2Moe;
   Reader r(j, where);
@@ -244,24 +341,25 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
   JANUS_TRY(r.number_or("rms_norm_eps", eps_1e5 ? 1e-5 : 1e-6, &eps));
   c.rms_norm_eps = eps;
 
-  // RoPE: transformers 5 nests theta in rope_parameters; 4 puts rope_theta at the top.
+  // RoPE: transformers 5 nests theta (and the scaling) in rope_parameters; 4 puts
+  // rope_theta at the top and the scaling in rope_scaling.
   double dflt_theta = c.family == ModelFamily::kMixtral ? 1e6 : 10000.0;
-  if (r.has("rope_parameters")) {
-    const json& rp = j["rope_parameters"];
-    if (!rp.is_object()) return invalid_argument(where + ": 'rope_parameters' must be an object");
-    if (rp.contains("rope_type") && rp["rope_type"] != "default")
-      return unsupported(where + ": rope_parameters.rope_type " + rp["rope_type"].dump() + " is not supported (only default)");
-    Reader rr(rp, where + " (rope_parameters)");
-    JANUS_TRY(rr.number_or("rope_theta", dflt_theta, &c.rope_theta));
-  } else {
-    JANUS_TRY(r.number_or("rope_theta", dflt_theta, &c.rope_theta));
-  }
-  if (r.has("rope_scaling")) {
-    const json& rs = j["rope_scaling"];
-    std::string t = rs.is_object() && rs.contains("rope_type") ? rs["rope_type"].dump()
-                    : rs.is_object() && rs.contains("type")    ? rs["type"].dump()
-                                                               : rs.dump();
-    if (t != "\"default\"") return unsupported(where + ": rope_scaling " + t + " is not supported");
+  JANUS_TRY(r.number_or("rope_theta", dflt_theta, &c.rope_theta));
+  for (const char* key : {"rope_parameters", "rope_scaling"}) {
+    if (!r.has(key)) continue;
+    const json& rp = j[key];
+    if (!rp.is_object()) return invalid_argument(where + ": '" + key + "' must be an object");
+    Reader rr(rp, where + " (" + key + ")");
+    JANUS_TRY(rr.number_or("rope_theta", c.rope_theta, &c.rope_theta));
+    const std::string type = rope_type_of(rp);
+    if (type == "default") continue;
+    if (type != "yarn")
+      return unsupported(where + ": " + key + " type \"" + type + "\" is not supported (default, and yarn for deepseek_v2/v3)");
+    if (!c.deepseek())
+      return unsupported(where + ": " + key + " type \"yarn\" is not supported for " + family_name(c.family) +
+                         " (only for deepseek_v2 and deepseek_v3)");
+    if (c.rope_yarn) return invalid_argument(where + ": both rope_parameters and rope_scaling set a RoPE scaling");
+    JANUS_TRY(parse_yarn(rp, key, where, &c));
   }
 
   JANUS_TRY(r.bool_or("tie_word_embeddings", false, &c.tie_word_embeddings));
@@ -312,8 +410,8 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
       JANUS_TRY(r.bool_or("use_sliding_window", false, &use_sw));
       if (use_sw) JANUS_TRY(r.positive_int("sliding_window", &c.sliding_window));
     }
-  } else if (c.family == ModelFamily::kDeepseekV2) {
-    JANUS_TRY(parse_deepseek_v2(j, r, where, &c));
+  } else if (c.deepseek()) {
+    JANUS_TRY(parse_deepseek(j, r, where, &c));
   } else if (c.family == ModelFamily::kOlmoe) {
     // OLMoE normalises q over hidden_size and k over (hidden_size / heads) * kv_heads values:
     // the projections' widths only when head_dim is hidden_size / heads.
@@ -369,7 +467,8 @@ std::string model_config_to_json(const ModelConfig& c) {
                      : c.family == ModelFamily::kMixtral  ? "MixtralForCausalLM"
                      : c.family == ModelFamily::kQwen2Moe ? "Qwen2MoeForCausalLM"
                      : c.family == ModelFamily::kOlmoe    ? "OlmoeForCausalLM"
-                                                          : "DeepseekV2ForCausalLM";
+                     : c.family == ModelFamily::kDeepseekV2 ? "DeepseekV2ForCausalLM"
+                                                            : "DeepseekV3ForCausalLM";
   j["architectures"] = {arch};
   j["model_type"] = family_name(c.family);
   j["vocab_size"] = c.vocab_size;
@@ -382,6 +481,19 @@ std::string model_config_to_json(const ModelConfig& c) {
   j["max_position_embeddings"] = c.max_position_embeddings;
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["rope_parameters"] = {{"rope_theta", c.rope_theta}, {"rope_type", "default"}};
+  if (c.rope_yarn) {
+    const YarnScaling& y = c.yarn;
+    json& rp = j["rope_parameters"];
+    rp["rope_type"] = "yarn";
+    rp["factor"] = y.factor;
+    rp["original_max_position_embeddings"] = y.original_max_position_embeddings;
+    rp["beta_fast"] = y.beta_fast;
+    rp["beta_slow"] = y.beta_slow;
+    if (y.mscale != 0) rp["mscale"] = y.mscale;
+    if (y.mscale_all_dim != 0) rp["mscale_all_dim"] = y.mscale_all_dim;
+    if (y.attention_factor > 0) rp["attention_factor"] = y.attention_factor;
+    rp["truncate"] = y.truncate;
+  }
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   j["num_local_experts"] = c.num_experts;
   j["num_experts_per_tok"] = c.top_k;
@@ -410,7 +522,7 @@ std::string model_config_to_json(const ModelConfig& c) {
     } else {
       j["attention_bias"] = false;
     }
-  } else if (c.family == ModelFamily::kDeepseekV2) {
+  } else if (c.deepseek()) {
     j.erase("num_local_experts");
     j.erase("head_dim");  // transformers derives it (qk_rope_head_dim)
     j["n_routed_experts"] = c.num_experts;
@@ -426,11 +538,17 @@ std::string model_config_to_json(const ModelConfig& c) {
     j["qk_rope_head_dim"] = c.qk_rope_head_dim;
     j["v_head_dim"] = c.v_head_dim;
     j["routed_scaling_factor"] = c.routed_scaling_factor;
-    j["norm_topk_prob"] = false;
+    j["norm_topk_prob"] = c.norm_topk_prob;
     j["attention_bias"] = false;
-    j["topk_method"] = c.n_group > 0 ? "group_limited_greedy" : "greedy";
-    j["n_group"] = c.n_group > 0 ? json(c.n_group) : json(nullptr);
-    j["topk_group"] = c.n_group > 0 ? json(c.topk_group) : json(nullptr);
+    if (c.family == ModelFamily::kDeepseekV3) {
+      j["n_group"] = c.n_group;
+      j["topk_group"] = c.topk_group;
+      j["rope_interleave"] = c.rope_interleave;
+    } else {
+      j["topk_method"] = c.n_group > 0 ? "group_limited_greedy" : "greedy";
+      j["n_group"] = c.n_group > 0 ? json(c.n_group) : json(nullptr);
+      j["topk_group"] = c.n_group > 0 ? json(c.topk_group) : json(nullptr);
+    }
   } else if (c.family == ModelFamily::kOlmoe) {
     j["intermediate_size"] = c.moe_intermediate_size;
     j["norm_topk_prob"] = c.norm_topk_prob;

@@ -17,9 +17,29 @@
 
 namespace janus {
 
-enum class ModelFamily : uint8_t { kQwen3Moe, kMixtral, kQwen2Moe, kOlmoe, kDeepseekV2 };
+enum class ModelFamily : uint8_t { kQwen3Moe, kMixtral, kQwen2Moe, kOlmoe, kDeepseekV2, kDeepseekV3 };
 
-const char* family_name(ModelFamily f);  // "qwen3_moe", "mixtral", "qwen2_moe", "olmoe", "deepseek_v2"
+// "qwen3_moe", "mixtral", "qwen2_moe", "olmoe", "deepseek_v2", "deepseek_v3"
+const char* family_name(ModelFamily f);
+
+/// YaRN RoPE scaling (rope_parameters / rope_scaling with rope_type "yarn"), as
+/// transformers 5's _compute_yarn_parameters reads it. Only the DeepSeek families take it.
+struct YarnScaling {
+  double factor = 1.0;                      // context extension ratio
+  int original_max_position_embeddings = 0;  // the pretraining context (max_position_embeddings when absent)
+  double beta_fast = 32.0, beta_slow = 1.0;  // the ramp's rotation bounds
+  double mscale = 0.0, mscale_all_dim = 0.0; // 0: absent
+  double attention_factor = 0.0;            // cos/sin multiplier; 0: derived from factor and the mscales
+  bool truncate = true;                     // floor/ceil the ramp's bounds
+
+  /// 0.1 * m * ln(scale) + 1 for scale > 1, else 1 (the YaRN paper's Eq. 21).
+  static double get_mscale(double scale, double m);
+  /// What cos and sin are multiplied by.
+  double cos_sin_factor() const;
+  /// MLA's softmax-scale correction (transformers' yarn_apply_mscale): the qk scale is
+  /// multiplied by get_mscale(factor, mscale_all_dim)^2 when mscale_all_dim is set.
+  double softmax_factor() const;
+};
 
 struct ModelConfig {
   ModelFamily family = ModelFamily::kQwen3Moe;
@@ -52,8 +72,15 @@ struct ModelConfig {
   int v_head_dim = 0;
   double routed_scaling_factor = 1.0;  // routed gate weights are multiplied by this
   int n_group = 0, topk_group = 0;     // group_limited_greedy routing when n_group > 0
+  /// DeepSeek-V3 (noaux_tc): sigmoid scores; e_score_correction_bias added for choosing
+  /// groups (sum of each group's top two) and experts only; top-k renormalised when
+  /// norm_topk_prob, then scaled by routed_scaling_factor.
+  bool sigmoid_gate = false;
+  bool rope_interleave = true;  // MLA: the RoPE part in interleaved pairs (V2 always; V3's rope_interleave)
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
+  bool rope_yarn = false;  // rope_type "yarn": `yarn` holds its parameters
+  YarnScaling yarn;
   int max_position_embeddings = 0;
   int sliding_window = 0;         // 0: full causal attention
   bool tie_word_embeddings = false;
@@ -67,6 +94,7 @@ struct ModelConfig {
   int num_sparse_layers() const;
   bool has_shared_expert() const { return shared_expert_intermediate_size > 0; }
   bool mla() const { return kv_lora_rank > 0; }
+  bool deepseek() const { return family == ModelFamily::kDeepseekV2 || family == ModelFamily::kDeepseekV3; }
   int qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   /// What the paged KV cache holds per token and layer: kv heads of head_dim for K and
   /// for V; for MLA one entry of kv_lora_rank + qk_rope_head_dim values and no V.

@@ -108,6 +108,36 @@ std::vector<ModelPreset> build_presets() {
                  "nope/rope/v 32/16/32, 4 heads), 16 experts top-4 in 4 groups (2 kept), 2 shared experts",
                  c, DType::kF32});
   }
+  {
+    // DeepSeek-V3's structure at CPU size: V2's MLA with YaRN (factor 4, mscale 1 / 1 as V3
+    // ships), the noaux_tc router (sigmoid, correction bias, group top-2 sums, renormalised,
+    // scaled 2.5), one dense first layer, one shared expert.
+    ModelConfig c = qwen3(512, 128, 3, 4, 4, 16, 16, 4, 48, 256, 1e4);
+    c.family = ModelFamily::kDeepseekV3;
+    c.qk_norm = false;
+    c.norm_topk_prob = true;
+    c.q_lora_rank = 64;
+    c.kv_lora_rank = 64;
+    c.qk_nope_head_dim = 32;
+    c.qk_rope_head_dim = 16;
+    c.v_head_dim = 32;
+    c.shared_expert_intermediate_size = 48;
+    c.routed_scaling_factor = 2.5;
+    c.sigmoid_gate = true;
+    c.n_group = 4;
+    c.topk_group = 2;
+    c.rope_yarn = true;
+    c.yarn.factor = 4.0;
+    c.yarn.original_max_position_embeddings = 8192;
+    c.yarn.mscale = 1.0;
+    c.yarn.mscale_all_dim = 1.0;
+    c.sparse_layer[0] = false;
+    p.push_back({"tiny-deepseek-v3",
+                 "DeepSeek-V3 shape for CPU runs: 3 layers (layer 0 dense), hidden 128, MLA (q LoRA 64, kv LoRA 64, "
+                 "nope/rope/v 32/16/32, 4 heads) with YaRN x4, 16 experts top-4 by sigmoid noaux_tc in 4 groups "
+                 "(2 kept), 1 shared expert",
+                 c, DType::kF32});
+  }
   p.push_back({"gpu-qwen3-moe",
                "Qwen3-30B-A3B-like for one GPU: 8 layers, hidden 2048, 32/4 heads of 128, 128 experts top-8, expert "
                "intermediate 768, vocab 32000",
@@ -232,6 +262,7 @@ Status make_model(const ModelPreset& preset, const std::string& dir, uint64_t se
       const int64_t I = c.moe_intermediate_size;
       const std::string moe = p + (mixtral ? "block_sparse_moe." : "mlp.");
       add(moe + "gate.weight", {c.num_experts, H}, Init::kLinear);
+      if (c.sigmoid_gate) add(moe + "gate.e_score_correction_bias", {c.num_experts}, Init::kLinear);
       for (int e = 0; e < c.num_experts; ++e) {
         const std::string x = moe + "experts." + std::to_string(e) + ".";
         add(x + (mixtral ? "w1.weight" : "gate_proj.weight"), {I, H}, Init::kLinear);

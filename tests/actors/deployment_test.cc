@@ -163,6 +163,11 @@ TEST_CASE("DeepSeek-V2 fixture (MLA latent cache, shared expert on the attention
   for (const Shape& s : shapes()) check_matches_reference("deepseek_v2_lite", s);
 }
 
+TEST_CASE("DeepSeek-V2 with YaRN and DeepSeek-V3 (noaux_tc gate on either side): the graph's tokens equal the reference engine's") {
+  for (const Shape& s : shapes()) check_matches_reference("deepseek_v2_yarn", s);
+  for (const Shape& s : shapes()) check_matches_reference("deepseek_v3", s);
+}
+
 TEST_CASE("requests of mixed lengths arriving while others decode, some waiting for KV blocks") {
   const Fixture& f = fixture("qwen3_moe");
   GraphSpec g = spec_for(f, {2, 3, true, 2, "moe", "aebs"}, 8);

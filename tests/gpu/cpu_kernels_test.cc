@@ -307,3 +307,50 @@ TEST_CASE("gate_topk_grouped: one group is the greedy gate scaled; the group lim
   for (float v : l) sum += std::exp(v - 5.0);
   CHECK(gw[1] == doctest::Approx(std::exp(4.95 - 5.0) / sum).epsilon(1e-5));
 }
+
+TEST_CASE("gate_topk_sigmoid_grouped: the correction bias chooses, the plain sigmoid scores weigh; groups by their top-2 sums") {
+  auto sig = [](float x) { return 1.0f / (1.0f + std::exp(-x)); };
+  // Groups {0,1} {2,3} {4,5} {6,7}. With the bias, group scores (top-2 sums of score + bias)
+  // favour groups 1 and 3 although expert 0 has the highest plain score.
+  const std::vector<float> l = {3.f, -3.f, 1.f, 1.f, 0.f, 0.f, 0.5f, 0.5f};
+  const std::vector<float> bias = {0.f, 0.f, 0.5f, 0.5f, 0.f, 0.f, 0.4f, 0.4f};
+  int32_t ids[3];
+  float w[3];
+  cpu::gate_topk_sigmoid_grouped(l.data(), bias.data(), 1, 8, 3, 4, 2, false, 2.0f, ids, w);
+  CHECK(ids[0] == 2);  // 0.73 + 0.5, ties broken by the lower id
+  CHECK(ids[1] == 3);
+  CHECK(ids[2] == 6);
+  CHECK(w[0] == doctest::Approx(2.0 * sig(1.f)));  // no bias in the weight
+  CHECK(w[2] == doctest::Approx(2.0 * sig(0.5f)));
+  // Renormalised: the weights sum to the scaling factor.
+  cpu::gate_topk_sigmoid_grouped(l.data(), bias.data(), 1, 8, 3, 4, 2, true, 2.5f, ids, w);
+  CHECK(w[0] + w[1] + w[2] == doctest::Approx(2.5));
+  // Without bias and with every group kept, the top-3 plain sigmoid scores.
+  const std::vector<float> zero(8, 0.f);
+  cpu::gate_topk_sigmoid_grouped(l.data(), zero.data(), 1, 8, 3, 4, 4, false, 1.0f, ids, w);
+  CHECK(ids[0] == 0);
+  CHECK(ids[1] == 2);
+  CHECK(ids[2] == 3);
+}
+
+TEST_CASE("rope_yarn_inv_freq: plain RoPE at factor 1; extrapolated high frequencies, interpolated low ones") {
+  const int dim = 64;
+  std::vector<float> plain(dim / 2), yarn(dim / 2);
+  cpu::rope_inv_freq(10000.0, dim, plain.data());
+  cpu::rope_yarn_inv_freq(10000.0, dim, 1.0, 4096, 32, 1, true, yarn.data());
+  for (int i = 0; i < dim / 2; ++i) CHECK(yarn[i] == doctest::Approx(plain[i]).epsilon(1e-6));
+  cpu::rope_yarn_inv_freq(10000.0, dim, 40.0, 4096, 32, 1, true, yarn.data());
+  // DeepSeek-V2's ramp over 64 dims: floor(10.47) = 10 to ceil(22.51) = 23.
+  for (int i = 0; i <= 10; ++i) CHECK(yarn[i] == doctest::Approx(plain[i]).epsilon(1e-6));
+  for (int i = 23; i < dim / 2; ++i) CHECK(yarn[i] == doctest::Approx(plain[i] / 40.0).epsilon(1e-6));
+  CHECK(yarn[16] < plain[16]);
+  CHECK(yarn[16] > plain[16] / 40.0);
+  // cos and sin scaled: a rotation by rope with scale s is s times the unscaled one.
+  std::vector<float> x = {1.f, 2.f, 3.f, 4.f}, y = x;
+  const int32_t pos = 5;
+  std::vector<float> inv(2);
+  cpu::rope_inv_freq(10000.0, 4, inv.data());
+  cpu::rope_interleaved(x.data(), 1, 1, 4, &pos, inv.data());
+  cpu::rope_interleaved(y.data(), 1, 1, 4, &pos, inv.data(), 1.5f);
+  for (int i = 0; i < 4; ++i) CHECK(y[i] == doctest::Approx(1.5 * x[i]).epsilon(1e-6));
+}

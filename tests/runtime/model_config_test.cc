@@ -279,8 +279,17 @@ TEST_CASE("DeepSeek-V2 config: MLA ranks, dense first layers, shared experts, gr
 TEST_CASE("DeepSeek-V2 features Janus does not run are refused, naming the key") {
   nlohmann::json j = fixture_config("deepseek_v2");
   nlohmann::json k = j;
-  k["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 40}, {"rope_theta", 10000.0}};
-  CHECK(error_of_json(k).find("rope_parameters.rope_type \"yarn\" is not supported") != std::string::npos);
+  k["rope_parameters"] = {{"rope_type", "longrope"}, {"factor", 40}, {"rope_theta", 10000.0}};
+  CHECK(error_of_json(k).find("rope_parameters type \"longrope\" is not supported") != std::string::npos);
+  k = j;
+  k["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 10000.0}};
+  CHECK(error_of_json(k).find("yarn RoPE scaling needs 'rope_parameters.factor'") != std::string::npos);
+  k = j;
+  k["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 4}, {"low_freq_factor", 1}};
+  CHECK(error_of_json(k).find("'rope_parameters.low_freq_factor' is not supported for yarn") != std::string::npos);
+  k = j;
+  k["quantization_config"] = {{"quant_method", "fp8"}};
+  CHECK(error_of_json(k).find("'quantization_config'") != std::string::npos);
   k = j;
   k["topk_method"] = "noaux_tc";
   CHECK(error_of_json(k).find("'topk_method' \"noaux_tc\" is not supported for deepseek_v2") != std::string::npos);
@@ -309,4 +318,112 @@ TEST_CASE("DeepSeek-V2 features Janus does not run are refused, naming the key")
   k = j;
   k["first_k_dense_replace"] = 9;
   CHECK(error_of_json(k).find("'first_k_dense_replace' must be a layer count") != std::string::npos);
+}
+
+namespace {
+
+// The published config.json files of DeepSeek-V2, V2-Lite and V3 (their architecture keys;
+// the remote-code and training keys such as auto_map, aux_loss_alpha and seq_aux are
+// ignored as transformers ignores them).
+const char* kDeepseekV2Lite = R"({
+  "architectures": ["DeepseekV2ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "auto_map": {"AutoConfig": "configuration_deepseek.DeepseekV2Config"}, "aux_loss_alpha": 0.001,
+  "bos_token_id": 100000, "eos_token_id": 100001, "ep_size": 1, "first_k_dense_replace": 1, "hidden_act": "silu",
+  "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 10944, "kv_lora_rank": 512,
+  "max_position_embeddings": 163840, "model_type": "deepseek_v2", "moe_intermediate_size": 1408, "moe_layer_freq": 1,
+  "n_group": 1, "n_routed_experts": 64, "n_shared_experts": 2, "norm_topk_prob": false, "num_attention_heads": 16,
+  "num_experts_per_tok": 6, "num_hidden_layers": 27, "num_key_value_heads": 16, "pretraining_tp": 1,
+  "q_lora_rank": null, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "rms_norm_eps": 1e-06,
+  "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 0.707, "mscale_all_dim": 0.707,
+                   "original_max_position_embeddings": 4096, "type": "yarn"},
+  "rope_theta": 10000, "routed_scaling_factor": 1.0, "scoring_func": "softmax", "seq_aux": true,
+  "tie_word_embeddings": false, "topk_group": 1, "topk_method": "greedy", "torch_dtype": "bfloat16",
+  "transformers_version": "4.39.3", "use_cache": true, "v_head_dim": 128, "vocab_size": 102400})";
+
+const char* kDeepseekV3 = R"({
+  "architectures": ["DeepseekV3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "aux_loss_alpha": 0.001, "bos_token_id": 0, "eos_token_id": 1, "ep_size": 1, "first_k_dense_replace": 3,
+  "hidden_act": "silu", "hidden_size": 7168, "initializer_range": 0.02, "intermediate_size": 18432,
+  "kv_lora_rank": 512, "max_position_embeddings": 163840, "model_type": "deepseek_v3", "moe_intermediate_size": 2048,
+  "moe_layer_freq": 1, "n_group": 8, "n_routed_experts": 256, "n_shared_experts": 1, "norm_topk_prob": true,
+  "num_attention_heads": 128, "num_experts_per_tok": 8, "num_hidden_layers": 61, "num_key_value_heads": 128,
+  "num_nextn_predict_layers": 1, "q_lora_rank": 1536, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+  "rms_norm_eps": 1e-06,
+  "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 1.0, "mscale_all_dim": 1.0,
+                   "original_max_position_embeddings": 4096, "type": "yarn"},
+  "rope_theta": 10000, "routed_scaling_factor": 2.5, "scoring_func": "sigmoid", "seq_aux": true,
+  "tie_word_embeddings": false, "topk_group": 4, "topk_method": "noaux_tc", "torch_dtype": "bfloat16",
+  "transformers_version": "4.33.1", "use_cache": true, "v_head_dim": 128, "vocab_size": 129280})";
+
+}  // namespace
+
+TEST_CASE("the published DeepSeek-V2, V2-Lite and V3 config.json files load, YaRN included") {
+  auto lite = parse_model_config(kDeepseekV2Lite, "DeepSeek-V2-Lite");
+  REQUIRE_MESSAGE(lite.ok(), lite.status().to_string());
+  CHECK(lite->family == ModelFamily::kDeepseekV2);
+  CHECK(lite->q_lora_rank == 0);
+  CHECK(lite->rope_theta == 10000.0);
+  REQUIRE(lite->rope_yarn);
+  CHECK(lite->yarn.factor == 40.0);
+  CHECK(lite->yarn.original_max_position_embeddings == 4096);
+  CHECK(lite->yarn.mscale == 0.707);
+  // mscale == mscale_all_dim: cos/sin unscaled; the softmax scale gains (0.1 * 0.707 * ln 40 + 1)^2.
+  CHECK(lite->yarn.cos_sin_factor() == doctest::Approx(1.0));
+  CHECK(lite->yarn.softmax_factor() == doctest::Approx(std::pow(0.1 * 0.707 * std::log(40.0) + 1.0, 2)));
+  // V2: the same file with V2's sizes and group-limited routing.
+  nlohmann::json v2 = nlohmann::json::parse(kDeepseekV2Lite);
+  v2["hidden_size"] = 5120, v2["intermediate_size"] = 12288, v2["moe_intermediate_size"] = 1536;
+  v2["num_hidden_layers"] = 60, v2["num_attention_heads"] = 128, v2["num_key_value_heads"] = 128;
+  v2["n_routed_experts"] = 160, v2["q_lora_rank"] = 1536, v2["routed_scaling_factor"] = 16.0;
+  v2["topk_method"] = "group_limited_greedy", v2["n_group"] = 8, v2["topk_group"] = 3;
+  auto full = parse_model_config(v2.dump(), "DeepSeek-V2");
+  REQUIRE_MESSAGE(full.ok(), full.status().to_string());
+  CHECK(full->n_group == 8);
+  CHECK(full->rope_yarn);
+  // transformers 5 writes the same scaling as rope_parameters with rope_type.
+  auto back = parse_model_config(model_config_to_json(*lite), "back");
+  REQUIRE_MESSAGE(back.ok(), back.status().to_string());
+  CHECK(back->rope_yarn);
+  CHECK(back->yarn.factor == lite->yarn.factor);
+  CHECK(back->yarn.mscale_all_dim == lite->yarn.mscale_all_dim);
+  CHECK(back->yarn.original_max_position_embeddings == 4096);
+
+  auto v3 = parse_model_config(kDeepseekV3, "DeepSeek-V3");
+  REQUIRE_MESSAGE(v3.ok(), v3.status().to_string());
+  CHECK(v3->family == ModelFamily::kDeepseekV3);
+  CHECK(std::string(family_name(v3->family)) == "deepseek_v3");
+  CHECK(v3->sigmoid_gate);
+  CHECK(v3->norm_topk_prob);
+  CHECK(v3->n_group == 8);
+  CHECK(v3->topk_group == 4);
+  CHECK(v3->routed_scaling_factor == 2.5);
+  CHECK(v3->rope_interleave);
+  CHECK(v3->shared_expert_intermediate_size == 2048);
+  CHECK(v3->sparse_layer[2] == false);
+  CHECK(v3->sparse_layer[3] == true);
+  CHECK(v3->yarn.softmax_factor() == doctest::Approx(std::pow(0.1 * std::log(40.0) + 1.0, 2)));
+  auto v3back = parse_model_config(model_config_to_json(*v3), "back");
+  REQUIRE_MESSAGE(v3back.ok(), v3back.status().to_string());
+  CHECK(v3back->family == ModelFamily::kDeepseekV3);
+  CHECK(v3back->n_group == 8);
+  CHECK(v3back->sparse_layer == v3->sparse_layer);
+}
+
+TEST_CASE("DeepSeek-V3 router keys Janus does not run, and YaRN outside the DeepSeek families, are refused naming the key") {
+  nlohmann::json j = nlohmann::json::parse(kDeepseekV3);
+  nlohmann::json k = j;
+  k["topk_method"] = "group_limited_greedy";
+  CHECK(error_of_json(k).find("'topk_method' \"group_limited_greedy\" is not supported for deepseek_v3") != std::string::npos);
+  k = j;
+  k["scoring_func"] = "softmax";
+  CHECK(error_of_json(k).find("'scoring_func' \"softmax\" is not supported for deepseek_v3") != std::string::npos);
+  k = j;
+  k["n_group"] = 256;
+  CHECK(error_of_json(k).find("fewer than two experts a group") != std::string::npos);
+  k = j;
+  k["topk_group"] = 9;
+  CHECK(error_of_json(k).find("'topk_group' (9) exceeds n_group (8)") != std::string::npos);
+  nlohmann::json q = fixture_config("qwen2_moe");
+  q["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 4}, {"rope_theta", 10000.0}};
+  CHECK(error_of_json(q).find("type \"yarn\" is not supported for qwen2_moe") != std::string::npos);
 }

@@ -9,6 +9,7 @@
 
 #include "runtime/model/model.h"
 #include "runtime/model/presets.h"
+#include "runtime/model/reference_engine.h"
 #include "test_util.h"
 
 using namespace janus;
@@ -121,9 +122,9 @@ TEST_CASE("unsupported architecture and malformed config.json are refused at loa
   janus::test::write_file(d / "config.json", cfg.substr(0, cfg.size() / 2));
   CHECK(load_error(d.path()).find("config.json: malformed JSON") != std::string::npos);
   auto j = nlohmann::json::parse(cfg);
-  j["model_type"] = "deepseek_v3";
+  j["model_type"] = "dbrx";
   janus::test::write_file(d / "config.json", j.dump());
-  CHECK(load_error(d.path()).find("model_type 'deepseek_v3'") != std::string::npos);
+  CHECK(load_error(d.path()).find("model_type 'dbrx'") != std::string::npos);
   fs::remove(d / "config.json");
   CHECK(load_error(d.path()).find("config.json: no such file") != std::string::npos);
 }
@@ -346,5 +347,36 @@ TEST_CASE("the tiny-deepseek-v2 preset writes an MLA checkpoint that loads, and 
             s.end());
   });
   CHECK(load_error(d.path()).find("missing tensor 'model.layers.2.self_attn.kv_b_proj.weight' (expected shape [256, 64])") !=
+        std::string::npos);
+}
+
+TEST_CASE("the tiny-deepseek-v3 preset writes a checkpoint with its router's correction bias and YaRN that loads and generates") {
+  TempDir d;
+  REQUIRE(make_model(*find_preset("tiny-deepseek-v3"), d.path(), 0, DType::kF32, false).ok());
+  auto m = Model::load(d.path());
+  REQUIRE_MESSAGE(m.ok(), m.status().to_string());
+  const ModelConfig& c = (*m)->config();
+  CHECK(c.family == ModelFamily::kDeepseekV3);
+  CHECK(c.sigmoid_gate);
+  CHECK(c.rope_yarn);
+  CHECK(c.yarn.factor == 4.0);
+  CHECK(c.n_group == 4);
+  CHECK((*m)->weights().layers[1].router_bias.cols == 16);
+  CHECK((*m)->weights().layers[0].router_bias.empty());
+  ReferenceEngine engine(*m);
+  GenerateRequest r;
+  r.prompt = {3, 1, 4, 1, 5};
+  r.max_new_tokens = 4;
+  r.stop_at_eos = false;
+  auto out = engine.generate({r});
+  REQUIRE(out.ok());
+  CHECK((*out)[0].tokens.size() == 4);
+  // Its correction bias is a required tensor, named when missing.
+  rewrite(d.path(), [](std::vector<TensorSpec>& s) {
+    s.erase(std::remove_if(s.begin(), s.end(),
+                           [](const TensorSpec& t) { return t.name == "model.layers.2.mlp.gate.e_score_correction_bias"; }),
+            s.end());
+  });
+  CHECK(load_error(d.path()).find("missing tensor 'model.layers.2.mlp.gate.e_score_correction_bias' (expected shape [16])") !=
         std::string::npos);
 }

@@ -3,10 +3,12 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 
 #include <nlohmann/json.hpp>
 
+#include "gpu/backend/backend.h"
 #include "runtime/model/reference_engine.h"
 #include "transformers_fixture.h"
 
@@ -118,7 +120,57 @@ TEST_CASE("DeepSeek-V2-Lite variant fp32 (one q_proj, all layers MoE, two shared
   check_against(f, "last_logits", 1e-4);
 }
 
-TEST_CASE("leaving out a Qwen2-MoE or OLMoE feature moves the logits past the tolerance (the fixtures exercise each)") {
+TEST_CASE("DeepSeek-V2 fp32 with YaRN RoPE scaling (attention factor and softmax mscale both != 1): logits within 1e-4, tokens identical") {
+  Fixture f = load_fixture("deepseek_v2_yarn");
+  const ModelConfig& c = f.model->config();
+  CHECK(c.family == ModelFamily::kDeepseekV2);
+  REQUIRE(c.rope_yarn);
+  CHECK(c.yarn.factor == 4.0);
+  CHECK(c.yarn.original_max_position_embeddings == 64);
+  CHECK(c.yarn.cos_sin_factor() != doctest::Approx(1.0));
+  CHECK(c.yarn.softmax_factor() != doctest::Approx(1.0));
+  check_against(f, "last_logits", 1e-4);
+}
+
+TEST_CASE("DeepSeek-V3 fp32 (noaux_tc sigmoid router with correction bias, YaRN, interleaved MLA RoPE, dense first layer, shared expert): logits within 1e-4, tokens identical") {
+  Fixture f = load_fixture("deepseek_v3");
+  const ModelConfig& c = f.model->config();
+  CHECK(c.family == ModelFamily::kDeepseekV3);
+  CHECK(c.mla());
+  CHECK(c.sigmoid_gate);
+  CHECK(c.norm_topk_prob);
+  CHECK(c.routed_scaling_factor == 2.5);
+  CHECK(c.n_group == 4);
+  CHECK(c.topk_group == 2);
+  CHECK(c.rope_interleave);
+  CHECK(c.rope_yarn);
+  CHECK_FALSE(c.is_sparse(0));
+  CHECK(c.shared_expert_intermediate_size == c.moe_intermediate_size);
+  CHECK(f.model->weights().layers[1].router_bias.cols == c.num_experts);
+  check_against(f, "last_logits", 1e-4);
+}
+
+namespace {
+
+// Zeroes one F32 tensor of DIR/model.safetensors in place (8-byte header length, JSON
+// header, data): how a test takes a buffer such as e_score_correction_bias out of play.
+void zero_tensor(const std::string& file, const std::string& name) {
+  std::string bytes = janus::test::read_file(file);
+  REQUIRE(bytes.size() >= 8);
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, bytes.data(), 8);
+  const json header = json::parse(bytes.substr(8, header_len));
+  REQUIRE(header.contains(name));
+  REQUIRE(header[name]["dtype"] == "F32");
+  const auto off = header[name]["data_offsets"].get<std::vector<size_t>>();
+  std::fill(bytes.begin() + static_cast<std::ptrdiff_t>(8 + header_len + off[0]),
+            bytes.begin() + static_cast<std::ptrdiff_t>(8 + header_len + off[1]), '\0');
+  janus::test::write_file(file, bytes);
+}
+
+}  // namespace
+
+TEST_CASE("leaving out a feature of a newer family moves the logits past the tolerance (the fixtures exercise each)") {
   // Each feature is switched off in the config of a copy whose tensors are otherwise
   // bound as before; the engine must then miss transformers' logits by far more than 1e-4.
   struct Case {
@@ -131,13 +183,23 @@ TEST_CASE("leaving out a Qwen2-MoE or OLMoE feature moves the logits past the to
       {"olmoe", "norm_topk_prob", [](json& j) { j["norm_topk_prob"] = false; }},
       {"deepseek_v2", "group_limited_greedy", [](json& j) { j["topk_method"] = "greedy"; }},
       {"deepseek_v2", "routed_scaling_factor", [](json& j) { j["routed_scaling_factor"] = 1.0; }},
+      {"deepseek_v2_yarn", "yarn", [](json& j) { j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}}; }},
+      {"deepseek_v2_yarn", "yarn mscale_all_dim", [](json& j) { j["rope_parameters"].erase("mscale_all_dim"); }},
+      {"deepseek_v3", "norm_topk_prob", [](json& j) { j["norm_topk_prob"] = false; }},
+      {"deepseek_v3", "routed_scaling_factor", [](json& j) { j["routed_scaling_factor"] = 1.0; }},
+      {"deepseek_v3", "group limit", [](json& j) { j["topk_group"] = 4; }},
+      {"deepseek_v3", "rope_interleave", [](json& j) { j["rope_interleave"] = false; }},
+      {"deepseek_v3", "yarn", [](json& j) { j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}}; }},
+      {"deepseek_v3", "e_score_correction_bias", nullptr},
   };
   for (const Case& k : cases) {
     CAPTURE(k.what);
     janus::test::TempDir d;
     janus::test::copy_dir(janus::test::fixture(k.fixture), d.path());
     json cfg = json::parse(janus::test::read_file(d / "config.json"));
-    k.edit(cfg);
+    if (k.edit) k.edit(cfg);
+    else
+      for (int l : {1, 2}) zero_tensor(d / "model.safetensors", "model.layers." + std::to_string(l) + ".mlp.gate.e_score_correction_bias");
     janus::test::write_file(d / "config.json", cfg.dump());
     auto m = Model::load(d.path());
     REQUIRE_MESSAGE(m.ok(), m.status().to_string());
@@ -259,4 +321,25 @@ TEST_CASE("bad requests are refused with a reason, nothing runs") {
     REQUIRE_FALSE(out.ok());
     CHECK_MESSAGE(out.status().message().find(b.message) != std::string::npos, out.status().message());
   }
+}
+
+TEST_CASE("no GPU backend is built for YaRN or the noaux_tc gate: refused naming the keys, whatever CUDA backend is registered") {
+  auto gpu = Device::parse("cuda:0");
+  REQUIRE(gpu.ok());
+  for (const char* name : {"deepseek_v2_yarn", "deepseek_v3"}) {
+    CAPTURE(name);
+    Fixture f = load_fixture(name);
+    auto a = make_attention_backend(f.model, *gpu, BackendOptions{});
+    REQUIRE_FALSE(a.ok());
+    CHECK(a.status().code() == ErrorCode::kUnsupported);
+    CHECK(a.status().message().find("YaRN RoPE scaling") != std::string::npos);
+    auto r = make_router_backend(f.model, *gpu);
+    if (f.model->config().sigmoid_gate) {
+      REQUIRE_FALSE(r.ok());
+      CHECK(r.status().message().find("'e_score_correction_bias'") != std::string::npos);
+    }
+  }
+  // The CPU builds both.
+  Fixture f = load_fixture("deepseek_v3");
+  CHECK(make_router_backend(f.model, Device{}).ok());
 }
