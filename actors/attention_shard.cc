@@ -194,8 +194,11 @@ void AttentionShard::finish_micro_batch(int j) {
   std::vector<SampleRow> rows;
   for (size_t i = 0; i < mb.requests.size(); ++i) {
     const Running& r = running_.at(mb.requests[i]);
+    // Log-probabilities need the row's logits on the host: every backend hands them back
+    // when asked (the CUDA one copies them from the device), so they are computed here,
+    // from the logits the token was sampled from.
     rows.push_back({mb.last_row[i], r.req.sampling, static_cast<uint64_t>(r.generated),
-                    !r.prefilled && r.req.want_prompt_logits});
+                    (!r.prefilled && r.req.want_prompt_logits) || r.req.logprobs >= 0});
   }
   std::vector<int32_t> tokens;
   std::vector<std::vector<float>> logits;
@@ -214,7 +217,19 @@ void AttentionShard::finish_micro_batch(int j) {
     t.id = r.id;
     t.token = tokens[i];
     t.micro_batch = j;
-    if (rows[i].want_logits) t.prompt_logits = std::move(logits[next_logits++]);
+    if (rows[i].want_logits) {
+      std::vector<float>& lg = logits[next_logits++];
+      if (r.req.logprobs >= 0) {
+        const TokenLogprobs lp = token_logprobs(lg.data(), static_cast<int>(lg.size()), t.token, r.req.logprobs);
+        t.has_logprobs = true;
+        t.logprob = lp.logprob;
+        for (const TopLogprob& x : lp.top) {
+          t.top_tokens.push_back(x.token);
+          t.top_logprobs.push_back(x.logprob);
+        }
+      }
+      if (!r.prefilled && r.req.want_prompt_logits) t.prompt_logits = std::move(lg);
+    }
     if (is_stop_token(c, r.req, t.token)) {
       t.finished = true;
       t.finish_reason = "eos";

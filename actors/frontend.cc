@@ -140,6 +140,7 @@ void Frontend::cancel(uint64_t id) {
   GenerateResult g;
   g.prompt = r.req.prompt;
   g.tokens = r.tokens;
+  g.logprobs = r.logprobs;
   g.finish_reason = "cancelled";
   ++fstats_.cancelled;
   finish(r, std::move(g));  // frees its blocks in use_, so waiting requests may now fit
@@ -207,6 +208,13 @@ void Frontend::apply_tokens(StepDone& d) {
     ev.index = static_cast<int>(r.tokens.size());
     ev.last = t.finished;
     if (t.finished) ev.finish_reason = t.finish_reason;
+    if (t.has_logprobs) {
+      TokenLogprobs lp;
+      lp.logprob = t.logprob;
+      for (size_t k = 0; k < t.top_tokens.size() && k < t.top_logprobs.size(); ++k) lp.top.push_back({t.top_tokens[k], t.top_logprobs[k]});
+      r.logprobs.push_back(lp);
+      ev.logprobs = std::move(lp);
+    }
     ev.since_submit_s = now - r.submit_s;
     ev.since_previous_s = now - (r.tokens.empty() ? r.submit_s : r.last_s);
     if (r.tokens.empty()) r.first_s = now;
@@ -224,6 +232,7 @@ void Frontend::apply_tokens(StepDone& d) {
       g.prompt = r.req.prompt;
       g.tokens = r.tokens;
       g.last_logits = std::move(r.prompt_logits);
+      g.logprobs = r.logprobs;
       g.finish_reason = t.finish_reason;
       finish(r, std::move(g));
       remember(std::move(r));

@@ -38,6 +38,7 @@ class Frontend : public JanusActor {
     std::shared_ptr<RequestSink> sink;
     caf::actor shard;  // invalid while queued
     std::vector<int32_t> tokens;
+    std::vector<TokenLogprobs> logprobs;  // per token, when asked
     std::vector<float> prompt_logits;
     double submit_s = 0, first_s = 0, last_s = 0;
     std::vector<RequestStepPlace> history;

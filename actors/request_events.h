@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "runtime/base/status.h"
@@ -35,6 +36,11 @@ struct TokenEvent {
   std::string finish_reason;  // on the last token: "length" or "eos"; empty before
   double since_submit_s = 0;    // when the Frontend had the token, seconds after submit()
   double since_previous_s = 0;  // since the previous token (since submit() for the first)
+  /// Only when the request asked (GenerateRequest::logprobs >= 0): this token's
+  /// log-probability and the `logprobs` most likely tokens, most likely first, of the
+  /// model's raw distribution (log_softmax of the logits, before temperature, top-k and
+  /// top-p). Computed on the attention shard that sampled the token, from the same logits.
+  std::optional<TokenLogprobs> logprobs;
 };
 
 /// The callbacks of a submitted request; each may be empty.

@@ -70,6 +70,13 @@ struct TokenOut {
   bool finished = false;
   std::string finish_reason;
   std::vector<float> prompt_logits;  // when the request asked for them (first token only)
+  // When the request asked for log-probabilities (GenerateRequest::logprobs >= 0): the
+  // token's own and the top list's, as parallel vectors (most likely first). Plain fields
+  // so the message serializes as it is when it crosses to another process.
+  bool has_logprobs = false;
+  float logprob = 0;
+  std::vector<int32_t> top_tokens;
+  std::vector<float> top_logprobs;
 };
 
 /// A request the shard gave up on in this step, and why (the code says what kind of
@@ -102,7 +109,8 @@ typename Inspector::result_type inspect(Inspector& f, StepBegin& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, TokenOut& x) {
-  return f(caf::meta::type_name("janus.TokenOut"), x.id, x.token, x.micro_batch, x.finished, x.finish_reason, x.prompt_logits);
+  return f(caf::meta::type_name("janus.TokenOut"), x.id, x.token, x.micro_batch, x.finished, x.finish_reason, x.prompt_logits,
+           x.has_logprobs, x.logprob, x.top_tokens, x.top_logprobs);
 }
 
 template <class Inspector>
@@ -127,7 +135,7 @@ typename Inspector::result_type inspect(Inspector& f, SamplingParams& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, GenerateRequest& x) {
   return f(caf::meta::type_name("janus.GenerateRequest"), x.prompt, x.max_new_tokens, x.sampling, x.stop_at_eos, x.eos_ids,
-           x.want_prompt_logits);
+           x.want_prompt_logits, x.logprobs);
 }
 
 }  // namespace janus

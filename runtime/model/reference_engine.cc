@@ -25,6 +25,8 @@ Status validate_request(const ModelConfig& c, const GenerateRequest& r, const st
   if (!(r.sampling.top_p > 0.f && r.sampling.top_p <= 1.f))
     return invalid_argument(what + ": top_p must be in (0, 1], got " + std::to_string(r.sampling.top_p));
   if (r.sampling.top_k < 0) return invalid_argument(what + ": top_k must be >= 0 (0 is no limit), got " + std::to_string(r.sampling.top_k));
+  if (r.logprobs < -1 || r.logprobs > kMaxLogprobs)
+    return invalid_argument(what + ": logprobs must be -1 (none) or 0.." + std::to_string(kMaxLogprobs) + ", got " + std::to_string(r.logprobs));
   return Status::Ok();
 }
 
@@ -115,6 +117,7 @@ Result<std::vector<GenerateResult>> ReferenceEngine::generate(const std::vector<
 
   auto emit = [&](size_t i, const float* lg) {
     const int32_t t = sample_token(lg, static_cast<int>(V), requests[i].sampling, out[i].tokens.size());
+    if (requests[i].logprobs >= 0) out[i].logprobs.push_back(token_logprobs(lg, static_cast<int>(V), t, requests[i].logprobs));
     out[i].tokens.push_back(t);
     next[i] = t;
     if (is_stop_token(c, requests[i], t)) {

@@ -24,6 +24,10 @@ struct GenerateRequest {
   bool stop_at_eos = true;       // stop after emitting an EOS id
   std::vector<int32_t> eos_ids;  // overrides the config's EOS ids when not empty
   bool want_prompt_logits = false;  // keep the logits at the last prompt position
+  /// -1: no log-probabilities. 0..kMaxLogprobs: each generated token comes with its own
+  /// log-probability and those of the `logprobs` most likely tokens (TokenLogprobs,
+  /// runtime/model/sampling.h): in GenerateResult::logprobs and in each TokenEvent.
+  int logprobs = -1;
 };
 
 struct GenerateResult {
@@ -31,6 +35,7 @@ struct GenerateResult {
   std::vector<int32_t> tokens;
   std::vector<float> last_logits;  // [vocab] when asked for
   std::string finish_reason;       // "length" or "eos"
+  std::vector<TokenLogprobs> logprobs;  // one per token, when the request asked (logprobs >= 0)
 };
 
 /// Checks a request against a model: non-empty prompt, ids inside the vocabulary,

@@ -57,4 +57,24 @@ int32_t sample_token(const float* logits, int vocab, const SamplingParams& sp, u
   return order[keep - 1];
 }
 
+TokenLogprobs token_logprobs(const float* logits, int vocab, int32_t chosen, int top_n) {
+  double mx = logits[0];
+  for (int i = 1; i < vocab; ++i) mx = std::max(mx, static_cast<double>(logits[i]));
+  double sum = 0;
+  for (int i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
+  const double lse = mx + std::log(sum);
+  TokenLogprobs out;
+  out.logprob = static_cast<float>(logits[chosen] - lse);
+  const int n = std::max(0, std::min(top_n, vocab));
+  if (n == 0) return out;
+  std::vector<int32_t> order(static_cast<size_t>(vocab));
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  out.top.reserve(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) out.top.push_back({order[static_cast<size_t>(i)], static_cast<float>(logits[order[static_cast<size_t>(i)]] - lse)});
+  return out;
+}
+
 }  // namespace janus

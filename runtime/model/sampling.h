@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace janus {
 
@@ -24,5 +25,27 @@ double counter_uniform(uint64_t seed, uint64_t counter);
 
 /// The token for step `step` (0 = first generated token) of a request.
 int32_t sample_token(const float* logits, int vocab, const SamplingParams& params, uint64_t step);
+
+/// The most alternatives a request may ask log-probabilities for (vLLM's max_logprobs).
+constexpr int kMaxLogprobs = 20;
+
+/// A token and its log-probability.
+struct TopLogprob {
+  int32_t token = 0;
+  float logprob = 0;
+};
+
+/// What a request that asked for log-probabilities (GenerateRequest::logprobs >= 0) gets per
+/// generated token: the chosen token's log-probability and the `logprobs` most likely
+/// tokens, most likely first (equal logits: the lower id first). They are of the model's raw
+/// distribution, log_softmax of the logits, before temperature, top-k and top-p (what vLLM
+/// returns by default), so a sampled token may be one the top list does not hold.
+struct TokenLogprobs {
+  float logprob = 0;
+  std::vector<TopLogprob> top;
+};
+
+/// log_softmax of `logits` (computed in double) at `chosen`, and its `top_n` largest entries.
+TokenLogprobs token_logprobs(const float* logits, int vocab, int32_t chosen, int top_n);
 
 }  // namespace janus

@@ -1,15 +1,21 @@
 #include "runtime/serving/http_server.h"
 
+#include <dirent.h>
 #include <httplib.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -18,6 +24,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
+#include <vector>
 
 #include "runtime/serving/openai_api.h"
 
@@ -84,6 +91,126 @@ struct RequestStream {
   std::deque<TokenEvent> events;
   std::optional<Result<GenerateResult>> done;
 };
+
+// What a request that asked for log-probabilities gets per token, as text: the token's
+// piece and its alternatives'.
+struct LogprobEntry {
+  struct Alternative {
+    int32_t id = 0;
+    std::string text;
+    float logprob = 0;
+  };
+  int32_t id = 0;
+  std::string text;
+  float logprob = 0;
+  std::vector<Alternative> top;
+};
+
+// The text token `id` adds after `context` (the few ids before it), as the streaming
+// detokenizer finds it: decoded in context, so a SentencePiece word keeps its leading
+// space. Where the context's own text ends inside a character, the token alone.
+std::string token_piece(const text::Tokenizer& t, std::vector<int32_t> context, int32_t id) {
+  auto before = t.decode(context);
+  context.push_back(id);
+  auto after = t.decode(context);
+  if (before.ok() && after.ok() && after->compare(0, before->size(), *before) == 0) return after->substr(before->size());
+  auto alone = t.decode({id});
+  return alone.ok() ? *alone : std::string();
+}
+
+// JSON has no -inf: vLLM writes the floor it clamps to.
+double json_logprob(float lp) { return std::max(static_cast<double>(lp), -9999.0); }
+
+json utf8_bytes(const std::string& s) {
+  json b = json::array();
+  for (unsigned char c : s) b.push_back(static_cast<int>(c));
+  return b;
+}
+
+size_t utf8_length(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+// Chat: choices[].logprobs = {"content": [{token, logprob, bytes, top_logprobs: [...]}]}.
+json chat_logprobs(const std::vector<LogprobEntry>& entries) {
+  json content = json::array();
+  for (const LogprobEntry& e : entries) {
+    json top = json::array();
+    for (const auto& a : e.top) top.push_back({{"token", a.text}, {"logprob", json_logprob(a.logprob)}, {"bytes", utf8_bytes(a.text)}});
+    content.push_back({{"token", e.text}, {"logprob", json_logprob(e.logprob)}, {"bytes", utf8_bytes(e.text)}, {"top_logprobs", top}});
+  }
+  return json{{"content", content}};
+}
+
+// Completions (the legacy shape): {tokens, token_logprobs, top_logprobs, text_offset}; each
+// top_logprobs entry maps the N most likely tokens' text, and the chosen token's, to their
+// log-probabilities, as vLLM writes it. `offset` is where the first entry's text starts in
+// the choice's text (characters), and moves past the entries.
+json completion_logprobs(const std::vector<LogprobEntry>& entries, size_t* offset) {
+  json tokens = json::array(), lps = json::array(), tops = json::array(), offsets = json::array();
+  for (const LogprobEntry& e : entries) {
+    tokens.push_back(e.text);
+    lps.push_back(json_logprob(e.logprob));
+    json top = json::object();
+    for (const auto& a : e.top) top[a.text] = json_logprob(a.logprob);
+    top[e.text] = json_logprob(e.logprob);
+    tops.push_back(top);
+    offsets.push_back(*offset);
+    *offset += utf8_length(e.text);
+  }
+  return json{{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offsets}};
+}
+
+// The socket a request came on: the one whose local and peer addresses are the request's.
+// cpp-httplib 0.11 gives a handler neither its socket nor a way to ask whether the client
+// is still there, and a request that waits for a slot writes nothing that could fail, so
+// the server looks the socket up (once, for a request still waiting after a while) and
+// polls it. -1 when not found.
+int connection_socket(const httplib::Request& req) {
+  auto name_of = [](const sockaddr_storage& a, socklen_t len, std::string* host, int* port) {
+    char h[NI_MAXHOST], p[NI_MAXSERV];
+    if (getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, h, sizeof h, p, sizeof p, NI_NUMERICHOST | NI_NUMERICSERV) != 0) return false;
+    *host = h;
+    *port = std::atoi(p);
+    return true;
+  };
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int found = -1;
+  while (dirent* ent = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(ent->d_name, &end, 10);
+    if (end == ent->d_name || *end != '\0' || fd == dirfd(dir)) continue;
+    struct stat st {};
+    if (fstat(static_cast<int>(fd), &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t llen = sizeof local, plen = sizeof peer;
+    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &llen) != 0) continue;
+    if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &plen) != 0) continue;
+    std::string lhost, phost;
+    int lport = -1, pport = -1;
+    if (!name_of(local, llen, &lhost, &lport) || !name_of(peer, plen, &phost, &pport)) continue;
+    if (lport == req.local_port && pport == req.remote_port && phost == req.remote_addr) {
+      found = static_cast<int>(fd);
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+// True when the client closed the connection: it has sent its whole request, so a socket
+// that reads as ended (or failed) has nobody behind it. A client that sends more (a
+// pipelined request) is still there.
+bool client_closed(int fd) {
+  pollfd p{fd, POLLIN | POLLRDHUP, 0};
+  if (poll(&p, 1, 0) <= 0) return false;
+  if (p.revents & (POLLHUP | POLLERR | POLLRDHUP)) return true;
+  char c;
+  return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
 
 }  // namespace
 
@@ -199,9 +326,27 @@ void HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
   RequestHandle handle = d.submit(ar.generate, cb);
   // Wait for the first token or the end, so a request the deployment refuses gets its
   // error as an HTTP status rather than inside a stream.
+  // While it waits (queued for a slot, or in its prefill) nothing is written, so the
+  // socket is polled: a client that went away cancels its request at once, which takes it
+  // out of the queue (Deployment::cancel) instead of it running later for nobody.
   {
     std::unique_lock<std::mutex> lk(st->mu);
-    st->cv.wait(lk, [&] { return !st->events.empty() || st->done.has_value(); });
+    const auto waiting_since = std::chrono::steady_clock::now();
+    int fd = -2;  // not looked up yet
+    while (!st->cv.wait_for(lk, std::chrono::milliseconds(50), [&] { return !st->events.empty() || st->done.has_value(); })) {
+      if (std::chrono::steady_clock::now() - waiting_since < std::chrono::milliseconds(100)) continue;
+      lk.unlock();
+      if (fd == -2) fd = connection_socket(req);
+      const bool gone = fd >= 0 && client_closed(fd);
+      lk.lock();
+      if (gone) {
+        lk.unlock();
+        ++disconnects;
+        (void)d.cancel(handle);
+        res.status = 499;  // nobody reads it: nginx's "client closed request"
+        return;
+      }
+    }
     if (st->events.empty() && st->done && !st->done->ok()) {
       const Status& s = st->done->status();
       const int code = s.code() == ErrorCode::kInvalidArgument || s.code() == ErrorCode::kResourceExhausted ? 400 : 503;
@@ -223,10 +368,16 @@ void HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
   };
   // `heartbeat` (optional) is called every 250 ms while the request runs; false means the
   // client is gone (the first write after a close usually still succeeds, the next fails).
-  auto run = [this, st, handle, ar](const std::function<bool(const std::string&)>& emit,
-                                    const std::function<bool()>& heartbeat = {}) -> Outcome {
+  // `emit(text, logprobs)` gets each piece of text and, when the request asked for them,
+  // each token's log-probabilities (then once per token, with the text it completed,
+  // possibly empty).
+  using Emit = std::function<bool(const std::string&, const LogprobEntry*)>;
+  auto run = [this, st, handle, ar](const Emit& emit, const std::function<bool()>& heartbeat = {}) -> Outcome {
     Outcome out;
     text::StreamingDetokenizer detok(*tokenizer);
+    // The last few generated ids, the context a token's piece is decoded in (token_piece):
+    // the text is decoded from the generated ids alone, so the pieces add up to it.
+    std::vector<int32_t> context;
     StopMatcher stop(ar.stop);
     bool first = true;
     auto last_beat = std::chrono::steady_clock::now();
@@ -253,7 +404,7 @@ void HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
         else out.finish_reason = r->finish_reason;
         std::string tail = stop.push(detok.finish());
         tail += stop.finish();
-        if (!tail.empty()) emit(tail);
+        if (!tail.empty()) emit(tail, nullptr);
         return out;
       }
       TokenEvent e = st->events.front();
@@ -270,7 +421,17 @@ void HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
         text += stop.push(detok.finish());
         text += stop.finish();
       }
-      if ((!text.empty() && !emit(text)) || !beat()) {
+      std::optional<LogprobEntry> lp;
+      if (e.logprobs) {
+        lp.emplace();
+        lp->id = e.token;
+        lp->text = token_piece(*tokenizer, context, e.token);
+        lp->logprob = e.logprobs->logprob;
+        for (const TopLogprob& t : e.logprobs->top) lp->top.push_back({t.token, token_piece(*tokenizer, context, t.token), t.logprob});
+      }
+      context.push_back(e.token);
+      if (context.size() > 4) context.erase(context.begin());
+      if (((!text.empty() || lp) && !emit(text, lp ? &*lp : nullptr)) || !beat()) {
         ++disconnects;
         (void)d.cancel(handle);
         return out;
@@ -306,10 +467,12 @@ void HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
         "application/json",
         [=, this](size_t, httplib::DataSink& sink) mutable {
           std::string text = ar.echo ? ar.prompt_text : "";
+          std::vector<LogprobEntry> lps;
           bool gone = false;
           Outcome o = run(
-              [&](const std::string& t) {
+              [&](const std::string& t, const LogprobEntry* lp) {
                 text += t;
+                if (lp) lps.push_back(*lp);
                 return true;
               },
               [&] {
@@ -324,6 +487,8 @@ void HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
             body = error_body(ApiError{503, o.error, "ServiceUnavailableError"});
           } else {
             json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", openai_finish_reason(o.finish_reason)}};
+            size_t offset = 0;
+            if (ar.generate.logprobs >= 0) choice["logprobs"] = chat ? chat_logprobs(lps) : completion_logprobs(lps, &offset);
             if (chat) choice["message"] = {{"role", "assistant"}, {"content", text}};
             else choice["text"] = text;
             body = json{{"id", id}, {"object", chat ? "chat.completion" : "text_completion"}, {"created", created_at}, {"model", name},
@@ -360,8 +525,10 @@ void HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
           write(chunk({{"index", 0}, {"text", ar.prompt_text}, {"logprobs", nullptr}, {"finish_reason", nullptr}}));
         }
         bool gone = false;
-        Outcome o = run([&](const std::string& t) {
+        size_t offset = 0;  // where the next token's text starts, for text_offset
+        Outcome o = run([&](const std::string& t, const LogprobEntry* lp) {
           json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
+          if (lp) choice["logprobs"] = chat ? chat_logprobs({*lp}) : completion_logprobs({*lp}, &offset);
           if (chat) choice["delta"] = {{"content", t}};
           else choice["text"] = t;
           if (!write(chunk(choice))) gone = true;

@@ -12,7 +12,9 @@
 // ServeOptions::threads): it submits to the Deployment with callbacks that only queue the
 // token events (actors/request_events.h's contract), and does the detokenizing, the stop
 // strings and the writing itself. A client that goes away cancels its request: the write
-// of the next chunk fails and the server calls Deployment::cancel (KV freed, slot reused).
+// of the next chunk fails and the server calls Deployment::cancel (KV freed, slot reused);
+// before its first token (queued for a slot, or in its prefill) nothing is written, so the
+// connection's socket is polled instead and a queued request leaves the queue at once.
 #pragma once
 
 #include <cstdint>

@@ -222,10 +222,38 @@ std::optional<ApiError> parse_generate_request(const std::string& body, bool cha
     for (const std::string& x : r.stop)
       if (x.empty()) return bad_request("'stop': an empty stop string would match everywhere");
   }
-  if (j.contains("logprobs") && !j["logprobs"].is_null() && !(j["logprobs"].is_boolean() && !j["logprobs"].get<bool>()))
-    return bad_request("'logprobs' is not supported by janus serve yet");
-  if (j.contains("top_logprobs") && !j["top_logprobs"].is_null())
-    return bad_request("'top_logprobs' is not supported by janus serve yet");
+  // Log-probabilities, as vLLM takes them: completions ask with 'logprobs': N, chat with
+  // 'logprobs': true and 'top_logprobs': N. N is how many alternatives come with each
+  // token's own log-probability.
+  const std::string lp_range = "0.." + std::to_string(kMaxLogprobs);
+  bool top_given = false;
+  int64_t top = 0;
+  if (j.contains("top_logprobs") && !j["top_logprobs"].is_null() && !j["top_logprobs"].is_number_integer())
+    return bad_request("'top_logprobs' must be an integer (" + lp_range + ")");
+  if (auto e = get_int(j, "top_logprobs", &top, &top_given)) return e;
+  if (chat) {
+    bool want = false;
+    if (auto e = get_bool(j, "logprobs", &want)) return e;
+    if (top_given && (top < 0 || top > kMaxLogprobs))
+      return bad_request("'top_logprobs' must be in " + lp_range + ", got " + std::to_string(top));
+    if (top_given && !want) return bad_request("'top_logprobs' needs 'logprobs': true");
+    if (want) r.generate.logprobs = static_cast<int>(top);
+  } else {
+    if (top_given) return bad_request("'top_logprobs' is a chat completions field: /v1/completions takes 'logprobs': N");
+    if (j.contains("logprobs") && !j["logprobs"].is_null()) {
+      const json& v = j["logprobs"];
+      if (!v.is_number_integer()) return bad_request("'logprobs' must be an integer (" + lp_range + "), got " + v.dump());
+      const int64_t n = v.get<int64_t>();
+      if (n < 0 || n > kMaxLogprobs) return bad_request("'logprobs' must be in " + lp_range + ", got " + std::to_string(n));
+      r.generate.logprobs = static_cast<int>(n);
+    }
+    // With echo, vLLM also gives the prompt's log-probabilities; a shard computes only the
+    // logits of the position it samples, so they are refused rather than left out.
+    if (r.echo && r.generate.logprobs >= 0)
+      return bad_request("'echo' with 'logprobs' needs the prompt's log-probabilities, which janus serve does not compute");
+  }
+  if (j.contains("prompt_logprobs") && !j["prompt_logprobs"].is_null())
+    return bad_request("'prompt_logprobs' is not supported: janus serve computes log-probabilities of generated tokens only");
   *out = std::move(r);
   return std::nullopt;
 }

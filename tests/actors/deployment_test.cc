@@ -2,13 +2,17 @@
 // placements, policies and arrival patterns; and its failure behaviour.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <set>
 
 #include "actors/deployment.h"
+#include "runtime/model/reference_engine.h"
 #include "deployment_checks.h"
 #include "transformers_fixture.h"
 
@@ -428,6 +432,189 @@ TEST_CASE("cancel of a queued request, of a finished one and of an unknown handl
   CHECK(u.message().find("request 12345") != std::string::npos);
   CHECK((*d)->cancel(RequestHandle{}).code() == ErrorCode::kNotFound);
   CHECK((*d)->metrics().cancelled == 2);
+}
+
+TEST_CASE("a queued request that is cancelled leaves the queue at once; the running ones go on, token for token") {
+  const Fixture& f = fixture("qwen3_moe");
+  GraphSpec g = spec_for(f, {1, 2, false, 1, "moe", "aebs"}, 8);
+  g.workload.prompts.clear();
+  g.attention.max_batch = 2;  // two slots
+  auto d = Deployment::create(g);
+  REQUIRE(d.ok());
+  std::vector<GenerateRequest> runs;
+  for (int i = 0; i < 2; ++i) {
+    GenerateRequest r;
+    r.prompt = f.prompts[static_cast<size_t>(i)];
+    r.max_new_tokens = 24;
+    r.stop_at_eos = false;
+    runs.push_back(r);
+  }
+  std::atomic<int> started{0};
+  std::vector<RequestHandle> running;
+  for (const GenerateRequest& r : runs) {
+    auto first = std::make_shared<std::atomic<bool>>(false);
+    running.push_back((*d)->submit(r, [&started, first](int32_t) {
+      if (!first->exchange(true)) ++started;
+    }));
+  }
+  REQUIRE(wait_until([&] { return started == 2; }));
+  // The clock stops at a step boundary: whatever happens to the queued request now happens
+  // without a step, so it cannot be something noticed only when the request would run.
+  REQUIRE((*d)->pause().ok());
+  GenerateRequest extra = runs[0];
+  extra.prompt = f.prompts[2];
+  RequestHandle queued = (*d)->submit(extra);
+  REQUIRE(wait_until([&] { return (*d)->metrics().queued == 1; }));
+  REQUIRE((*d)->cancel(queued).ok());
+  MetricsSnapshot m = (*d)->metrics();  // answered after the cancel: the Frontend's mailbox keeps order
+  CHECK(m.queued == 0);
+  CHECK(m.running == 2);
+  REQUIRE(queued.result.wait_for(10s) == std::future_status::ready);
+  REQUIRE(queued.result.get().ok());
+  CHECK(queued.result.get()->finish_reason == "cancelled");
+  CHECK(queued.result.get()->tokens.empty());
+  REQUIRE((*d)->resume().ok());
+  auto ref = test::reference_tokens(f.dir, runs);
+  REQUIRE(ref.ok());
+  for (size_t i = 0; i < running.size(); ++i) {
+    REQUIRE(running[i].result.wait_for(60s) == std::future_status::ready);
+    Result<GenerateResult> r = running[i].result.get();
+    REQUIRE(r.ok());
+    CHECK(r->finish_reason == "length");
+    CHECK(r->tokens == (*ref)[i]);
+  }
+  CHECK((*d)->metrics().cancelled == 1);
+}
+
+namespace {
+
+// log_softmax of one row of logits, in double: the test's own, not the runtime's.
+std::vector<double> log_softmax(const std::vector<float>& logits) {
+  double mx = logits[0];
+  for (float x : logits) mx = std::max(mx, static_cast<double>(x));
+  double sum = 0;
+  for (float x : logits) sum += std::exp(static_cast<double>(x) - mx);
+  std::vector<double> out(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) out[i] = static_cast<double>(logits[i]) - mx - std::log(sum);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("logprobs: each token's own and its top list are log_softmax of the reference engine's logits at the same prefix") {
+  const Fixture& f = fixture("qwen3_moe");
+  GraphSpec g = spec_for(f, {2, 2, false, 2, "moe", "aebs"}, 8);
+  g.workload.prompts.clear();
+  auto d = Deployment::create(g);
+  REQUIRE(d.ok());
+  struct Ask {
+    int logprobs;
+    float temperature;
+  };
+  // Greedy and sampled: a sampled request's log-probabilities are still the raw
+  // distribution's (before temperature and top-k), as vLLM returns them.
+  const Ask asks[] = {{5, 0.f}, {0, 0.f}, {20, 0.9f}, {-1, 0.f}};
+  const int steps = 6;
+  std::vector<GenerateRequest> reqs;
+  std::vector<RequestHandle> handles;
+  std::mutex mu;
+  std::map<uint64_t, std::vector<TokenEvent>> events;
+  for (size_t i = 0; i < std::size(asks); ++i) {
+    GenerateRequest r;
+    r.prompt = f.prompts[i % f.prompts.size()];
+    r.max_new_tokens = steps;
+    r.stop_at_eos = false;
+    r.logprobs = asks[i].logprobs;
+    r.sampling.temperature = asks[i].temperature;
+    r.sampling.top_k = asks[i].temperature > 0 ? 4 : 0;
+    r.sampling.seed = 99;
+    reqs.push_back(r);
+    RequestCallbacks cb;
+    cb.on_token = [&](const TokenEvent& e) {
+      std::lock_guard<std::mutex> lk(mu);
+      events[e.request_id].push_back(e);
+    };
+    handles.push_back((*d)->submit(r, cb));
+  }
+  auto model = Model::load(f.dir);
+  REQUIRE(model.ok());
+  ReferenceEngine engine(*model);
+  auto direct = engine.generate(reqs);  // the reference engine computes them too
+  REQUIRE(direct.ok());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE(handles[i].result.wait_for(60s) == std::future_status::ready);
+    Result<GenerateResult> out = handles[i].result.get();
+    REQUIRE(out.ok());
+    REQUIRE(out->tokens.size() == static_cast<size_t>(steps));
+    CHECK(out->tokens == (*direct)[i].tokens);
+    std::vector<TokenEvent> evs;
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      evs = events[handles[i].id];
+    }
+    REQUIRE(evs.size() == static_cast<size_t>(steps));
+    if (reqs[i].logprobs < 0) {
+      CHECK(out->logprobs.empty());
+      CHECK((*direct)[i].logprobs.empty());
+      for (const TokenEvent& e : evs) CHECK_FALSE(e.logprobs.has_value());
+      continue;
+    }
+    REQUIRE(out->logprobs.size() == static_cast<size_t>(steps));
+    REQUIRE((*direct)[i].logprobs.size() == static_cast<size_t>(steps));
+    const size_t n = static_cast<size_t>(reqs[i].logprobs);
+    for (int k = 0; k < steps; ++k) {
+      CAPTURE(k);
+      // The reference engine's logits after the prompt and the first k tokens.
+      GenerateRequest prefix = reqs[i];
+      prefix.prompt.insert(prefix.prompt.end(), out->tokens.begin(), out->tokens.begin() + k);
+      prefix.max_new_tokens = 0;
+      prefix.want_prompt_logits = true;
+      prefix.logprobs = -1;
+      auto ref = engine.generate({prefix});
+      REQUIRE(ref.ok());
+      const std::vector<double> lsm = log_softmax((*ref)[0].last_logits);
+      std::vector<double> sorted = lsm;
+      std::sort(sorted.begin(), sorted.end(), std::greater<double>());
+      const int32_t chosen = out->tokens[static_cast<size_t>(k)];
+      REQUIRE(evs[static_cast<size_t>(k)].logprobs.has_value());
+      const TokenLogprobs& lp = *evs[static_cast<size_t>(k)].logprobs;
+      CHECK(std::abs(lp.logprob - lsm[static_cast<size_t>(chosen)]) < 1e-4);
+      REQUIRE(lp.top.size() == n);
+      for (size_t t = 0; t < n; ++t) {
+        CHECK(std::abs(lp.top[t].logprob - lsm[static_cast<size_t>(lp.top[t].token)]) < 1e-4);
+        CHECK(std::abs(lp.top[t].logprob - sorted[t]) < 1e-4);  // the t-th most likely
+        if (t > 0) CHECK(lp.top[t].logprob <= lp.top[t - 1].logprob);
+      }
+      if (reqs[i].sampling.greedy() && n > 0) CHECK(lp.top[0].token == chosen);
+      // The result holds the same as the events, and the reference engine agrees.
+      const TokenLogprobs& kept = out->logprobs[static_cast<size_t>(k)];
+      CHECK(kept.logprob == lp.logprob);
+      CHECK(kept.top.size() == lp.top.size());
+      const TokenLogprobs& ref_lp = (*direct)[i].logprobs[static_cast<size_t>(k)];
+      CHECK(std::abs(ref_lp.logprob - lp.logprob) < 1e-4);
+      REQUIRE(ref_lp.top.size() == n);
+      for (size_t t = 0; t < n; ++t) CHECK(std::abs(ref_lp.top[t].logprob - lp.top[t].logprob) < 1e-4);
+    }
+  }
+}
+
+TEST_CASE("logprobs outside -1..20 are refused") {
+  const Fixture& f = fixture("qwen3_moe");
+  GraphSpec g = spec_for(f, {1, 2, false, 1, "moe", "aebs"}, 8);
+  g.workload.prompts.clear();
+  auto d = Deployment::create(g);
+  REQUIRE(d.ok());
+  for (int bad : {-2, kMaxLogprobs + 1}) {
+    GenerateRequest r;
+    r.prompt = f.prompts[0];
+    r.max_new_tokens = 2;
+    r.logprobs = bad;
+    Result<GenerateResult> out = (*d)->submit(r).result.get();
+    REQUIRE_FALSE(out.ok());
+    CHECK(out.status().code() == ErrorCode::kInvalidArgument);
+    CHECK(out.status().message().find("logprobs must be -1 (none) or 0..20") != std::string::npos);
+  }
 }
 
 TEST_CASE("the richer token callback: ids, indices, finish reason on the last token, timings; on_done before the future") {

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <mutex>
 #include <sstream>
@@ -218,6 +219,46 @@ TEST_CASE("cuda decode: sampled tokens (temperature, top-p, top-k, seeded) equal
   for (size_t i = 0; i < tokens[0].size(); ++i) {
     CAPTURE(i);
     CHECK_MESSAGE(tokens[1][i] == tokens[0][i], "GPU " << tokens_text(tokens[1][i]) << "\nCPU " << tokens_text(tokens[0][i]));
+  }
+}
+
+TEST_CASE("cuda decode: logprobs from the GPU shards' logits equal the CPU reference engine's (fp32)") {
+  JANUS_SKIP_WITHOUT_GPU();
+  const janus::test::TransformersFixture& f = janus::test::transformers_fixture("qwen3_moe");
+  GraphSpec g = spec_for(f.dir, {}, {2, 3, true, 2, "moe", "aebs"}, 8, 16);
+  DeploymentOptions o;
+  o.threads = 4;
+  auto d = Deployment::create(g, o);
+  REQUIRE_MESSAGE(d.ok(), d.status().to_string());
+  std::vector<GenerateRequest> reqs;
+  std::vector<RequestHandle> handles;
+  for (size_t i = 0; i < f.prompts.size(); ++i) {
+    GenerateRequest r;
+    r.prompt = f.prompts[i];
+    r.max_new_tokens = 8;
+    r.stop_at_eos = false;
+    r.logprobs = static_cast<int>(i % 3) * 10;  // 0, 10, 20
+    reqs.push_back(r);
+    handles.push_back((*d)->submit(r));
+  }
+  auto model = Model::load(f.dir);
+  REQUIRE(model.ok());
+  ReferenceEngine engine(*model);
+  auto ref = engine.generate(reqs);
+  REQUIRE(ref.ok());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE(handles[i].result.wait_for(60s) == std::future_status::ready);
+    Result<GenerateResult> out = handles[i].result.get();
+    REQUIRE_MESSAGE(out.ok(), out.status().to_string());
+    CHECK(out->tokens == (*ref)[i].tokens);
+    REQUIRE(out->logprobs.size() == (*ref)[i].logprobs.size());
+    for (size_t k = 0; k < out->logprobs.size(); ++k) {
+      CHECK(std::abs(out->logprobs[k].logprob - (*ref)[i].logprobs[k].logprob) < 1e-4);
+      REQUIRE(out->logprobs[k].top.size() == static_cast<size_t>(reqs[i].logprobs));
+      for (size_t t = 0; t < out->logprobs[k].top.size(); ++t)
+        CHECK(std::abs(out->logprobs[k].top[t].logprob - (*ref)[i].logprobs[k].top[t].logprob) < 1e-4);
+    }
   }
 }
 

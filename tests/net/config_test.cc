@@ -161,6 +161,27 @@ TEST_CASE("control-plane messages survive CAF serialization") {
   CHECK(sb2.admitted[0].request.prompt == std::vector<int32_t>{1, 2, 3});
   CHECK(sb2.admitted[0].request.sampling.seed == 77);
   CHECK(sb2.admitted[0].resume_tokens == std::vector<int32_t>{8});
+  CHECK(sb2.admitted[0].request.logprobs == -1);
+  sb.admitted[0].request.logprobs = 7;
+  CHECK(roundtrip(sb).admitted.at(0).request.logprobs == 7);
+
+  // A token's log-probabilities come back from a remote shard in its StepDone.
+  actors::StepDone done;
+  done.step = 9;
+  actors::TokenOut tok;
+  tok.id = 4;
+  tok.token = 12;
+  tok.has_logprobs = true;
+  tok.logprob = -0.25f;
+  tok.top_tokens = {12, 3};
+  tok.top_logprobs = {-0.25f, -1.5f};
+  done.tokens.push_back(tok);
+  actors::StepDone done2 = roundtrip(done);
+  REQUIRE(done2.tokens.size() == 1);
+  CHECK(done2.tokens[0].has_logprobs);
+  CHECK(done2.tokens[0].logprob == -0.25f);
+  CHECK(done2.tokens[0].top_tokens == std::vector<int32_t>{12, 3});
+  CHECK(done2.tokens[0].top_logprobs == std::vector<float>{-0.25f, -1.5f});
 
   transport::LinkFit f;
   f.from = 1;

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <cmath>
 #include <thread>
 
 #include "cluster_util.h"
@@ -126,4 +127,42 @@ TEST_CASE("cancel across nodes: the remote shard frees the KV, a request that ne
   CHECK(m.cancelled == 2);
   CHECK(m.kv_blocks_used == 0);
   CHECK(m.running == 0);
+}
+
+TEST_CASE("logprobs across nodes: computed on the remote shards, they equal the reference engine's") {
+  const Layout l{{{"a1", "127.0.0.1"}, {"a2", "127.0.0.1"}, {"m1", "127.0.0.1"}, {"m2", "127.0.0.1"}}, {"a1", "a2"}, {"m1", "m2"}};
+  GraphSpec g = cluster_spec(l, "case1", "tcp");
+  g.workload.prompts.clear();
+  auto cluster = start_cluster(g);
+  REQUIRE_MESSAGE(cluster->status.ok(), (cluster->status.to_string() + "\n" + cluster->logs()));
+  Deployment& d = cluster->d();
+  const Reference& r = reference();
+  std::vector<GenerateRequest> reqs;
+  std::vector<RequestHandle> handles;
+  for (size_t i = 0; i < 3; ++i) {
+    GenerateRequest q = greedy_request(r.prompts[i], 8);
+    q.logprobs = static_cast<int>(i) * 4;  // 0, 4, 8
+    reqs.push_back(q);
+    handles.push_back(d.submit(q));
+  }
+  auto model = Model::load(r.dir);
+  REQUIRE(model.ok());
+  ReferenceEngine engine(*model);
+  auto ref = engine.generate(reqs);
+  REQUIRE(ref.ok());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE(handles[i].result.wait_for(std::chrono::seconds(60)) == std::future_status::ready);
+    Result<GenerateResult> out = handles[i].result.get();
+    REQUIRE_MESSAGE(out.ok(), (out.status().to_string() + "\n" + cluster->logs()));
+    CHECK(out->tokens == (*ref)[i].tokens);
+    REQUIRE(out->logprobs.size() == (*ref)[i].logprobs.size());
+    for (size_t k = 0; k < out->logprobs.size(); ++k) {
+      const TokenLogprobs& a = out->logprobs[k];
+      const TokenLogprobs& b = (*ref)[i].logprobs[k];
+      CHECK(std::abs(a.logprob - b.logprob) < 1e-4);
+      REQUIRE(a.top.size() == static_cast<size_t>(reqs[i].logprobs));
+      for (size_t t = 0; t < a.top.size(); ++t) CHECK(std::abs(a.top[t].logprob - b.top[t].logprob) < 1e-4);
+    }
+  }
 }

@@ -53,6 +53,12 @@ TEST_CASE("a completions body becomes the request it says; defaults as OpenAI's"
   CHECK(d.generate.max_new_tokens == 16);
   CHECK(d.generate.sampling.temperature == 1.0f);
   CHECK(d.generate.stop_at_eos);
+  CHECK(d.generate.logprobs == -1);  // none unless asked
+  ApiRequest lp;
+  REQUIRE_FALSE(parse_generate_request(R"({"prompt":[5,6],"logprobs":3})", false, model(), &lp).has_value());
+  CHECK(lp.generate.logprobs == 3);
+  REQUIRE_FALSE(parse_generate_request(R"({"prompt":[5,6],"logprobs":0})", false, model(), &lp).has_value());
+  CHECK(lp.generate.logprobs == 0);  // the chosen token's own only
 }
 
 TEST_CASE("each bad body is refused with its status and a message naming the field") {
@@ -78,7 +84,14 @@ TEST_CASE("each bad body is refused with its status and a message naming the fie
       {R"({"prompt":"hi","n":2})", false, 400, "'n' must be 1"},
       {R"({"prompt":"hi","stop":[1]})", false, 400, "'stop'"},
       {R"({"prompt":"hi","stop":""})", false, 400, "empty stop string"},
-      {R"({"prompt":"hi","logprobs":1})", false, 400, "not supported"},
+      {R"({"prompt":"hi","logprobs":-1})", false, 400, "'logprobs' must be in 0..20"},
+      {R"({"prompt":"hi","logprobs":21})", false, 400, "'logprobs' must be in 0..20"},
+      {R"({"prompt":"hi","logprobs":1.5})", false, 400, "'logprobs' must be an integer"},
+      {R"({"prompt":"hi","logprobs":true})", false, 400, "'logprobs' must be an integer"},
+      {R"({"prompt":"hi","logprobs":"2"})", false, 400, "'logprobs' must be an integer"},
+      {R"({"prompt":"hi","top_logprobs":2})", false, 400, "chat completions field"},
+      {R"({"prompt":"hi","logprobs":2,"echo":true})", false, 400, "prompt's log-probabilities"},
+      {R"({"prompt":"hi","prompt_logprobs":1})", false, 400, "'prompt_logprobs' is not supported"},
       {R"({"prompt":"hi","stream":"yes"})", false, 400, "'stream' must be a boolean"},
       {R"({"prompt":"hi","model":"other"})", false, 404, "does not exist"},
       {R"({"messages":[{"role":"user","content":"hi"}]})", true, 400, "no chat template"},

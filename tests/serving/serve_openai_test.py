@@ -9,7 +9,11 @@ tests/fixtures/tokenizers/mixtral) is served on a free port; the checks:
   - usage and finish_reason (length, stop strings);
   - /tokenize equals HF tokenizers' ids on the fixture's hard strings; /detokenize;
   - /metrics parses with prometheus_client's parser and counts what was generated;
-  - a client that disconnects mid-stream cancels its request (running back to 0);
+  - a client that disconnects mid-stream cancels its request (running back to 0), and one
+    that disconnects while its request waits for a slot takes it out of the queue at once
+    (a second server with one slot), the running request going on token for token;
+  - logprobs: completions' legacy shape and chat's content list, whole and streamed, parsed
+    by the client, top lists sorted and of the asked length;
   - every bad request gets its vLLM-style JSON error and the server keeps serving;
   - 16 concurrent streams each equal their sequential answer.
 
@@ -23,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import socket
 import threading
 import time
 
@@ -30,6 +35,10 @@ CHAT_TEMPLATE = "chat_templates/templates/mixtral-8x7b-instruct.jinja"
 CONFIG = """model{preset = "tiny-mixtral"}
 attention{shards = 2, devices = "cpu", max_batch = 16}
 experts{instances = 2, devices = "cpu"}
+"""
+ONE_SLOT_CONFIG = """model{preset = "tiny-mixtral"}
+attention{shards = 1, devices = "cpu", max_batch = 1}
+experts{instances = 1, devices = "cpu"}
 """
 API_KEY = "test-key"
 NAME = "tiny"
@@ -253,7 +262,6 @@ def main():
 
         # a client that gives up on a whole (non-streamed) answer cancels it too: the server
         # sends a space (leading JSON whitespace) every 250 ms and notices the closed socket
-        import socket
         cancelled_before = sample("janus:requests_cancelled", "_total")
         body = json.dumps({"prompt": prompt, "max_tokens": 4000, "temperature": 0, "ignore_eos": True}).encode()
         sock = socket.create_connection(("127.0.0.1", server.port))
@@ -268,6 +276,57 @@ def main():
             time.sleep(0.05)
         check(sample("janus:num_requests_running") == 0 and sample("janus:requests_cancelled", "_total") == cancelled_before + 1,
               "a client that closes before its whole answer is written cancels its request")
+
+        # -- logprobs --------------------------------------------------------------------
+        lp = client.completions.create(model=NAME, prompt=prompt, max_tokens=8, temperature=0, logprobs=3,
+                                       extra_body={"ignore_eos": True})
+        L = lp.choices[0].logprobs
+        check(lp.choices[0].text == whole.choices[0].text[:len(lp.choices[0].text)], "a completion with logprobs: the same text")
+        check(L is not None and len(L.tokens) == 8 and len(L.token_logprobs) == 8 and len(L.top_logprobs) == 8 and
+              len(L.text_offset) == 8, "completions logprobs: tokens, token_logprobs, top_logprobs, text_offset, one per token")
+        check(all(isinstance(x, float) and x <= 0 for x in L.token_logprobs), "token_logprobs are log-probabilities")
+        check(all(3 <= len(t) <= 4 and L.tokens[i] in t and abs(max(t.values()) - L.token_logprobs[i]) < 1e-6
+                  for i, t in enumerate(L.top_logprobs)),
+              "top_logprobs: the 3 most likely and the chosen token; greedy chose the most likely")
+        check(L.text_offset[0] == 0 and all(L.text_offset[i + 1] == L.text_offset[i] + len(L.tokens[i]) for i in range(7)),
+              "text_offset: where each token's text starts")
+        check("".join(L.tokens) == lp.choices[0].text, f"the tokens' pieces make the text ({''.join(L.tokens)!r})")
+        lp0 = client.completions.create(model=NAME, prompt=prompt, max_tokens=4, temperature=0, logprobs=0,
+                                        extra_body={"ignore_eos": True}).choices[0].logprobs
+        check(all(len(t) == 1 for t in lp0.top_logprobs) and lp0.token_logprobs == L.token_logprobs[:4],
+              "logprobs 0: the chosen token's own only, the same values")
+        lps = list(client.completions.create(model=NAME, prompt=prompt, max_tokens=8, temperature=0, logprobs=3, stream=True,
+                                             extra_body={"ignore_eos": True}))
+        st = [c.choices[0].logprobs for c in lps if c.choices and c.choices[0].logprobs]
+        check(sum((x.tokens for x in st), []) == L.tokens and sum((x.token_logprobs for x in st), []) == L.token_logprobs and
+              sum((x.text_offset for x in st), []) == L.text_offset, "streamed completions logprobs == whole")
+        sampled = client.completions.create(model=NAME, prompt=prompt, max_tokens=8, temperature=1.5, seed=3, logprobs=2,
+                                            extra_body={"ignore_eos": True}).choices[0].logprobs
+        check(sampled.token_logprobs[0] == L.token_logprobs[0] or sampled.tokens[0] != L.tokens[0],
+              "a sampled request's logprobs are the raw distribution's (before temperature)")
+        check(all(abs(sorted(t.values(), reverse=True)[0] - max(L.top_logprobs[0].values())) < 1e-6
+                  for t in sampled.top_logprobs[:1]), "a sampled first token's top list is the greedy one's")
+
+        cl = client.chat.completions.create(model=NAME, messages=messages, max_tokens=10, temperature=0, logprobs=True,
+                                            top_logprobs=4, extra_body={"ignore_eos": True})
+        content = cl.choices[0].logprobs.content
+        check(cl.choices[0].message.content == chat.choices[0].message.content and len(content) == 10,
+              "chat logprobs: one entry per token, the same text")
+        check(all(len(c.top_logprobs) == 4 and
+                  all(c.top_logprobs[k].logprob >= c.top_logprobs[k + 1].logprob for k in range(3)) and
+                  abs(c.top_logprobs[0].logprob - c.logprob) < 1e-6 for c in content),
+              "chat top_logprobs: 4, sorted, greedy chose the first")
+        check(all(c.bytes == list(c.token.encode()) and all(t.bytes == list(t.token.encode()) for t in c.top_logprobs)
+                  for c in content), "chat logprobs: bytes are each token's UTF-8")
+        ccl = list(client.chat.completions.create(model=NAME, messages=messages, max_tokens=10, temperature=0, logprobs=True,
+                                                  top_logprobs=4, stream=True, extra_body={"ignore_eos": True}))
+        scontent = sum((c.choices[0].logprobs.content for c in ccl if c.choices and c.choices[0].logprobs), [])
+        check([(c.token, c.logprob, [t.token for t in c.top_logprobs]) for c in scontent] ==
+              [(c.token, c.logprob, [t.token for t in c.top_logprobs]) for c in content], "streamed chat logprobs == whole")
+        bare = client.chat.completions.create(model=NAME, messages=messages, max_tokens=3, temperature=0, logprobs=True,
+                                              extra_body={"ignore_eos": True}).choices[0].logprobs.content
+        check(len(bare) == 3 and all(c.top_logprobs == [] for c in bare), "chat logprobs without top_logprobs: no alternatives")
+        check(chat.choices[0].logprobs is None, "no logprobs unless asked")
 
         # -- bad requests --------------------------------------------------------------
         def err(path, body=None, raw=None, headers=None):
@@ -289,7 +348,19 @@ def main():
             ("token ids outside the vocabulary", "/v1/completions", {"prompt": [1, 32000], "max_tokens": 2}, None, 400),
             ("a prompt longer than the context", "/v1/completions", {"prompt": [5] * 5000, "max_tokens": 2}, None, 400),
             ("no prompt", "/v1/completions", {"max_tokens": 2}, None, 400),
-            ("logprobs (not supported yet)", "/v1/completions", {"prompt": "hi", "logprobs": 2}, None, 400),
+            ("negative logprobs", "/v1/completions", {"prompt": "hi", "logprobs": -1}, None, 400),
+            ("logprobs over 20", "/v1/completions", {"prompt": "hi", "logprobs": 21}, None, 400),
+            ("logprobs not an integer", "/v1/completions", {"prompt": "hi", "logprobs": 1.5}, None, 400),
+            ("logprobs a string", "/v1/completions", {"prompt": "hi", "logprobs": "2"}, None, 400),
+            ("echo with logprobs", "/v1/completions", {"prompt": "hi", "logprobs": 2, "echo": True}, None, 400),
+            ("chat logprobs not a boolean", "/v1/chat/completions", {"messages": messages, "logprobs": 3}, None, 400),
+            ("chat negative top_logprobs", "/v1/chat/completions",
+             {"messages": messages, "logprobs": True, "top_logprobs": -1}, None, 400),
+            ("chat top_logprobs over 20", "/v1/chat/completions",
+             {"messages": messages, "logprobs": True, "top_logprobs": 21}, None, 400),
+            ("chat top_logprobs not an integer", "/v1/chat/completions",
+             {"messages": messages, "logprobs": True, "top_logprobs": 2.5}, None, 400),
+            ("chat top_logprobs without logprobs", "/v1/chat/completions", {"messages": messages, "top_logprobs": 2}, None, 400),
             ("chat without messages", "/v1/chat/completions", {"max_tokens": 2}, None, 400),
             ("chat messages of the wrong shape", "/v1/chat/completions", {"messages": [{"content": "x"}]}, None, 400),
             ("an unknown model", "/v1/completions", {"model": "gpt-9", "prompt": "hi"}, None, 404),
@@ -347,6 +418,62 @@ def main():
     finally:
         server.stop()
     check(server.proc.returncode == 0, f"janus serve exits 0 on SIGTERM (got {server.proc.returncode})")
+
+    # -- a queued request whose client disconnects leaves the queue at once -----------------
+    one_config = os.path.join(args.work, "one_slot.lua")
+    with open(one_config, "w") as f:
+        f.write(ONE_SLOT_CONFIG)
+    one = Server(args.janus, model, one_config)
+    base1 = f"http://127.0.0.1:{one.port}"
+    try:
+        def sample1(name, suffix=""):
+            fams = {f.name: f for f in text_string_to_metric_families(httpx.get(base1 + "/metrics").text)}
+            return sum(s.value for s in fams[name].samples if s.name == name + suffix)
+
+        long_n = 2000
+        long_ref = hf.decode(reference(ids, long_n))
+        streamed = []
+        started = threading.Event()
+
+        def long_stream():
+            with httpx.stream("POST", base1 + "/v1/completions", headers={"Authorization": f"Bearer {API_KEY}"},
+                              json={"prompt": prompt, "max_tokens": long_n, "temperature": 0, "ignore_eos": True,
+                                    "stream": True}, timeout=120) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: ") and line != "data: [DONE]":
+                        c = json.loads(line[6:])
+                        streamed.append(c["choices"][0]["text"] if c["choices"] else "")
+                        started.set()
+
+        runner = threading.Thread(target=long_stream)
+        runner.start()
+        check(started.wait(60), "one slot: a long stream runs in it")
+        sock = socket.create_connection(("127.0.0.1", one.port))
+        body = json.dumps({"prompt": "Queued", "max_tokens": 5, "stream": True}).encode()
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + API_KEY.encode() + b"\r\nContent-Length: " + str(len(body)).encode() +
+                     b"\r\n\r\n" + body)
+        deadline = time.time() + 30
+        while time.time() < deadline and sample1("janus:num_requests_waiting") != 1:
+            time.sleep(0.01)
+        check(sample1("janus:num_requests_waiting") == 1 and sample1("janus:num_requests_running") == 1,
+              "the second request waits for the slot")
+        cancelled0 = sample1("janus:requests_cancelled", "_total")
+        sock.close()
+        t0 = time.time()
+        while time.time() - t0 < 10 and sample1("janus:num_requests_waiting") != 0:
+            time.sleep(0.01)
+        waited = time.time() - t0
+        still_running = sample1("janus:num_requests_running")
+        check(sample1("janus:num_requests_waiting") == 0 and waited < 1.0,
+              f"its client disconnects: it leaves the queue at once ({waited * 1000:.0f} ms)")
+        check(still_running == 1 and runner.is_alive(), "the running stream is not touched")
+        check(sample1("janus:requests_cancelled", "_total") == cancelled0 + 1 and sample1("janus:client_disconnects", "_total") >= 1,
+              "counted as a cancelled disconnect")
+        runner.join(120)
+        check("".join(streamed) == long_ref, f"the running stream is token-exact ({len(streamed)} chunks)")
+    finally:
+        one.stop()
     if failures:
         print(f"{len(failures)} check(s) failed; server log:\n" + "".join(server.log[-40:]))
         sys.exit(1)
