@@ -33,6 +33,7 @@ LAYERS = {
 }
 PUBLIC = ["runtime/base/", "runtime/text/", "runtime/model/", "runtime/scheduling/", "runtime/config/", "gpu/cpu/",
           "gpu/backend/backend.h", "gpu/backend/cpu_backend.h", "gpu/backend/null_backend.h",
+          "gpu/backend/device_routing.h",
           "transport/", "actors/deployment.h", "actors/request_events.h", "actors/node.h"]
 FORBIDDEN_IN_PUBLIC = re.compile(r"#include\s*<(caf/|cuda|cublas|nccl|rdma/|capnp/|kj/)")
 INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.M)
