@@ -276,13 +276,52 @@ std::string model_line(const GraphSpec& s, const ModelConfig& m) {
   return o.str();
 }
 
+// What the paged cache keeps per token and layer, and what an MHA cache of the same heads
+// would keep (transformers' cache of an MLA model: every head's full key and value), so
+// that a researcher sees what MLA saves before choosing a KV budget.
+struct KvFootprint {
+  int64_t values = 0;      // cached values per token and layer
+  int64_t mha_values = 0;  // the same heads as plain MHA (0 when the cache is MHA/GQA already)
+};
+
+KvFootprint kv_footprint(const ModelConfig& m) {
+  KvFootprint f;
+  f.values = int64_t{m.kv_cache_values() ? 2 : 1} * m.kv_cache_heads() * m.kv_cache_head_dim();
+  if (m.mla()) f.mha_values = int64_t{m.num_heads} * (m.qk_head_dim() + m.v_head_dim);
+  return f;
+}
+
+std::string bytes_text(double b) {
+  char t[32];
+  if (b >= 1e6) std::snprintf(t, sizeof t, "%.2f MB", b / 1e6);
+  else if (b >= 1e3) std::snprintf(t, sizeof t, "%.1f kB", b / 1e3);
+  else std::snprintf(t, sizeof t, "%.0f B", b);
+  return t;
+}
+
 }  // namespace
+
+std::string kv_cache_summary(const ModelConfig& m) {
+  const KvFootprint f = kv_footprint(m);
+  const double per_token = static_cast<double>(f.values) * m.num_layers;
+  std::ostringstream o;
+  o << f.values << " values per token per layer" << (m.mla() ? " (latent + RoPE key)" : "") << ", "
+    << bytes_text(per_token * 4) << "/token in F32, " << bytes_text(per_token * 2) << " in BF16";
+  if (f.mha_values > 0) {
+    char r[32];
+    std::snprintf(r, sizeof r, "%.1fx", static_cast<double>(f.mha_values) / static_cast<double>(f.values));
+    o << "; as MHA (" << m.num_heads << " heads of K " << m.qk_head_dim() << " + V " << m.v_head_dim << ") "
+      << f.mha_values << " values, " << r << " more";
+  }
+  return o.str();
+}
 
 std::string graph_to_text(const GraphSpec& s, const ModelConfig& m) {
   std::ostringstream o;
   o << "graph from " << s.source << "\n";
   o << "model      " << model_line(s, m) << "\n";
   if (!s.model_dir.empty()) o << "checkpoint " << s.model_dir << "\n";
+  o << "kv cache   " << kv_cache_summary(m) << "\n";
   o << "router     " << (s.egate() ? "moe (EGate: complete activations go to the MoE side)"
                                    : "attention (AGate: each shard gates, only routed rows travel)")
     << "\n";
@@ -351,6 +390,10 @@ std::string graph_to_json(const GraphSpec& s, const ModelConfig& m) {
   j["model"] = {{"path", s.model.path},     {"preset", s.model.preset},       {"seed", s.model.seed},
                 {"checkpoint", s.model_dir}, {"family", family_name(m.family)}, {"layers", m.num_layers},
                 {"experts", m.num_experts}, {"top_k", m.top_k},               {"hidden", m.hidden_size}};
+  const KvFootprint kv = kv_footprint(m);
+  j["kv_cache"] = {{"values_per_token_layer", kv.values},
+                   {"bytes_per_token_f32", kv.values * m.num_layers * 4},
+                   {"mha_values_per_token_layer", kv.mha_values}};
   j["router"] = s.router.side;
   j["scheduler"] = {{"policy", s.scheduler.policy}, {"seed", s.scheduler.seed}};
   json actors = json::array();

@@ -183,6 +183,9 @@ Status check_graph_devices(const GraphSpec& spec, int cuda_devices);
 Status resolve_graph(GraphSpec& spec, const ModelConfig& model, int cuda_devices);
 
 /// Human-readable description of a resolved graph: actors, devices, placement.
+/// What the paged KV cache keeps per token (values per layer, bytes in F32 and BF16) and,
+/// for MLA, how much more an MHA cache of the same heads would keep: one line.
+std::string kv_cache_summary(const ModelConfig& model);
 std::string graph_to_text(const GraphSpec& spec, const ModelConfig& model);
 /// The same as JSON.
 std::string graph_to_json(const GraphSpec& spec, const ModelConfig& model);

@@ -181,6 +181,7 @@ struct ConsoleBindings {
     for (int i = 0; i < s.experts.instances; ++i) o << (i ? ", " : "") << "expert-" << i;
     o << "\n  expert-* ──partial sums──► scheduler ──combined rows──► attention-*\n";
     o << "  tokens ──► frontend; membership and epochs: scaler\n";
+    o << "  kv cache: " << kv_cache_summary(e.d_.model().config()) << "\n";
     return emit(L, j, o.str());
   }
 

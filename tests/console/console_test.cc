@@ -216,6 +216,8 @@ TEST_CASE("interactive console in a terminal: inspect, pause, step, resume, comp
   t.wait_for("random_replica");
   t.line("experts(1)");
   t.wait_for("layer 1: activations");
+  t.line("graph()");
+  t.wait_for("kv cache: [0-9]+ values per token per layer, [0-9.]+ kB/token in F32");
 
   // A bad command and a Lua error print errors; the deployment keeps serving.
   t.line("kill(\"expert-9\")");

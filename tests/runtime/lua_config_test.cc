@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "runtime/config/lua_config.h"
 #include "runtime/model/model.h"
 #include "test_util.h"
@@ -185,4 +187,37 @@ TEST_CASE("impossible sizes and scenario events that cannot happen are refused w
   CHECK(error_of(graph + "at(1, kill \"expert-3\")\nat(1, slow(\"attention-1\", 20))\nat(2, kill \"scheduler\")\n") == "");
   CHECK(has(error_of(kModel + "router{side = \"attention\"}\nat(1, kill \"router-0\")\nat(1, kill \"router\")\n"),
             "cfg.lua:4: at(1.000000): kill \"router\": no such actor"));
+}
+
+TEST_CASE("the graph shows what the KV cache keeps per token: GQA K and V, MLA's latent against the MHA it replaces") {
+  GraphSpec spec;
+  REQUIRE(error_of(kModel, &spec) == "");
+  auto qwen = Model::load(janus::test::fixture("qwen3_moe"));
+  REQUIRE(qwen.ok());
+  const ModelConfig& q = (*qwen)->config();
+  const std::string gqa = graph_to_text(spec, q);
+  // K and V of every kv head: 2 x kv heads x head_dim values; no MHA comparison for a cache that is MHA/GQA already.
+  CHECK(has(gqa, "kv cache   " + std::to_string(2 * q.num_kv_heads * q.head_dim) + " values per token per layer, "));
+  CHECK(gqa.find("as MHA") == std::string::npos);
+  // DeepSeek-V2's attention shapes: the latent (512) and the RoPE key (64) per token, against
+  // 128 heads of K 192 and V 128 that transformers' cache keeps.
+  auto j = nlohmann::json::parse(janus::test::read_file(janus::test::fixture("deepseek_v2") + "/config.json"));
+  j["num_attention_heads"] = 128;
+  j["num_key_value_heads"] = 128;
+  j["kv_lora_rank"] = 512;
+  j["qk_rope_head_dim"] = 64;
+  j["head_dim"] = 64;
+  j["qk_nope_head_dim"] = 128;
+  j["qk_head_dim"] = 192;
+  j["v_head_dim"] = 128;
+  auto v2 = parse_model_config(j.dump(), "v2 shapes");
+  REQUIRE_MESSAGE(v2.ok(), v2.status().to_string());
+  const std::string mla = graph_to_text(spec, *v2);
+  CHECK(has(mla, "576 values per token per layer (latent + RoPE key)"));
+  CHECK(has(mla, "as MHA (128 heads of K 192 + V 128) 40960 values, 71.1x more"));
+  const std::string per_token = std::to_string(576 * v2->num_layers * 4);
+  auto js = nlohmann::json::parse(graph_to_json(spec, *v2));
+  CHECK(js["kv_cache"]["values_per_token_layer"] == 576);
+  CHECK(js["kv_cache"]["mha_values_per_token_layer"] == 40960);
+  CHECK(std::to_string(js["kv_cache"]["bytes_per_token_f32"].get<int64_t>()) == per_token);
 }
