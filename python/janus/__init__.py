@@ -39,9 +39,10 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from 3.11; only type checkers read it here
 
 __all__ = [
-    "Engine", "Deployment", "Request", "GenerateOptions", "Generation", "TokenLogprobs", "TokenEvent", "Tokenizer", "simulate", "policy", "unregister_policy", "policy_names",
-    "policy_cost", "assign", "ReplicaLayout", "JanusError", "NotFoundError", "RequestFailed", "Actor", "RequestInfo", "LayerAmax",
-    "PolicyAmax", "Metrics", "StepClock", "Heatmap", "Recovery", "lua_config",
+    "Engine", "Deployment", "Request", "GenerateOptions", "Generation", "TokenLogprobs", "TokenEvent", "Tokenizer",
+    "simulate", "policy", "unregister_policy", "policy_names", "policy_cost", "assign", "ReplicaLayout", "JanusError",
+    "NotFoundError", "RequestFailed", "Actor", "RequestInfo", "LayerAmax", "PolicyAmax", "Metrics", "StepClock", "Heatmap",
+    "Recovery", "lua_config",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
