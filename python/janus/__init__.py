@@ -3,11 +3,14 @@ and scheduling policies written in Python.
 
     import janus
     with janus.Deployment("examples/configs/default.lua") as dep:
-        req = dep.submit([5, 17, 99], max_new_tokens=16)
-        for tok in req:            # tokens as they come
-            print(tok)
-        print(req.result())        # the whole list, the same tokens
+        req = dep.submit([5, 17, 99], max_new_tokens=16, logprobs=2)
+        for ev in req.events():    # tokens as they come, with their log-probabilities
+            print(ev.token, ev.logprobs.logprob, ev.logprobs.top)
+        print(req.result())        # the whole list, the same tokens (a Generation)
         print(dep.amax())          # a_max per layer, per policy
+
+Every call that makes tokens (``Deployment.submit``, ``generate``, ``generate_async``,
+``Engine.generate``, ``generate_batch``) takes the same keywords: ``GenerateOptions``.
 
 Threads: every call into the runtime releases the GIL, so other Python threads run while
 it works, and a blocking call (``Request.result()``, iteration) wakes every 20 ms to let
@@ -25,23 +28,106 @@ import inspect
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, Mapping, Optional, Sequence, TypedDict, Union
 
 import numpy as np
 
 from . import _janus
 from ._janus import JanusError, NotFoundError, ReplicaLayout, RequestFailed
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from 3.11; only type checkers read it here
+
 __all__ = [
-    "Engine", "Deployment", "Request", "Tokenizer", "simulate", "policy", "unregister_policy", "policy_names",
-    "policy_cost", "assign", "ReplicaLayout", "JanusError", "NotFoundError", "RequestFailed", "Actor", "RequestInfo", "LayerAmax",
-    "PolicyAmax", "Metrics", "StepClock", "Heatmap", "Recovery", "lua_config",
+    "Engine", "Deployment", "Request", "GenerateOptions", "Generation", "TokenLogprobs", "TokenEvent", "Tokenizer",
+    "simulate", "policy", "unregister_policy", "policy_names", "policy_cost", "assign", "ReplicaLayout", "JanusError",
+    "NotFoundError", "RequestFailed", "Actor", "RequestInfo", "LayerAmax", "PolicyAmax", "Metrics", "StepClock", "Heatmap",
+    "Recovery", "lua_config",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-# -- results as Python objects -------------------------------------------------------------
+# -- requests and their results -----------------------------------------------------------
+
+class GenerateOptions(TypedDict, total=False):
+    """The keywords every call that makes tokens takes besides ``max_new_tokens`` (16 by
+    default): the fields of the runtime's GenerateRequest (runtime/model/reference_engine.h).
+    Any other keyword, or a value of the wrong type, raises TypeError naming it; a value out
+    of range raises ValueError.
+
+    - ``temperature`` (0.0): 0 is greedy (argmax, the lowest id on ties).
+    - ``top_p`` (1.0), ``top_k`` (0: no limit): nucleus and top-k sampling.
+    - ``seed`` (None, which is 0): with the token's index, the only input of its random draw,
+      so the same request gives the same tokens whatever it is batched with.
+    - ``stop_at_eos`` (True): stop after an EOS id; ``eos_ids`` (the config's when empty)
+      are the ids that count as EOS.
+    - ``logprobs`` (None): 0..20 gives each token its log-probability and those of the
+      ``logprobs`` most likely tokens (``TokenLogprobs``, in ``Generation.logprobs`` and
+      each ``TokenEvent``), of the model's raw distribution: log_softmax of the logits,
+      before temperature, top-k and top-p.
+    - ``want_prompt_logits`` (False): keep the logits after the prompt
+      (``Generation.last_logits``).
+    """
+    temperature: float
+    top_p: float
+    top_k: int
+    seed: Optional[int]
+    stop_at_eos: bool
+    eos_ids: Sequence[int]
+    logprobs: Optional[int]
+    want_prompt_logits: bool
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """A generated token's log-probability and the most likely tokens' (``top``: (token id,
+    log-probability) pairs, most likely first; equal logits: the lower id first). The
+    chosen token need not be among them when it was sampled."""
+    token: int
+    logprob: float
+    top: list
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """A streamed token (``Request.events()``): its id, its index among the request's new
+    tokens, and its ``TokenLogprobs`` when the request asked for them (else None)."""
+    token: int
+    index: int
+    logprobs: Optional[TokenLogprobs]
+
+    @staticmethod
+    def _of(item: tuple) -> "TokenEvent":
+        tok, index, lp = item
+        return TokenEvent(tok, index, None if lp is None else TokenLogprobs(tok, lp[0], lp[1]))
+
+
+class Generation(list):
+    """The tokens a request generated: a ``list[int]`` (equal to the plain list of them)
+    that also carries ``prompt``, ``finish_reason`` (``"length"``, ``"eos"`` or
+    ``"cancelled"``), ``logprobs`` (one ``TokenLogprobs`` per token when the request asked
+    for them with ``logprobs=N``, else None) and ``last_logits`` (float32 [vocab] after the
+    prompt with ``want_prompt_logits=True``, else None)."""
+    __slots__ = ("prompt", "finish_reason", "logprobs", "last_logits")
+
+    def __init__(self, tokens: Sequence[int] = (), prompt: Sequence[int] = (), finish_reason: str = "",
+                 logprobs: Optional[list] = None, last_logits: Optional[np.ndarray] = None) -> None:
+        super().__init__(tokens)
+        self.prompt = list(prompt)
+        self.finish_reason = finish_reason
+        self.logprobs = logprobs
+        self.last_logits = last_logits
+
+    @staticmethod
+    def _of(d: Mapping[str, Any]) -> "Generation":
+        lps = d["logprobs"]
+        if lps is not None:
+            lps = [TokenLogprobs(t, lp, top) for t, (lp, top) in zip(d["tokens"], lps)]
+        return Generation(d["tokens"], d["prompt"], d["finish_reason"], lps, d["last_logits"])
+
+
+# -- inspection results as Python objects --------------------------------------------------
 
 @dataclass(frozen=True)
 class Actor:
@@ -158,16 +244,17 @@ class Engine:
     def __init__(self, model_dir: PathLike, device: str = "cpu") -> None:
         self._e = _janus.Engine(os.fspath(model_dir), device)
 
-    def generate(self, ids: Sequence[int], max_new_tokens: int = 16, temperature: float = 0.0,
-                 seed: Optional[int] = None, top_p: float = 1.0, top_k: int = 0, stop_at_eos: bool = True) -> list:
-        """Generates up to ``max_new_tokens`` after ``ids``; greedy when ``temperature`` is 0."""
-        return self._e.generate(list(ids), max_new_tokens, temperature, seed, top_p, top_k, stop_at_eos)
+    def generate(self, ids: Sequence[int], max_new_tokens: int = 16, **kw: Unpack[GenerateOptions]) -> Generation:
+        """Generates up to ``max_new_tokens`` after ``ids`` (greedy unless ``temperature`` > 0;
+        the keywords: ``GenerateOptions``)."""
+        return Generation._of(self._e.generate(list(ids), max_new_tokens=max_new_tokens, **kw))
 
-    def generate_batch(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 16, temperature: float = 0.0,
-                       seed: Optional[int] = None, top_p: float = 1.0, top_k: int = 0, stop_at_eos: bool = True) -> list:
-        """Runs every prompt as one batch; the same tokens as one at a time, bit for bit."""
-        return self._e.generate_batch([list(p) for p in prompts], max_new_tokens, temperature, seed, top_p, top_k,
-                                      stop_at_eos)
+    def generate_batch(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 16,
+                       **kw: Unpack[GenerateOptions]) -> list:
+        """Runs every prompt as one batch with the same keywords: one ``Generation`` each,
+        the same tokens as one at a time, bit for bit."""
+        return [Generation._of(d) for d in self._e.generate_batch([list(p) for p in prompts],
+                                                                  max_new_tokens=max_new_tokens, **kw)]
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """The logits after the last prompt position, float32 [vocab] (the array owns the
@@ -216,10 +303,28 @@ def _is_config_file(config: Any) -> bool:
     return isinstance(config, str) and "\n" not in config and "{" not in config
 
 
+class _Events:
+    # Request.events(): the same stream as iterating the request, as TokenEvents.
+    def __init__(self, request: "Request") -> None:
+        self._request = request
+
+    def __iter__(self) -> Iterator[TokenEvent]:
+        return (TokenEvent._of(x) for x in self._request._stream(True))
+
+    def __aiter__(self) -> AsyncIterator[TokenEvent]:
+        return self._aiter()
+
+    async def _aiter(self) -> AsyncIterator[TokenEvent]:
+        async for x in self._request._astream(True):
+            yield TokenEvent._of(x)
+
+
 class Request:
     """A submitted request. ``result()`` waits for all of its tokens; iterating
     (``for tok in req`` or ``async for tok in req``) yields them as they are made, the same
-    tokens. A failed request raises ``RequestFailed`` from either."""
+    tokens, and ``events()`` yields them as ``TokenEvent``s (with their log-probabilities).
+    The iterators share one position: a token one of them took, the others do not see. A
+    failed request raises ``RequestFailed`` from any of them."""
 
     def __init__(self, r: "_janus.Request") -> None:
         self._r = r
@@ -232,10 +337,11 @@ class Request:
         """True once the request finished or failed."""
         return self._r.done()
 
-    def result(self, timeout: Optional[float] = None) -> list:
-        """The generated tokens; waits (Ctrl-C interrupts) up to ``timeout`` seconds
-        (TimeoutError), forever when None."""
-        return self._r.result(timeout)["tokens"]
+    def result(self, timeout: Optional[float] = None) -> Generation:
+        """The generated tokens (a ``Generation``: a list that also carries the finish reason
+        and, when asked, log-probabilities and prompt logits); waits (Ctrl-C interrupts) up
+        to ``timeout`` seconds (TimeoutError), forever when None."""
+        return Generation._of(self._r.result(timeout))
 
     def finish_reason(self, timeout: Optional[float] = None) -> str:
         """``"length"``, ``"eos"`` or ``"cancelled"``; waits for the end like ``result()``."""
@@ -252,38 +358,46 @@ class Request:
         made). Cancelling a finished request raises ValueError."""
         self._r.cancel()
 
+    def events(self) -> _Events:
+        """The streamed tokens as ``TokenEvent``s, for ``for ev in req.events()`` and
+        ``async for ev in req.events()``."""
+        return _Events(self)
+
     def __iter__(self) -> Iterator[int]:
-        while True:
-            tok = self._r.next_token(None)
-            if tok is None:
-                return
-            yield tok
+        return self._stream(False)
 
     def __aiter__(self) -> AsyncIterator[int]:
-        return self._aiter()
+        return self._astream(False)
 
-    async def _aiter(self) -> AsyncIterator[int]:
+    def _stream(self, events: bool) -> Iterator[Any]:
+        while True:
+            x = self._r.next_token(None, events)
+            if x is None:
+                return
+            yield x
+
+    async def _astream(self, events: bool) -> AsyncIterator[Any]:
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
         self._r.set_waker(lambda: loop.call_soon_threadsafe(event.set))
         try:
             while True:
                 event.clear()  # before polling: a token that comes after the poll sets it again
-                tok = self._r.poll()
-                if tok is None:
+                x = self._r.poll(events)
+                if x is None:
                     return
-                if tok >= 0:
-                    yield tok
+                if not (isinstance(x, int) and x < 0):
+                    yield x
                     continue
                 await event.wait()  # the runtime wakes us with each token and at the end
         finally:
             self._r.set_waker(None)
 
-    async def result_async(self) -> list:
+    async def result_async(self) -> Generation:
         """``result()`` for asyncio: the loop keeps running while the request does."""
         async for _ in self:
             pass
-        return self._r.result(0.0 if self._r.done() else None)["tokens"]
+        return Generation._of(self._r.result(0.0 if self._r.done() else None))
 
 
 class Deployment:
@@ -324,28 +438,29 @@ class Deployment:
     def closed(self) -> bool:
         return self._d.closed
 
-    def submit(self, ids: Sequence[int], max_new_tokens: int = 16, temperature: float = 0.0, seed: Optional[int] = None,
-               top_p: float = 1.0, top_k: int = 0, stop_at_eos: bool = True,
-               on_token: Optional[Callable[[int], None]] = None) -> Request:
-        """Submits a request and returns at once. ``on_token(token)``, when given, is called
+    def submit(self, ids: Sequence[int], max_new_tokens: int = 16, *, on_token: Optional[Callable[[int], None]] = None,
+               **kw: Unpack[GenerateOptions]) -> Request:
+        """Submits a request and returns at once (the keywords: ``GenerateOptions``; a
+        request they make invalid raises ValueError here). ``on_token(token)``, when given, is called
         for each token on the Frontend's runtime thread with the GIL taken; if it raises,
         the request is cancelled (its KV freed) and fails with the traceback. Callbacks of
         one deployment never run at once and hold up every request while they run; one may
         call ``submit()`` and ``Request.cancel()``, but not the calls that wait for the
         runtime (``metrics()``, ``scale()``, ``result()``, ...), which would wait for itself
         (actors/request_events.h)."""
-        return Request(self._d.submit(list(ids), max_new_tokens, temperature, seed, top_p, top_k, stop_at_eos, on_token))
+        return Request(self._d.submit(list(ids), on_token, max_new_tokens=max_new_tokens, **kw))
 
-    def generate(self, ids: Sequence[int], max_new_tokens: int = 16, **kw: Any) -> list:
+    def generate(self, ids: Sequence[int], max_new_tokens: int = 16, **kw: Any) -> Generation:
         """``submit(...).result()``."""
         return self.submit(ids, max_new_tokens, **kw).result()
 
-    async def generate_async(self, ids: Sequence[int], max_new_tokens: int = 16, **kw: Any) -> list:
+    async def generate_async(self, ids: Sequence[int], max_new_tokens: int = 16, **kw: Any) -> Generation:
         """``generate`` for asyncio."""
         return await self.submit(ids, max_new_tokens, **kw).result_async()
 
     def workload(self) -> list:
-        """The config's workload{} prompts as keyword dicts for ``submit(**w)``."""
+        """The config's workload{} prompts as keyword dicts for ``submit(**w)``: ``ids``,
+        ``max_new_tokens`` and every ``GenerateOptions`` keyword."""
         return [dict(w) for w in self._d.workload()]
 
     def plan(self) -> list:

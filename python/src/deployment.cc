@@ -27,6 +27,8 @@ struct RequestState {
   std::mutex mu;
   std::condition_variable cv;
   std::vector<int32_t> tokens;  // streamed so far
+  bool asked_logprobs = false;  // GenerateRequest::logprobs >= 0
+  std::vector<TokenLogprobs> logprobs;  // those of `tokens`, when asked
   size_t next = 0;              // the iterator's position in `tokens`
   bool ended = false;           // on_done came
   std::optional<Result<GenerateResult>> final_result;  // what on_done said (the future resolves just after)
@@ -124,16 +126,11 @@ class Request {
     }
     raise_if_failed();
     std::lock_guard<std::mutex> lk(s.mu);
-    const GenerateResult& r = **s.final_result;
-    py::dict d;
-    d["tokens"] = r.tokens;
-    d["finish_reason"] = r.finish_reason;
-    d["prompt"] = r.prompt;
-    return d;
+    return result_dict(**s.final_result, s.asked_logprobs);
   }
 
-  // The next streamed token; None once the request is done.
-  py::object next_token(std::optional<double> timeout) {
+  // The next streamed token (or event: see item()); None once the request is done.
+  py::object next_token(std::optional<double> timeout, bool events) {
     RequestState& s = *s_;
     auto ready = [&](std::chrono::milliseconds slice) {
       std::unique_lock<std::mutex> lk(s.mu);
@@ -145,18 +142,18 @@ class Request {
       PyErr_SetString(PyExc_TimeoutError, ("request " + std::to_string(s.id) + ": no token yet").c_str());
       throw py::error_already_set();
     }
-    return take();
+    return take(events);
   }
 
-  // Without waiting: a token, or -1 when none is due yet, or None when the request is done
-  // (raising if it failed). For the asyncio iterator.
-  py::object poll() {
+  // Without waiting: a token (or event), or -1 when none is due yet, or None when the
+  // request is done (raising if it failed). For the asyncio iterator.
+  py::object poll(bool events) {
     {
       std::lock_guard<std::mutex> lk(s_->mu);
-      if (s_->next < s_->tokens.size()) return py::int_(s_->tokens[s_->next++]);
+      if (s_->next < s_->tokens.size()) return item(events);
       if (s_->callback_error.empty() && !s_->ended) return py::int_(-1);
     }
-    return take();
+    return take(events);
   }
 
   void set_waker(py::object f) {
@@ -168,10 +165,18 @@ class Request {
     std::lock_guard<std::mutex> lk(s_->mu);
     return !s_->callback_error.empty();
   }
-  py::object take() {
+  // The next streamed token, under s_->mu: its id, or with `events` the tuple
+  // (token, index, logprobs_tuple or None) janus.TokenEvent is made of.
+  py::object item(bool events) {
+    const size_t i = s_->next++;
+    if (!events) return py::int_(s_->tokens[i]);
+    py::object lp = s_->asked_logprobs && i < s_->logprobs.size() ? logprobs_tuple(s_->logprobs[i]) : py::none();
+    return py::make_tuple(s_->tokens[i], i, lp);
+  }
+  py::object take(bool events) {
     {
       std::lock_guard<std::mutex> lk(s_->mu);
-      if (s_->next < s_->tokens.size()) return py::int_(s_->tokens[s_->next++]);
+      if (s_->next < s_->tokens.size()) return item(events);
     }
     raise_if_failed();
     return py::none();
@@ -270,12 +275,12 @@ class PyDeployment {
     return *d_;
   }
 
-  Request submit(std::vector<int32_t> ids, int max_new_tokens, double temperature, std::optional<uint64_t> seed, double top_p,
-                 int top_k, bool stop_at_eos, py::object on_token) {
+  Request submit(std::vector<int32_t> ids, py::object on_token, const py::kwargs& kw) {
+    GenerateRequest r = make_request(std::move(ids), kw, "submit");
     Deployment& d = dep();
-    GenerateRequest r = make_request(std::move(ids), max_new_tokens, temperature, seed, top_p, top_k, stop_at_eos);
     check(validate_request(d.model().config(), r, "request"));  // refused here, as a ValueError, before it is queued
     auto s = std::make_shared<RequestState>();
+    s->asked_logprobs = r.logprobs >= 0;
     s->deployment = &d;
     if (!on_token.is_none()) s->on_token.set(std::move(on_token));
     Deployment* dp = &d;
@@ -299,6 +304,7 @@ class PyDeployment {
       {
         std::lock_guard<std::mutex> lk(st->mu);
         st->tokens.push_back(ev.token);
+        if (st->asked_logprobs && ev.logprobs) st->logprobs.push_back(*ev.logprobs);
         call = static_cast<bool>(st->on_token) && st->callback_error.empty();
       }
       st->cv.notify_all();
@@ -375,8 +381,8 @@ void bind_deployment(py::module_& m) {
       .def("done", &Request::done)
       .def("tokens_so_far", &Request::tokens_so_far)
       .def("result", &Request::result, py::arg("timeout") = py::none())
-      .def("next_token", &Request::next_token, py::arg("timeout") = py::none())
-      .def("poll", &Request::poll)
+      .def("next_token", &Request::next_token, py::arg("timeout") = py::none(), py::arg("events") = false)
+      .def("poll", &Request::poll, py::arg("events") = false)
       .def("set_waker", &Request::set_waker)
       .def("cancel", &Request::cancel)
       .def("finish_reason", &Request::finish_reason);
@@ -399,9 +405,7 @@ void bind_deployment(py::module_& m) {
           py::arg("trace") = false, py::arg("null_backend") = false)
       .def("close", &D::close)
       .def_property_readonly("closed", &D::closed)
-      .def("submit", &D::submit, py::arg("ids"), py::arg("max_new_tokens") = 16, py::arg("temperature") = 0.0,
-           py::arg("seed") = py::none(), py::arg("top_p") = 1.0, py::arg("top_k") = 0, py::arg("stop_at_eos") = true,
-           py::arg("on_token") = py::none())
+      .def("submit", &D::submit, py::arg("ids"), py::arg("on_token") = py::none())
       .def("actors", [](D& d) {
         std::vector<ActorSnapshot> a;
         { Deployment& x = d.dep(); py::gil_scoped_release g; a = x.actors(); }
@@ -545,12 +549,7 @@ void bind_deployment(py::module_& m) {
       })
       .def("workload", [](D& d) {
         py::list out;
-        for (const GenerateRequest& r : workload_requests(d.dep().spec())) {
-          py::dict e;
-          e["ids"] = r.prompt; e["max_new_tokens"] = r.max_new_tokens; e["temperature"] = r.sampling.temperature;
-          e["top_p"] = r.sampling.top_p; e["top_k"] = r.sampling.top_k; e["seed"] = r.sampling.seed; e["stop_at_eos"] = r.stop_at_eos;
-          out.append(e);
-        }
+        for (const GenerateRequest& r : workload_requests(d.dep().spec())) out.append(request_kwargs(r));
         return out;
       });
 }

@@ -1,6 +1,4 @@
 // janus._janus.Engine: the single-process reference engine (runtime/model/reference_engine.h).
-#include <optional>
-
 #include "python/src/bindings.h"
 #include "python/src/common.h"
 #include "runtime/model/reference_engine.h"
@@ -23,15 +21,16 @@ class Engine {
     engine_ = std::make_unique<ReferenceEngine>(model_);
   }
 
-  std::vector<std::vector<int32_t>> generate_batch(const std::vector<GenerateRequest>& reqs) {
+  py::list generate_batch(const std::vector<GenerateRequest>& reqs) {
     for (size_t i = 0; i < reqs.size(); ++i) check(validate_request(model_->config(), reqs[i], "prompt " + std::to_string(i)));
     Result<std::vector<GenerateResult>> out = [&] {
       py::gil_scoped_release nogil;
       return engine_->generate(reqs);
     }();
-    std::vector<std::vector<int32_t>> tokens;
-    for (GenerateResult& r : unwrap(std::move(out))) tokens.push_back(std::move(r.tokens));
-    return tokens;
+    std::vector<GenerateResult> results = unwrap(std::move(out));
+    py::list l;
+    for (size_t i = 0; i < results.size(); ++i) l.append(result_dict(std::move(results[i]), reqs[i].logprobs >= 0));
+    return l;
   }
 
   py::array_t<float> logits(std::vector<int32_t> ids) {
@@ -45,11 +44,7 @@ class Engine {
       py::gil_scoped_release nogil;
       return engine_->generate({r});
     }();
-    auto results = unwrap(std::move(out));
-    // The array takes over the vector's memory: no copy.
-    auto* v = new std::vector<float>(std::move(results[0].last_logits));
-    py::capsule owner(v, [](void* p) { delete static_cast<std::vector<float>*>(p); });
-    return py::array_t<float>({static_cast<py::ssize_t>(v->size())}, {static_cast<py::ssize_t>(sizeof(float))}, v->data(), owner);
+    return owning_array(std::move(unwrap(std::move(out))[0].last_logits));
   }
 
   const ModelConfig& config() const { return model_->config(); }
@@ -67,41 +62,24 @@ void bind_engine(py::module_& m) {
       .def(py::init<const std::string&, const std::string&>(), py::arg("model_dir"), py::arg("device") = "cpu")
       .def(
           "generate",
-          [](Engine& e, std::vector<int32_t> ids, int max_new_tokens, double temperature, std::optional<uint64_t> seed, double top_p,
-             int top_k, bool stop_at_eos) {
-            return e.generate_batch({make_request(std::move(ids), max_new_tokens, temperature, seed, top_p, top_k, stop_at_eos)})[0];
+          [](Engine& e, std::vector<int32_t> ids, const py::kwargs& kw) {
+            return py::object(e.generate_batch({make_request(std::move(ids), kw, "generate")})[0]);
           },
-          py::arg("ids"), py::arg("max_new_tokens") = 16, py::arg("temperature") = 0.0, py::arg("seed") = py::none(),
-          py::arg("top_p") = 1.0, py::arg("top_k") = 0, py::arg("stop_at_eos") = true)
+          py::arg("ids"))
       .def(
           "generate_batch",
-          [](Engine& e, std::vector<std::vector<int32_t>> prompts, int max_new_tokens, double temperature, std::optional<uint64_t> seed,
-             double top_p, int top_k, bool stop_at_eos) {
+          [](Engine& e, std::vector<std::vector<int32_t>> prompts, const py::kwargs& kw) {
             std::vector<GenerateRequest> reqs;
-            for (auto& p : prompts) reqs.push_back(make_request(std::move(p), max_new_tokens, temperature, seed, top_p, top_k, stop_at_eos));
+            for (auto& p : prompts) reqs.push_back(make_request(std::move(p), kw, "generate_batch"));
             return e.generate_batch(reqs);
           },
-          py::arg("prompts"), py::arg("max_new_tokens") = 16, py::arg("temperature") = 0.0, py::arg("seed") = py::none(),
-          py::arg("top_p") = 1.0, py::arg("top_k") = 0, py::arg("stop_at_eos") = true)
+          py::arg("prompts"))
       .def("logits", &Engine::logits, py::arg("ids"))
       .def_property_readonly("model_dir", &Engine::dir)
       .def_property_readonly("vocab_size", [](const Engine& e) { return e.config().vocab_size; })
       .def_property_readonly("num_layers", [](const Engine& e) { return e.config().num_layers; })
       .def_property_readonly("num_experts", [](const Engine& e) { return e.config().num_experts; })
       .def_property_readonly("top_k", [](const Engine& e) { return e.config().top_k; });
-}
-
-GenerateRequest make_request(std::vector<int32_t> ids, int max_new_tokens, double temperature, std::optional<uint64_t> seed,
-                             double top_p, int top_k, bool stop_at_eos) {
-  GenerateRequest r;
-  r.prompt = std::move(ids);
-  r.max_new_tokens = max_new_tokens;
-  r.sampling.temperature = static_cast<float>(temperature);
-  r.sampling.top_p = static_cast<float>(top_p);
-  r.sampling.top_k = top_k;
-  r.sampling.seed = seed.value_or(0);
-  r.stop_at_eos = stop_at_eos;
-  return r;
 }
 
 }  // namespace janus::python

@@ -1,6 +1,7 @@
 """`pip install .` from a clean clone in a fresh venv builds a wheel that imports and serves
 the fixture's tokens. It needs PyPI (scikit-build-core, pybind11, numpy) and builds the
-runtime again, so it runs only with JANUS_TEST_WHEEL=1 (skipped otherwise, with a message)."""
+runtime again (11 minutes on 2 shared cores), so it runs only with JANUS_TEST_WHEEL=1, which
+`scripts/bootstrap.sh test` (CI) sets; a plain ctest skips it with a message."""
 import json
 import os
 import subprocess
