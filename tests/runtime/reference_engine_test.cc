@@ -267,6 +267,25 @@ TEST_CASE("a transformers-4 spelled config.json gives the same logits") {
   check_against(f, "last_logits", 1e-4);
 }
 
+TEST_CASE("GLM-4-MoE's partial_rotary_factor in the transformers-4 spelling (top level), or absent (0.5), gives the same logits") {
+  for (bool absent : {false, true}) {
+    CAPTURE(absent);
+    janus::test::TempDir d;
+    janus::test::copy_dir(janus::test::fixture("glm4_moe"), d.path());
+    json cfg = json::parse(janus::test::read_file(d / "config.json"));
+    REQUIRE(cfg["rope_parameters"]["partial_rotary_factor"] == 0.5);
+    if (!absent) cfg["partial_rotary_factor"] = cfg["rope_parameters"]["partial_rotary_factor"];
+    cfg["rope_theta"] = cfg["rope_parameters"]["rope_theta"];
+    cfg.erase("rope_parameters");
+    janus::test::write_file(d / "config.json", cfg.dump());
+    auto m = Model::load(d.path());
+    REQUIRE_MESSAGE(m.ok(), m.status().to_string());
+    CHECK((*m)->config().rotary_dim() == 8);
+    Fixture f{*m, json::parse(janus::test::read_file(d / "expected.json"))};
+    check_against(f, "last_logits", 1e-4);
+  }
+}
+
 TEST_CASE("generation stops at an EOS id when asked, and not otherwise") {
   Fixture f = load_fixture("qwen3_moe");
   auto tokens = f.expected["greedy_tokens"][3].get<std::vector<int32_t>>();
