@@ -19,8 +19,13 @@ Status cuda_missing(const Device& d) {
 // Features of the newer families that no GPU kernel computes yet. The CUDA backend checks
 // its own list; these are refused here, for every GPU backend, before one is built, so that
 // a model the GPU would silently compute differently (a softmax gate for a sigmoid one,
-// plain RoPE for YaRN) never runs there. Routed experts are plain SwiGLU and may run.
+// plain RoPE for YaRN or for a partial rotary) never runs there. Routed experts are plain
+// SwiGLU and may run.
 Status check_gpu_attention(const ModelConfig& c, const Device& d) {
+  if (c.rotary_dim() != c.head_dim)
+    return unsupported("device " + d.name() + ": the GPU attention does not implement partial rotary ('partial_rotary_factor': RoPE over " + std::to_string(c.rotary_dim()) + " of the " +
+                       std::to_string(c.head_dim) + " values of each head) of this " + std::string(family_name(c.family)) +
+                       " model yet; put the attention shards on the CPU (device \"cpu\")");
   if (c.rope_yarn)
     return unsupported("device " + d.name() + ": the GPU attention does not implement YaRN RoPE scaling ('rope_parameters' / "
                        "'rope_scaling' type \"yarn\") of this " + std::string(family_name(c.family)) +

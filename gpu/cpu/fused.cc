@@ -16,8 +16,8 @@ void qk_norm_rope(float* q, float* k, int64_t rows, int heads, int kv_heads, int
   if (k && k_norm) rms_norm(k, rows * kv_heads, head_dim, k_norm, norm_dtype, eps, k);
   std::vector<int32_t> pos(static_cast<size_t>(rows));
   for (int64_t r = 0; r < rows; ++r) pos[static_cast<size_t>(r)] = row[r].pos;
-  rope(q, rows, heads, head_dim, pos.data(), inv_freq);
-  if (k) rope(k, rows, kv_heads, head_dim, pos.data(), inv_freq);
+  rope(q, rows, heads, head_dim, head_dim, pos.data(), inv_freq);
+  if (k) rope(k, rows, kv_heads, head_dim, head_dim, pos.data(), inv_freq);
 }
 
 }  // namespace janus::cpu

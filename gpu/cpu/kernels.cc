@@ -113,8 +113,9 @@ void rope_yarn_inv_freq(double theta, int dim, double factor, double original_ma
   }
 }
 
-void rope(float* x, int64_t rows, int heads, int head_dim, const int32_t* positions, const float* inv_freq, float scale) {
-  const int half = head_dim / 2;
+void rope(float* x, int64_t rows, int heads, int head_dim, int rotary_dim, const int32_t* positions, const float* inv_freq,
+          float scale) {
+  const int half = rotary_dim / 2;
   std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
   for (int64_t r = 0; r < rows; ++r) {
     const float p = static_cast<float>(positions[r]);

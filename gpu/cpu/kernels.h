@@ -37,10 +37,12 @@ void rope_inv_freq(double theta, int head_dim, float* inv_freq);
 void rope_yarn_inv_freq(double theta, int dim, double factor, double original_max_position, double beta_fast,
                         double beta_slow, bool truncate, float* inv_freq);
 
-/// Rotates x [rows, heads, head_dim] in place, the rotate_half (GPT-NeoX) layout:
-/// pairs (i, i + head_dim/2) at angle position * inv_freq[i]. cos and sin are multiplied by
-/// `scale` first (YaRN's attention factor; 1 for plain RoPE).
-void rope(float* x, int64_t rows, int heads, int head_dim, const int32_t* positions, const float* inv_freq,
+/// Rotates x [rows, heads, head_dim] in place, the rotate_half (GPT-NeoX) layout over the
+/// first rotary_dim values of each head: pairs (i, i + rotary_dim/2) at angle position *
+/// inv_freq[i], i < rotary_dim/2; the rest of the head passes through (GLM-4-MoE's partial
+/// rotary; rotary_dim == head_dim elsewhere). cos and sin are multiplied by `scale` first
+/// (YaRN's attention factor; 1 for plain RoPE).
+void rope(float* x, int64_t rows, int heads, int head_dim, int rotary_dim, const int32_t* positions, const float* inv_freq,
           float scale = 1.0f);
 
 /// Rotates x [rows, heads, head_dim] in place, the interleaved (complex-pair) layout

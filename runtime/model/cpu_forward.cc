@@ -20,14 +20,14 @@ void add_bias(float* y, int64_t n, const WeightView& bias) {
 
 CpuForward::CpuForward(std::shared_ptr<const Model> model) : model_(std::move(model)) {
   const ModelConfig& c = model_->config();
-  inv_freq_.resize(static_cast<size_t>(c.head_dim / 2));
+  inv_freq_.resize(static_cast<size_t>(c.rotary_dim() / 2));
   if (c.rope_yarn) {  // the config refuses yarn outside the MLA families, whose head_dim is the RoPE part
     const YarnScaling& y = c.yarn;
     cpu::rope_yarn_inv_freq(c.rope_theta, c.head_dim, y.factor, y.original_max_position_embeddings, y.beta_fast, y.beta_slow,
                             y.truncate, inv_freq_.data());
     rope_scale_ = static_cast<float>(y.cos_sin_factor());
   } else {
-    cpu::rope_inv_freq(c.rope_theta, c.head_dim, inv_freq_.data());
+    cpu::rope_inv_freq(c.rope_theta, c.rotary_dim(), inv_freq_.data());
   }
 }
 
@@ -73,9 +73,12 @@ void CpuForward::mla_attention(int layer, float* x, int64_t n, const cpu::KvRow*
     for (int64_t hh = 0; hh < heads; ++hh) std::copy_n(q.data() + (r * heads + hh) * qk + nope, R, qpe.data() + (r * heads + hh) * R);
   }
   // V3 may store the RoPE part in halves (rope_interleave false): the plain rotate_half then.
-  const auto rotate = c.rope_interleave ? cpu::rope_interleaved : cpu::rope;
-  rotate(kpe.data(), n, 1, static_cast<int>(R), pos.data(), inv_freq_.data(), rope_scale_);
-  rotate(qpe.data(), n, static_cast<int>(heads), static_cast<int>(R), pos.data(), inv_freq_.data(), rope_scale_);
+  auto rotate = [&](float* t, int t_heads) {
+    if (c.rope_interleave) cpu::rope_interleaved(t, n, t_heads, static_cast<int>(R), pos.data(), inv_freq_.data(), rope_scale_);
+    else cpu::rope(t, n, t_heads, static_cast<int>(R), static_cast<int>(R), pos.data(), inv_freq_.data(), rope_scale_);
+  };
+  rotate(kpe.data(), 1);
+  rotate(qpe.data(), static_cast<int>(heads));
   for (int64_t r = 0; r < n; ++r) std::copy_n(kpe.data() + r * R, R, entry.data() + r * (L + R) + L);
   const cpu::PagedKvLayout KL = kv.layout();
   cpu::kv_write_keys(entry.data(), n, rows, KL, kv.k(layer));
@@ -152,8 +155,8 @@ void CpuForward::attention(int layer, float* x, int64_t n, const cpu::KvRow* row
   }
   std::vector<int32_t> pos(static_cast<size_t>(n));
   for (int64_t r = 0; r < n; ++r) pos[r] = rows[r].pos;
-  cpu::rope(q, n, c.num_heads, c.head_dim, pos.data(), inv_freq_.data());
-  cpu::rope(k, n, c.num_kv_heads, c.head_dim, pos.data(), inv_freq_.data());
+  cpu::rope(q, n, c.num_heads, c.head_dim, c.rotary_dim(), pos.data(), inv_freq_.data());
+  cpu::rope(k, n, c.num_kv_heads, c.head_dim, c.rotary_dim(), pos.data(), inv_freq_.data());
   const cpu::PagedKvLayout L = kv.layout();
   cpu::kv_write(k, v, n, rows, L, kv.k(layer), kv.v(layer));
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));

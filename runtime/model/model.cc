@@ -51,6 +51,10 @@ class Binder {
 
   bool has(const std::string& name) const { return ck_.find(name) != nullptr; }
 
+  /// Tensors under `prefix` are in the checkpoint for something the forward pass does not
+  /// run: not reported as unexpected.
+  void skip_prefix(std::string prefix) { skipped_.push_back(std::move(prefix)); }
+
   Result<const TensorInfo*> take_raw(const std::string& name, const std::vector<int64_t>& shape) {
     const TensorInfo* t = ck_.find(name);
     if (t == nullptr) return not_found(ck_.dir() + ": missing tensor '" + name + "' (expected shape " + shape_str(shape) + ")");
@@ -69,15 +73,20 @@ class Binder {
 
   Status check_nothing_left() const {
     for (const auto& [name, info] : ck_.tensors())
-      if (!taken_.count(name))
+      if (!taken_.count(name) && !skipped(name))
         return invalid_argument(info.file + ": unexpected tensor '" + name + "' " + info.shape_string() +
                                 ": the config does not call for it (wrong config.json?)");
     return Status::Ok();
   }
 
  private:
+  bool skipped(const std::string& name) const {
+    return std::any_of(skipped_.begin(), skipped_.end(), [&](const std::string& p) { return name.rfind(p, 0) == 0; });
+  }
+
   const Checkpoint& ck_;
   std::set<std::string> taken_;
+  std::vector<std::string> skipped_;
 };
 
 // Rows [first_row, first_row + rows) of a fused tensor, as a [rows, cols] matrix.
@@ -202,6 +211,7 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& dir) {
       JANUS_ASSIGN_OR_RETURN(lw.dense.down, b.take(p + "mlp.down_proj.weight", H, I));
     }
   }
+  for (int i = 0; i < c.num_nextn_predict_layers; ++i) b.skip_prefix("model.layers." + std::to_string(c.num_layers + i) + ".");
   JANUS_TRY(b.check_nothing_left());
   return m;
 }

@@ -18,6 +18,7 @@ const char* family_name(ModelFamily f) {
     case ModelFamily::kOlmoe: return "olmoe";
     case ModelFamily::kDeepseekV2: return "deepseek_v2";
     case ModelFamily::kDeepseekV3: return "deepseek_v3";
+    case ModelFamily::kGlm4Moe: return "glm4_moe";
   }
   return "?";
 }
@@ -49,6 +50,11 @@ Status ModelConfig::validate(const std::string& where) const {
     return err("num_attention_heads (" + std::to_string(num_heads) + ") is not a multiple of num_key_value_heads (" +
                std::to_string(num_kv_heads) + ")");
   if (head_dim % 2 != 0) return err("head_dim (" + std::to_string(head_dim) + ") must be even for rotary embeddings");
+  if (!(partial_rotary_factor > 0 && partial_rotary_factor <= 1))
+    return err("partial_rotary_factor (" + json(partial_rotary_factor).dump() + ") must be in (0, 1]");
+  if (rotary_dim() < 2 || rotary_dim() % 2 != 0)
+    return err("the rotary part of a head (head_dim " + std::to_string(head_dim) + " * partial_rotary_factor " +
+               json(partial_rotary_factor).dump() + " = " + std::to_string(rotary_dim()) + ") must be even and positive");
   if (num_sparse_layers() > 0) {
     if (num_experts <= 0) return err("the model has MoE layers but no experts");
     if (top_k <= 0 || top_k > num_experts)
@@ -184,22 +190,29 @@ std::string rope_type_of(const json& rp) {
   return "default";
 }
 
-// DeepSeek-V3's router as transformers 5 runs it (noaux_tc): sigmoid scores, the
-// correction bias for selection only, n_group groups scored by the sum of their top two,
-// topk_group kept, norm_topk_prob, routed_scaling_factor.
-Status parse_deepseek_v3_router(const json& j, const Reader& r, const std::string& where, ModelConfig* c) {
+// transformers' defaults of the noaux_tc router keys, which differ between the families.
+struct NoauxTcDefaults {
+  int n_group, topk_group;
+  double routed_scaling_factor;
+};
+
+// The noaux_tc router as transformers 5 runs it for DeepSeek-V3 and GLM-4-MoE alike: sigmoid
+// scores, the correction bias for selection only, n_group groups scored by the sum of their
+// top two, topk_group kept, norm_topk_prob, routed_scaling_factor.
+Status parse_noaux_tc_router(const json& j, const Reader& r, const std::string& where, const NoauxTcDefaults& dflt,
+                             ModelConfig* c) {
+  const std::string family = family_name(c->family);
   JANUS_TRY(r.bool_or("norm_topk_prob", true, &c->norm_topk_prob));
-  JANUS_TRY(r.number_or("routed_scaling_factor", 2.5, &c->routed_scaling_factor));
-  JANUS_TRY(r.bool_or("rope_interleave", true, &c->rope_interleave));
+  JANUS_TRY(r.number_or("routed_scaling_factor", dflt.routed_scaling_factor, &c->routed_scaling_factor));
   if (r.has("topk_method") && j.at("topk_method") != "noaux_tc")
-    return unsupported(where + ": 'topk_method' " + j.at("topk_method").dump() +
-                       " is not supported for deepseek_v3 (transformers' DeepSeek-V3 router is noaux_tc)");
+    return unsupported(where + ": 'topk_method' " + j.at("topk_method").dump() + " is not supported for " + family +
+                       " (transformers' router for it is noaux_tc)");
   if (r.has("scoring_func") && j.at("scoring_func") != "sigmoid")
-    return unsupported(where + ": 'scoring_func' " + j.at("scoring_func").dump() +
-                       " is not supported for deepseek_v3 (transformers' DeepSeek-V3 router is sigmoid)");
+    return unsupported(where + ": 'scoring_func' " + j.at("scoring_func").dump() + " is not supported for " + family +
+                       " (transformers' router for it is sigmoid)");
   c->sigmoid_gate = true;
-  JANUS_TRY(r.positive_int_or("n_group", 8, &c->n_group));
-  JANUS_TRY(r.positive_int_or("topk_group", 4, &c->topk_group));
+  JANUS_TRY(r.positive_int_or("n_group", dflt.n_group, &c->n_group));
+  JANUS_TRY(r.positive_int_or("topk_group", dflt.topk_group, &c->topk_group));
   if (c->num_experts % c->n_group != 0)
     return invalid_argument(where + ": 'n_group' (" + std::to_string(c->n_group) + ") does not divide the " +
                             std::to_string(c->num_experts) + " routed experts");
@@ -215,11 +228,43 @@ Status parse_deepseek_v3_router(const json& j, const Reader& r, const std::strin
   return Status::Ok();
 }
 
+// The MoE layout the DeepSeek families and GLM-4-MoE share: dense MLP layers before
+// first_k_dense_replace, then MoE layers whose n_shared_experts ungated shared experts
+// run as one MLP of n_shared_experts * moe_intermediate_size.
+Status parse_first_k_dense_moe(const json& j, const Reader& r, const std::string& where, int default_shared,
+                               int default_first_dense, ModelConfig* c) {
+  JANUS_TRY(r.positive_int("moe_intermediate_size", &c->moe_intermediate_size));
+  int n_shared = 0;
+  JANUS_TRY(r.positive_int_or("n_shared_experts", default_shared, &n_shared));
+  c->shared_expert_intermediate_size = n_shared * c->moe_intermediate_size;
+  c->shared_expert_gate = false;
+  int first_dense = std::min(default_first_dense, c->num_layers);
+  if (r.has("first_k_dense_replace")) {
+    const json& v = j.at("first_k_dense_replace");
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > c->num_layers)
+      return invalid_argument(where + ": 'first_k_dense_replace' must be a layer count between 0 and num_hidden_layers, got " +
+                              v.dump());
+    first_dense = v.get<int>();
+  }
+  if (r.has("moe_layer_freq") && j.at("moe_layer_freq") != 1)
+    return unsupported(where + ": 'moe_layer_freq' = " + j.at("moe_layer_freq").dump() + " is not supported (transformers' " +
+                       family_name(c->family) + " makes every layer from first_k_dense_replace on a MoE layer)");
+  for (int l = 0; l < c->num_layers; ++l) c->sparse_layer[static_cast<size_t>(l)] = l >= first_dense;
+  if (first_dense > 0) JANUS_TRY(r.positive_int("intermediate_size", &c->intermediate_size));
+  else JANUS_TRY(r.positive_int_or("intermediate_size", c->moe_intermediate_size, &c->intermediate_size));
+  if (r.has("mlp_bias") && j.at("mlp_bias") != false)
+    return unsupported(where + ": 'mlp_bias' = true is not supported");
+  if (r.has("quantization_config"))
+    return unsupported(where + ": 'quantization_config' is not supported (Janus reads F32, BF16 and F16 weights; "
+                               "convert the FP8 checkpoint first)");
+  return Status::Ok();
+}
+
 // DeepSeek-V2 as transformers 5 runs it: MLA, dense layers before first_k_dense_replace,
 // ungated shared experts, softmax routing (greedy or group-limited) scaled by
 // routed_scaling_factor. What transformers does differently from the original code, or
 // what Janus does not run, is refused naming the key.
-// DeepSeek-V3 shares all of it but the router (parse_deepseek_v3_router) and rope_interleave.
+// DeepSeek-V3 shares all of it but the router (noaux_tc) and rope_interleave.
 Status parse_deepseek(const json& j, const Reader& r, const std::string& where, ModelConfig* c) {
   JANUS_TRY(r.positive_int("kv_lora_rank", &c->kv_lora_rank));
   JANUS_TRY(r.positive_int("qk_nope_head_dim", &c->qk_nope_head_dim));
@@ -229,31 +274,12 @@ Status parse_deepseek(const json& j, const Reader& r, const std::string& where, 
   c->head_dim = c->qk_rope_head_dim;  // transformers' DeepseekV2Config does the same
   if (c->head_dim % 2 != 0)
     return invalid_argument(where + ": 'qk_rope_head_dim' (" + std::to_string(c->head_dim) + ") must be even");
-  JANUS_TRY(r.positive_int("moe_intermediate_size", &c->moe_intermediate_size));
-  int n_shared = 0;
-  JANUS_TRY(r.positive_int_or("n_shared_experts", c->family == ModelFamily::kDeepseekV3 ? 1 : 2, &n_shared));
-  c->shared_expert_intermediate_size = n_shared * c->moe_intermediate_size;
-  c->shared_expert_gate = false;
-  int first_dense = 0;
-  if (r.has("first_k_dense_replace")) {
-    const json& v = j.at("first_k_dense_replace");
-    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > c->num_layers)
-      return invalid_argument(where + ": 'first_k_dense_replace' must be a layer count between 0 and num_hidden_layers, got " +
-                              v.dump());
-    first_dense = v.get<int>();
+  const bool v3 = c->family == ModelFamily::kDeepseekV3;
+  JANUS_TRY(parse_first_k_dense_moe(j, r, where, v3 ? 1 : 2, 0, c));
+  if (v3) {
+    JANUS_TRY(r.bool_or("rope_interleave", true, &c->rope_interleave));
+    return parse_noaux_tc_router(j, r, where, {8, 4, 2.5}, c);
   }
-  if (r.has("moe_layer_freq") && j.at("moe_layer_freq") != 1)
-    return unsupported(where + ": 'moe_layer_freq' = " + j.at("moe_layer_freq").dump() +
-                       " is not supported (transformers' DeepSeek-V2 makes every layer from first_k_dense_replace on a MoE layer)");
-  for (int l = 0; l < c->num_layers; ++l) c->sparse_layer[static_cast<size_t>(l)] = l >= first_dense;
-  if (first_dense > 0) JANUS_TRY(r.positive_int("intermediate_size", &c->intermediate_size));
-  else JANUS_TRY(r.positive_int_or("intermediate_size", c->moe_intermediate_size, &c->intermediate_size));
-  if (r.has("mlp_bias") && j.at("mlp_bias") != false)
-    return unsupported(where + ": 'mlp_bias' = true is not supported");
-  if (r.has("quantization_config"))
-    return unsupported(where + ": 'quantization_config' is not supported (Janus reads F32, BF16 and F16 weights; "
-                               "convert the FP8 checkpoint first)");
-  if (c->family == ModelFamily::kDeepseekV3) return parse_deepseek_v3_router(j, r, where, c);
   bool norm = false;
   JANUS_TRY(r.bool_or("norm_topk_prob", false, &norm));
   if (norm)
@@ -286,6 +312,27 @@ Status parse_deepseek(const json& j, const Reader& r, const std::string& where, 
   return Status::Ok();
 }
 
+// GLM-4-MoE as transformers 5 runs it: GQA attention with optional q/k/v biases
+// (attention_bias) and per-head q/k RMSNorm (use_qk_norm), partial rotary (read with the
+// RoPE keys), DeepSeek-V3's layout of dense and MoE layers with shared experts and its
+// noaux_tc router. Its multi-token-prediction layers (num_nextn_predict_layers) are not part
+// of the forward pass: transformers skips their tensors when loading, and so does Janus.
+Status parse_glm4_moe(const json& j, const Reader& r, const std::string& where, ModelConfig* c) {
+  JANUS_TRY(r.bool_or("attention_bias", false, &c->qkv_bias));
+  JANUS_TRY(r.bool_or("use_qk_norm", false, &c->qk_norm));
+  JANUS_TRY(parse_first_k_dense_moe(j, r, where, 1, 1, c));
+  JANUS_TRY(parse_noaux_tc_router(j, r, where, {1, 1, 1.0}, c));
+  if (r.has("num_nextn_predict_layers")) {
+    const json& v = j.at("num_nextn_predict_layers");
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > 64)
+      return invalid_argument(where + ": 'num_nextn_predict_layers' must be a layer count between 0 and 64, got " + v.dump());
+    c->num_nextn_predict_layers = v.get<int>();
+  }
+  if (r.has("sliding_window"))
+    return unsupported(where + ": 'sliding_window' is not supported for glm4_moe (transformers' GLM-4-MoE has none)");
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<ModelConfig> parse_model_config(const std::string& text, const std::string& where) {
@@ -306,17 +353,19 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
   else if (model_type == "olmoe") c.family = ModelFamily::kOlmoe;
   else if (model_type == "deepseek_v2") c.family = ModelFamily::kDeepseekV2;
   else if (model_type == "deepseek_v3") c.family = ModelFamily::kDeepseekV3;
+  else if (model_type == "glm4_moe") c.family = ModelFamily::kGlm4Moe;
   else
     return unsupported(where + ": unsupported architecture: model_type '" + model_type +
-                       "' (Janus reads qwen3_moe, mixtral, qwen2_moe, olmoe, deepseek_v2 and deepseek_v3)");
+                       "' (Janus reads qwen3_moe, mixtral, qwen2_moe, olmoe, deepseek_v2, deepseek_v3 and glm4_moe)");
   // The Qwen families share the layout of dense and sparse layers and their defaults.
   const bool qwen = c.family == ModelFamily::kQwen3Moe || c.family == ModelFamily::kQwen2Moe;
   Reader r(j, where);
 
   if (r.has("hidden_act") && j["hidden_act"] != "silu")
     return unsupported(where + ": hidden_act " + j["hidden_act"].dump() + " is not supported (only silu)");
-  if (r.has("attention_bias") && j["attention_bias"] != false)
-    return unsupported(where + ": attention_bias=true is not supported");
+  const bool glm = c.family == ModelFamily::kGlm4Moe;
+  if (!glm && r.has("attention_bias") && j["attention_bias"] != false)
+    return unsupported(where + ": attention_bias=true is not supported for " + family_name(c.family) + " (only for glm4_moe)");
 
   JANUS_TRY(r.positive_int("vocab_size", &c.vocab_size));
   JANUS_TRY(r.positive_int("hidden_size", &c.hidden_size));
@@ -345,12 +394,16 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
   // rope_theta at the top and the scaling in rope_scaling.
   double dflt_theta = c.family == ModelFamily::kMixtral ? 1e6 : 10000.0;
   JANUS_TRY(r.number_or("rope_theta", dflt_theta, &c.rope_theta));
+  // Partial rotary: transformers 4 spells it at the top, 5 in rope_parameters; GLM-4-MoE's
+  // config defaults it to 0.5, the other families rotate whole heads.
+  JANUS_TRY(r.number_or("partial_rotary_factor", glm ? 0.5 : 1.0, &c.partial_rotary_factor));
   for (const char* key : {"rope_parameters", "rope_scaling"}) {
     if (!r.has(key)) continue;
     const json& rp = j[key];
     if (!rp.is_object()) return invalid_argument(where + ": '" + key + "' must be an object");
     Reader rr(rp, where + " (" + key + ")");
     JANUS_TRY(rr.number_or("rope_theta", c.rope_theta, &c.rope_theta));
+    JANUS_TRY(rr.number_or("partial_rotary_factor", c.partial_rotary_factor, &c.partial_rotary_factor));
     const std::string type = rope_type_of(rp);
     if (type == "default") continue;
     if (type != "yarn")
@@ -361,6 +414,10 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
     if (c.rope_yarn) return invalid_argument(where + ": both rope_parameters and rope_scaling set a RoPE scaling");
     JANUS_TRY(parse_yarn(rp, key, where, &c));
   }
+
+  if (!glm && c.partial_rotary_factor != 1.0)
+    return unsupported(where + ": 'partial_rotary_factor' = " + json(c.partial_rotary_factor).dump() +
+                       " is not supported for " + family_name(c.family) + " (only for glm4_moe)");
 
   JANUS_TRY(r.bool_or("tie_word_embeddings", false, &c.tie_word_embeddings));
   c.sparse_layer.assign(static_cast<size_t>(c.num_layers), true);
@@ -412,6 +469,8 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
     }
   } else if (c.deepseek()) {
     JANUS_TRY(parse_deepseek(j, r, where, &c));
+  } else if (glm) {
+    JANUS_TRY(parse_glm4_moe(j, r, where, &c));
   } else if (c.family == ModelFamily::kOlmoe) {
     // OLMoE normalises q over hidden_size and k over (hidden_size / heads) * kv_heads values:
     // the projections' widths only when head_dim is hidden_size / heads.
@@ -468,7 +527,8 @@ std::string model_config_to_json(const ModelConfig& c) {
                      : c.family == ModelFamily::kQwen2Moe ? "Qwen2MoeForCausalLM"
                      : c.family == ModelFamily::kOlmoe    ? "OlmoeForCausalLM"
                      : c.family == ModelFamily::kDeepseekV2 ? "DeepseekV2ForCausalLM"
-                                                            : "DeepseekV3ForCausalLM";
+                     : c.family == ModelFamily::kDeepseekV3 ? "DeepseekV3ForCausalLM"
+                                                            : "Glm4MoeForCausalLM";
   j["architectures"] = {arch};
   j["model_type"] = family_name(c.family);
   j["vocab_size"] = c.vocab_size;
@@ -481,6 +541,7 @@ std::string model_config_to_json(const ModelConfig& c) {
   j["max_position_embeddings"] = c.max_position_embeddings;
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["rope_parameters"] = {{"rope_theta", c.rope_theta}, {"rope_type", "default"}};
+  if (c.partial_rotary_factor != 1.0) j["rope_parameters"]["partial_rotary_factor"] = c.partial_rotary_factor;
   if (c.rope_yarn) {
     const YarnScaling& y = c.yarn;
     json& rp = j["rope_parameters"];
@@ -522,9 +583,8 @@ std::string model_config_to_json(const ModelConfig& c) {
     } else {
       j["attention_bias"] = false;
     }
-  } else if (c.deepseek()) {
+  } else if (c.deepseek() || c.family == ModelFamily::kGlm4Moe) {
     j.erase("num_local_experts");
-    j.erase("head_dim");  // transformers derives it (qk_rope_head_dim)
     j["n_routed_experts"] = c.num_experts;
     j["moe_intermediate_size"] = c.moe_intermediate_size;
     j["intermediate_size"] = c.intermediate_size;
@@ -532,22 +592,31 @@ std::string model_config_to_json(const ModelConfig& c) {
     int first_dense = 0;
     while (first_dense < c.num_layers && !c.is_sparse(first_dense)) ++first_dense;
     j["first_k_dense_replace"] = first_dense;
-    j["kv_lora_rank"] = c.kv_lora_rank;
-    j["q_lora_rank"] = c.q_lora_rank > 0 ? json(c.q_lora_rank) : json(nullptr);
-    j["qk_nope_head_dim"] = c.qk_nope_head_dim;
-    j["qk_rope_head_dim"] = c.qk_rope_head_dim;
-    j["v_head_dim"] = c.v_head_dim;
     j["routed_scaling_factor"] = c.routed_scaling_factor;
     j["norm_topk_prob"] = c.norm_topk_prob;
-    j["attention_bias"] = false;
-    if (c.family == ModelFamily::kDeepseekV3) {
+    if (c.sigmoid_gate || c.n_group > 0) {
       j["n_group"] = c.n_group;
       j["topk_group"] = c.topk_group;
-      j["rope_interleave"] = c.rope_interleave;
+    }
+    if (c.family == ModelFamily::kGlm4Moe) {
+      j["attention_bias"] = c.qkv_bias;
+      j["use_qk_norm"] = c.qk_norm;
+      j["num_nextn_predict_layers"] = c.num_nextn_predict_layers;
     } else {
-      j["topk_method"] = c.n_group > 0 ? "group_limited_greedy" : "greedy";
-      j["n_group"] = c.n_group > 0 ? json(c.n_group) : json(nullptr);
-      j["topk_group"] = c.n_group > 0 ? json(c.topk_group) : json(nullptr);
+      j.erase("head_dim");  // transformers derives it (qk_rope_head_dim)
+      j["kv_lora_rank"] = c.kv_lora_rank;
+      j["q_lora_rank"] = c.q_lora_rank > 0 ? json(c.q_lora_rank) : json(nullptr);
+      j["qk_nope_head_dim"] = c.qk_nope_head_dim;
+      j["qk_rope_head_dim"] = c.qk_rope_head_dim;
+      j["v_head_dim"] = c.v_head_dim;
+      j["attention_bias"] = false;
+      if (c.family == ModelFamily::kDeepseekV3) {
+        j["rope_interleave"] = c.rope_interleave;
+      } else {
+        j["topk_method"] = c.n_group > 0 ? "group_limited_greedy" : "greedy";
+        j["n_group"] = c.n_group > 0 ? json(c.n_group) : json(nullptr);
+        j["topk_group"] = c.n_group > 0 ? json(c.topk_group) : json(nullptr);
+      }
     }
   } else if (c.family == ModelFamily::kOlmoe) {
     j["intermediate_size"] = c.moe_intermediate_size;

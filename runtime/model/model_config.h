@@ -1,8 +1,10 @@
 // The architecture of a Hugging Face MoE checkpoint, read from its config.json.
 //
-// Janus reads four families, Qwen3-MoE (`qwen3_moe`), Mixtral (`mixtral`), Qwen2-MoE
-// (`qwen2_moe`: q/k/v biases, a gated shared expert) and OLMoE (`olmoe`: q/k RMSNorm over
-// the whole projection, optional clip_qkv), in both the transformers-4 and transformers-5
+// Janus reads Qwen3-MoE (`qwen3_moe`), Mixtral (`mixtral`), Qwen2-MoE (`qwen2_moe`: q/k/v
+// biases, a gated shared expert), OLMoE (`olmoe`: q/k RMSNorm over the whole projection,
+// optional clip_qkv), DeepSeek-V2/V3 (`deepseek_v2`, `deepseek_v3`: MLA, shared experts,
+// group-limited and noaux_tc routers) and GLM-4-MoE (`glm4_moe`: partial rotary, q/k/v
+// biases, per-head q/k norms, DeepSeek-V3's router), in both the transformers-4 and transformers-5
 // spellings: `num_experts` or `num_local_experts`,
 // top-level `rope_theta` or `rope_parameters.rope_theta`, an absent or null `head_dim`
 // (hidden_size / num_attention_heads), dense layers through `mlp_only_layers` and
@@ -17,9 +19,9 @@
 
 namespace janus {
 
-enum class ModelFamily : uint8_t { kQwen3Moe, kMixtral, kQwen2Moe, kOlmoe, kDeepseekV2, kDeepseekV3 };
+enum class ModelFamily : uint8_t { kQwen3Moe, kMixtral, kQwen2Moe, kOlmoe, kDeepseekV2, kDeepseekV3, kGlm4Moe };
 
-// "qwen3_moe", "mixtral", "qwen2_moe", "olmoe", "deepseek_v2", "deepseek_v3"
+// "qwen3_moe", "mixtral", "qwen2_moe", "olmoe", "deepseek_v2", "deepseek_v3", "glm4_moe"
 const char* family_name(ModelFamily f);
 
 /// YaRN RoPE scaling (rope_parameters / rope_scaling with rope_type "yarn"), as
@@ -54,9 +56,9 @@ struct ModelConfig {
   int num_experts = 0;
   int top_k = 0;
   bool norm_topk_prob = false;    // renormalise the top-k gate weights to sum to 1
-  bool qk_norm = false;           // Qwen3: RMSNorm over head_dim on q and k before RoPE
+  bool qk_norm = false;           // Qwen3, GLM-4-MoE's use_qk_norm: RMSNorm over head_dim on q and k before RoPE
   bool qk_norm_full = false;      // OLMoE: RMSNorm over the whole q [q_dim] and k [kv_dim] projections
-  bool qkv_bias = false;          // Qwen2-MoE: the q, k and v projections have biases
+  bool qkv_bias = false;          // Qwen2-MoE, GLM-4-MoE's attention_bias: the q, k and v projections have biases
   double clip_qkv = 0.0;          // OLMoE: q, k, v clamped to [-clip, clip] after the norms (0: no clip)
   /// Qwen2-MoE: every MoE layer also runs one shared expert of this intermediate size,
   /// scaled per token by sigmoid(shared_expert_gate . h) (0: no shared expert).
@@ -79,6 +81,9 @@ struct ModelConfig {
   bool rope_interleave = true;  // MLA: the RoPE part in interleaved pairs (V2 always; V3's rope_interleave)
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
+  /// GLM-4-MoE: RoPE rotates only the first rotary_dim() values of each head (rotate_half
+  /// within them); the rest pass through.
+  double partial_rotary_factor = 1.0;
   bool rope_yarn = false;  // rope_type "yarn": `yarn` holds its parameters
   YarnScaling yarn;
   int max_position_embeddings = 0;
@@ -86,10 +91,14 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   std::vector<int> eos_token_ids;
   int bos_token_id = -1;
+  /// GLM-4-MoE's multi-token-prediction layers, stored as model.layers.{num_layers + i}: not
+  /// part of the forward pass, their tensors are skipped on load as transformers skips them.
+  int num_nextn_predict_layers = 0;
   std::vector<bool> sparse_layer;  // per layer: MoE block (true) or dense MLP (false)
 
   int q_dim() const { return num_heads * head_dim; }
   int kv_dim() const { return num_kv_heads * head_dim; }
+  int rotary_dim() const { return static_cast<int>(head_dim * partial_rotary_factor); }  // transformers' int()
   bool is_sparse(int layer) const { return sparse_layer[static_cast<size_t>(layer)]; }
   int num_sparse_layers() const;
   bool has_shared_expert() const { return shared_expert_intermediate_size > 0; }

@@ -42,6 +42,18 @@ ModelConfig qwen3(int vocab, int hidden, int layers, int heads, int kv, int head
   return c;
 }
 
+// DeepSeek-V3's MoE side at CPU size, which GLM-4-MoE shares: one dense first layer, one
+// shared expert of the experts' width, the noaux_tc router in 4 groups of which 2 are kept.
+void noaux_tc_moe(double routed_scaling_factor, ModelConfig* c) {
+  c->norm_topk_prob = true;
+  c->shared_expert_intermediate_size = c->moe_intermediate_size;
+  c->routed_scaling_factor = routed_scaling_factor;
+  c->sigmoid_gate = true;
+  c->n_group = 4;
+  c->topk_group = 2;
+  c->sparse_layer[0] = false;
+}
+
 std::vector<ModelPreset> build_presets() {
   std::vector<ModelPreset> p;
   p.push_back({"tiny-qwen3-moe",
@@ -115,27 +127,36 @@ std::vector<ModelPreset> build_presets() {
     ModelConfig c = qwen3(512, 128, 3, 4, 4, 16, 16, 4, 48, 256, 1e4);
     c.family = ModelFamily::kDeepseekV3;
     c.qk_norm = false;
-    c.norm_topk_prob = true;
     c.q_lora_rank = 64;
     c.kv_lora_rank = 64;
     c.qk_nope_head_dim = 32;
     c.qk_rope_head_dim = 16;
     c.v_head_dim = 32;
-    c.shared_expert_intermediate_size = 48;
-    c.routed_scaling_factor = 2.5;
-    c.sigmoid_gate = true;
-    c.n_group = 4;
-    c.topk_group = 2;
+    noaux_tc_moe(2.5, &c);
     c.rope_yarn = true;
     c.yarn.factor = 4.0;
     c.yarn.original_max_position_embeddings = 8192;
     c.yarn.mscale = 1.0;
     c.yarn.mscale_all_dim = 1.0;
-    c.sparse_layer[0] = false;
     p.push_back({"tiny-deepseek-v3",
                  "DeepSeek-V3 shape for CPU runs: 3 layers (layer 0 dense), hidden 128, MLA (q LoRA 64, kv LoRA 64, "
                  "nope/rope/v 32/16/32, 4 heads) with YaRN x4, 16 experts top-4 by sigmoid noaux_tc in 4 groups "
                  "(2 kept), 1 shared expert",
+                 c, DType::kF32});
+  }
+  {
+    // GLM-4.5's structure at CPU size: GQA with q/k/v biases and per-head q/k norms, RoPE
+    // over half of each head, and DeepSeek-V3's MoE side (GLM-4.5 scales by 2.5 too).
+    ModelConfig c = qwen3(512, 128, 3, 4, 2, 32, 16, 4, 48, 256, 1e4);
+    c.family = ModelFamily::kGlm4Moe;
+    c.qkv_bias = true;
+    c.partial_rotary_factor = 0.5;
+    c.rms_norm_eps = 1e-5;
+    noaux_tc_moe(2.5, &c);
+    p.push_back({"tiny-glm4-moe",
+                 "GLM-4-MoE shape for CPU runs: 3 layers (layer 0 dense), hidden 128, GQA 4/2 heads of 32 with q/k/v "
+                 "biases and q/k norms, partial rotary 0.5, 16 experts top-4 by sigmoid noaux_tc in 4 groups (2 kept), "
+                 "1 shared expert",
                  c, DType::kF32});
   }
   p.push_back({"gpu-qwen3-moe",

@@ -172,6 +172,10 @@ TEST_CASE("DeepSeek-V2 with YaRN and DeepSeek-V3 (noaux_tc gate on either side):
   for (const Shape& s : shapes()) check_matches_reference("deepseek_v3", s);
 }
 
+TEST_CASE("GLM-4-MoE fixture (partial rotary, q/k/v biases, noaux_tc gate, shared expert): the graph's tokens equal the reference engine's") {
+  for (const Shape& s : shapes()) check_matches_reference("glm4_moe", s);
+}
+
 TEST_CASE("requests of mixed lengths arriving while others decode, some waiting for KV blocks") {
   const Fixture& f = fixture("qwen3_moe");
   GraphSpec g = spec_for(f, {2, 3, true, 2, "moe", "aebs"}, 8);

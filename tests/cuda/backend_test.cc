@@ -510,7 +510,7 @@ TEST_CASE("cuda backend: clear errors for what it cannot do") {
   CHECK_FALSE((*e)->run(1, x, {{0, 0, 1.f}}, &p).ok());  // dense layer
 }
 
-TEST_CASE("cuda backend: Qwen2-MoE, OLMoE and DeepSeek-V2 attention shards are refused naming the features; their experts run") {
+TEST_CASE("cuda backend: Qwen2-MoE, OLMoE, DeepSeek-V2 and GLM-4-MoE attention shards are refused naming the features; their experts run") {
   JANUS_SKIP_WITHOUT_GPU();
   cuda::register_backends();
   struct Case {
@@ -519,7 +519,8 @@ TEST_CASE("cuda backend: Qwen2-MoE, OLMoE and DeepSeek-V2 attention shards are r
   };
   for (const Case& k : {Case{"qwen2_moe", {"'qkv_bias'", "'shared_expert_intermediate_size'"}},
                         Case{"olmoe", {"q_norm/k_norm over the whole projection", "'clip_qkv'"}},
-                        Case{"deepseek_v2", {"'kv_lora_rank' (multi-head latent attention)", "'n_shared_experts'"}}}) {
+                        Case{"deepseek_v2", {"'kv_lora_rank' (multi-head latent attention)", "'n_shared_experts'"}},
+                        Case{"glm4_moe", {"'partial_rotary_factor'"}}}) {
     CAPTURE(k.fixture);
     auto model = fixture_model(k.fixture);
     const ModelConfig& c = model->config();
@@ -529,8 +530,9 @@ TEST_CASE("cuda backend: Qwen2-MoE, OLMoE and DeepSeek-V2 attention shards are r
     REQUIRE_FALSE(b.ok());
     CHECK(b.status().code() == ErrorCode::kUnsupported);
     for (const char* n : k.named) CHECK_MESSAGE(b.status().message().find(n) != std::string::npos, b.status().to_string());
-    if (c.family == ModelFamily::kDeepseekV2) {
-      // Its gate (group limit, scaling) stays on the CPU; its routed experts are plain SwiGLU.
+    if (c.family == ModelFamily::kDeepseekV2 || c.sigmoid_gate) {
+      // Their gates (DeepSeek-V2's group limit, GLM-4-MoE's noaux_tc, both scaled) stay on the
+      // CPU; their routed experts are plain SwiGLU.
       auto r = make_router_backend(model, cuda0());
       REQUIRE_FALSE(r.ok());
       CHECK(r.status().message().find("'routed_scaling_factor'") != std::string::npos);

@@ -96,7 +96,7 @@ TEST_CASE("rope rotates pairs (i, i + d/2) by position * theta^(-2i/d)") {
   std::vector<int32_t> pos = {0, 1, 37, 1000};
   std::vector<float> inv(hd / 2);
   cpu::rope_inv_freq(10000.0, hd, inv.data());
-  cpu::rope(x.data(), rows, heads, hd, pos.data(), inv.data());
+  cpu::rope(x.data(), rows, heads, hd, hd, pos.data(), inv.data());
   std::vector<float> ref(x.size());
   for (int r = 0; r < rows; ++r)
     for (int h = 0; h < heads; ++h)
@@ -111,6 +111,28 @@ TEST_CASE("rope rotates pairs (i, i + d/2) by position * theta^(-2i/d)") {
   CHECK(rel_max_err(x.data(), ref.data(), x.size()) < 1e-4);
   // Position 0 leaves the vector unchanged.
   CHECK(std::equal(x.begin(), x.begin() + heads * hd, orig.begin()));
+}
+
+TEST_CASE("partial rope rotates the first rotary_dim values of each head as a rotary_dim head, and passes the rest through") {
+  std::mt19937 rng(14);
+  const int heads = 3, hd = 16, rd = 8, rows = 3;
+  auto x = random_floats(static_cast<size_t>(rows * heads * hd), rng);
+  const auto orig = x;
+  std::vector<int32_t> pos = {0, 5, 300};
+  std::vector<float> inv(rd / 2);
+  cpu::rope_inv_freq(10000.0, rd, inv.data());
+  cpu::rope(x.data(), rows, heads, hd, rd, pos.data(), inv.data());
+  // The reference: each head's rotary part alone, rotated as a whole head of rd.
+  std::vector<float> part(static_cast<size_t>(rows * heads * rd));
+  for (int t = 0; t < rows * heads; ++t) std::copy_n(orig.data() + t * hd, rd, part.data() + t * rd);
+  cpu::rope(part.data(), rows, heads, rd, rd, pos.data(), inv.data());
+  int moved = 0;
+  for (int t = 0; t < rows * heads; ++t) {
+    CHECK(std::equal(part.begin() + t * rd, part.begin() + (t + 1) * rd, x.begin() + t * hd));
+    CHECK(std::equal(orig.begin() + t * hd + rd, orig.begin() + (t + 1) * hd, x.begin() + t * hd + rd));
+    moved += !std::equal(orig.begin() + t * hd, orig.begin() + t * hd + rd, x.begin() + t * hd);
+  }
+  CHECK(moved == 2 * heads);  // every head but those at position 0
 }
 
 TEST_CASE("paged attention equals dense causal attention, GQA and sliding window included") {

@@ -56,8 +56,8 @@ TEST_CASE("janus generate prints one JSON object per prompt, matching transforme
   }
 }
 
-TEST_CASE("janus generate on the Qwen2-MoE, OLMoE, DeepSeek-V2 (plain and YaRN) and DeepSeek-V3 fixtures: transformers' tokens, logits within 1e-4") {
-  for (const char* name : {"qwen2_moe", "olmoe", "deepseek_v2", "deepseek_v2_yarn", "deepseek_v3"}) {
+TEST_CASE("janus generate on the Qwen2-MoE, OLMoE, DeepSeek-V2 (plain and YaRN), DeepSeek-V3 and GLM-4-MoE fixtures: transformers' tokens, logits within 1e-4") {
+  for (const char* name : {"qwen2_moe", "olmoe", "deepseek_v2", "deepseek_v2_yarn", "deepseek_v3", "glm4_moe"}) {
     CAPTURE(name);
     const std::string fx = janus::test::fixture(name);
     auto expected = nlohmann::json::parse(janus::test::read_file(fx + "/expected.json"));

@@ -427,3 +427,101 @@ TEST_CASE("DeepSeek-V3 router keys Janus does not run, and YaRN outside the Deep
   q["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 4}, {"rope_theta", 10000.0}};
   CHECK(error_of_json(q).find("type \"yarn\" is not supported for qwen2_moe") != std::string::npos);
 }
+
+namespace {
+
+// GLM-4.5-Air's shape in the transformers-4 spelling it ships with: partial_rotary_factor and
+// rope_theta at the top level, rope_scaling null, an MTP layer (num_nextn_predict_layers).
+const char* kGlm45Air = R"({
+  "architectures": ["Glm4MoeForCausalLM"], "attention_bias": true, "attention_dropout": 0.0, "pad_token_id": 151329,
+  "eos_token_id": [151329, 151336, 151338], "head_dim": 128, "hidden_act": "silu", "hidden_size": 4096,
+  "partial_rotary_factor": 0.5, "initializer_range": 0.02, "intermediate_size": 10944, "max_position_embeddings": 131072,
+  "model_type": "glm4_moe", "moe_intermediate_size": 1408, "norm_topk_prob": true, "num_attention_heads": 96,
+  "n_group": 1, "topk_group": 1, "n_routed_experts": 128, "n_shared_experts": 1, "routed_scaling_factor": 1.0,
+  "num_experts_per_tok": 8, "first_k_dense_replace": 1, "num_hidden_layers": 46, "num_key_value_heads": 8,
+  "rms_norm_eps": 1e-05, "rope_scaling": null, "rope_theta": 1000000, "num_nextn_predict_layers": 1,
+  "tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.54.0", "use_cache": true,
+  "use_qk_norm": false, "vocab_size": 151552})";
+
+}  // namespace
+
+TEST_CASE("a GLM-4.5-Air config.json loads: partial rotary, q/k/v biases, the noaux_tc router, shared experts, its MTP layer") {
+  auto c = parse_model_config(kGlm45Air, "GLM-4.5-Air");
+  REQUIRE_MESSAGE(c.ok(), c.status().to_string());
+  CHECK(c->family == ModelFamily::kGlm4Moe);
+  CHECK(std::string(family_name(c->family)) == "glm4_moe");
+  CHECK(c->head_dim == 128);
+  CHECK(c->rotary_dim() == 64);
+  CHECK(c->rope_theta == 1e6);
+  CHECK(c->qkv_bias);
+  CHECK_FALSE(c->qk_norm);
+  CHECK(c->num_kv_heads == 8);
+  CHECK(c->sigmoid_gate);
+  CHECK(c->n_group == 1);
+  CHECK(c->routed_scaling_factor == 1.0);
+  CHECK(c->shared_expert_intermediate_size == 1408);
+  CHECK_FALSE(c->shared_expert_gate);
+  CHECK_FALSE(c->is_sparse(0));
+  CHECK(c->is_sparse(1));
+  CHECK(c->num_nextn_predict_layers == 1);
+  CHECK(c->eos_token_ids.size() == 3);
+  // GLM-4.5's differences from Air: per-head q/k norms, 3 dense layers, scaling 2.5.
+  nlohmann::json full = nlohmann::json::parse(kGlm45Air);
+  full["use_qk_norm"] = true, full["first_k_dense_replace"] = 3, full["routed_scaling_factor"] = 2.5;
+  auto g = parse_model_config(full.dump(), "GLM-4.5");
+  REQUIRE_MESSAGE(g.ok(), g.status().to_string());
+  CHECK(g->qk_norm);
+  CHECK(g->num_sparse_layers() == 46 - 3);
+  // Written back the transformers-5 way (partial_rotary_factor in rope_parameters), it reads the same.
+  auto back = parse_model_config(model_config_to_json(*g), "back");
+  REQUIRE_MESSAGE(back.ok(), back.status().to_string());
+  CHECK(back->family == ModelFamily::kGlm4Moe);
+  CHECK(back->partial_rotary_factor == 0.5);
+  CHECK(back->qkv_bias);
+  CHECK(back->qk_norm);
+  CHECK(back->routed_scaling_factor == 2.5);
+  CHECK(back->sparse_layer == g->sparse_layer);
+  CHECK(back->num_nextn_predict_layers == 1);
+  // transformers' GLM-4-MoE config defaults the factor to 0.5 when neither spelling has it.
+  nlohmann::json none = nlohmann::json::parse(kGlm45Air);
+  none.erase("partial_rotary_factor");
+  auto half = parse_model_config(none.dump(), "no factor");
+  REQUIRE_MESSAGE(half.ok(), half.status().to_string());
+  CHECK(half->rotary_dim() == 64);
+}
+
+TEST_CASE("GLM-4-MoE values Janus does not run, and partial rotary or attention biases outside glm4_moe, are refused naming the key") {
+  const nlohmann::json j = nlohmann::json::parse(kGlm45Air);
+  nlohmann::json k = j;
+  k["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4}};
+  CHECK(error_of_json(k).find("type \"yarn\" is not supported for glm4_moe") != std::string::npos);
+  k = j;
+  k["head_dim"] = 6;  // half of it is an odd rotary part, which rotate_half cannot split
+  CHECK(error_of_json(k).find("the rotary part of a head (head_dim 6 * partial_rotary_factor 0.5 = 3) must be even") !=
+        std::string::npos);
+  k = j;
+  k["partial_rotary_factor"] = 1.5;
+  CHECK(error_of_json(k).find("partial_rotary_factor (1.5) must be in (0, 1]") != std::string::npos);
+  k = j;
+  k["scoring_func"] = "softmax";
+  CHECK(error_of_json(k).find("'scoring_func' \"softmax\" is not supported for glm4_moe") != std::string::npos);
+  k = j;
+  k["n_group"] = 3;
+  CHECK(error_of_json(k).find("'n_group' (3) does not divide the 128 routed experts") != std::string::npos);
+  k = j;
+  k["sliding_window"] = 4096;
+  CHECK(error_of_json(k).find("'sliding_window' is not supported for glm4_moe") != std::string::npos);
+  k = j;
+  k["quantization_config"] = {{"quant_method", "fp8"}};
+  CHECK(error_of_json(k).find("'quantization_config' is not supported") != std::string::npos);
+  k = j;
+  k["num_nextn_predict_layers"] = -1;
+  CHECK(error_of_json(k).find("'num_nextn_predict_layers' must be a layer count") != std::string::npos);
+  nlohmann::json q = fixture_config("qwen3_moe");
+  q["rope_parameters"]["partial_rotary_factor"] = 0.5;
+  CHECK(error_of_json(q).find("'partial_rotary_factor' = 0.5 is not supported for qwen3_moe (only for glm4_moe)") !=
+        std::string::npos);
+  q = fixture_config("qwen3_moe");
+  q["attention_bias"] = true;
+  CHECK(error_of_json(q).find("attention_bias=true is not supported for qwen3_moe") != std::string::npos);
+}

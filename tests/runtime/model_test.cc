@@ -45,6 +45,25 @@ void rewrite(const std::string& dir, const std::function<void(std::vector<Tensor
           }).ok());
 }
 
+// Rewrites model.safetensors of `dir` without the tensor `name`.
+void drop_tensor(const std::string& dir, const std::string& name) {
+  rewrite(dir, [&](std::vector<TensorSpec>& s) {
+    s.erase(std::remove_if(s.begin(), s.end(), [&](const TensorSpec& t) { return t.name == name; }), s.end());
+  });
+}
+
+// The tokens greedy decoding makes from a short prompt past EOS (4 of them unless it fails).
+size_t generated_tokens(const std::shared_ptr<Model>& m) {
+  ReferenceEngine engine(m);
+  GenerateRequest r;
+  r.prompt = {3, 1, 4, 1, 5};
+  r.max_new_tokens = 4;
+  r.stop_at_eos = false;
+  auto out = engine.generate({r});
+  REQUIRE(out.ok());
+  return (*out)[0].tokens.size();
+}
+
 std::string load_error(const std::string& dir) {
   auto m = Model::load(dir);
   REQUIRE_FALSE(m.ok());
@@ -341,12 +360,43 @@ TEST_CASE("the tiny-deepseek-v2 preset writes an MLA checkpoint that loads, and 
   CHECK(l1.q.empty());
   CHECK_FALSE((*m)->weights().layers[0].sparse);
   // A missing latent projection is named.
-  rewrite(d.path(), [](std::vector<TensorSpec>& s) {
-    s.erase(std::remove_if(s.begin(), s.end(),
-                           [](const TensorSpec& t) { return t.name == "model.layers.2.self_attn.kv_b_proj.weight"; }),
-            s.end());
-  });
+  drop_tensor(d.path(), "model.layers.2.self_attn.kv_b_proj.weight");
   CHECK(load_error(d.path()).find("missing tensor 'model.layers.2.self_attn.kv_b_proj.weight' (expected shape [256, 64])") !=
+        std::string::npos);
+}
+
+TEST_CASE("the tiny-glm4-moe preset writes a checkpoint with q/k/v biases, q/k norms and its router's correction bias that loads and generates") {
+  TempDir d;
+  REQUIRE(make_model(*find_preset("tiny-glm4-moe"), d.path(), 0, DType::kF32, false).ok());
+  auto m = Model::load(d.path());
+  REQUIRE_MESSAGE(m.ok(), m.status().to_string());
+  const ModelConfig& c = (*m)->config();
+  CHECK(c.family == ModelFamily::kGlm4Moe);
+  CHECK(c.rotary_dim() == 16);
+  CHECK(c.sigmoid_gate);
+  CHECK(c.routed_scaling_factor == 2.5);
+  CHECK(c.n_group == 4);
+  const LayerWeights& l1 = (*m)->weights().layers[1];
+  CHECK(l1.q_bias.cols == 4 * 32);
+  CHECK(l1.k_bias.cols == 2 * 32);
+  CHECK(l1.q_norm.cols == 32);
+  CHECK(l1.router_bias.cols == 16);
+  CHECK(l1.shared.gate.rows == 48);
+  CHECK(l1.shared_gate.empty());
+  CHECK_FALSE((*m)->weights().layers[0].sparse);
+  CHECK(generated_tokens(*m) == 4);
+  // A multi-token-prediction layer after the last one is skipped, as transformers skips it,
+  // only while config.json declares it.
+  rewrite(d.path(), [](std::vector<TensorSpec>& s) { s.push_back({"model.layers.3.eh_proj.weight", DType::kF32, {128, 256}}); });
+  CHECK(load_error(d.path()).find("unexpected tensor 'model.layers.3.eh_proj.weight'") != std::string::npos);
+  nlohmann::json cfg = nlohmann::json::parse(janus::test::read_file(d / "config.json"));
+  cfg["num_nextn_predict_layers"] = 1;
+  janus::test::write_file(d / "config.json", cfg.dump());
+  auto with_mtp = Model::load(d.path());
+  REQUIRE_MESSAGE(with_mtp.ok(), with_mtp.status().to_string());
+  // Its q/k/v biases are required tensors, named when missing.
+  drop_tensor(d.path(), "model.layers.2.self_attn.k_proj.bias");
+  CHECK(load_error(d.path()).find("missing tensor 'model.layers.2.self_attn.k_proj.bias' (expected shape [64])") !=
         std::string::npos);
 }
 
@@ -363,20 +413,9 @@ TEST_CASE("the tiny-deepseek-v3 preset writes a checkpoint with its router's cor
   CHECK(c.n_group == 4);
   CHECK((*m)->weights().layers[1].router_bias.cols == 16);
   CHECK((*m)->weights().layers[0].router_bias.empty());
-  ReferenceEngine engine(*m);
-  GenerateRequest r;
-  r.prompt = {3, 1, 4, 1, 5};
-  r.max_new_tokens = 4;
-  r.stop_at_eos = false;
-  auto out = engine.generate({r});
-  REQUIRE(out.ok());
-  CHECK((*out)[0].tokens.size() == 4);
+  CHECK(generated_tokens(*m) == 4);
   // Its correction bias is a required tensor, named when missing.
-  rewrite(d.path(), [](std::vector<TensorSpec>& s) {
-    s.erase(std::remove_if(s.begin(), s.end(),
-                           [](const TensorSpec& t) { return t.name == "model.layers.2.mlp.gate.e_score_correction_bias"; }),
-            s.end());
-  });
+  drop_tensor(d.path(), "model.layers.2.mlp.gate.e_score_correction_bias");
   CHECK(load_error(d.path()).find("missing tensor 'model.layers.2.mlp.gate.e_score_correction_bias' (expected shape [16])") !=
         std::string::npos);
 }

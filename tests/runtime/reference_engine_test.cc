@@ -150,6 +150,30 @@ TEST_CASE("DeepSeek-V3 fp32 (noaux_tc sigmoid router with correction bias, YaRN,
   check_against(f, "last_logits", 1e-4);
 }
 
+TEST_CASE("GLM-4-MoE fp32 (partial rotary, q/k/v biases, per-head q/k norms, GQA, noaux_tc router, dense first layer, shared expert): logits within 1e-4, tokens identical") {
+  Fixture f = load_fixture("glm4_moe");
+  const ModelConfig& c = f.model->config();
+  CHECK(c.family == ModelFamily::kGlm4Moe);
+  CHECK_FALSE(c.mla());
+  CHECK(c.head_dim == 16);
+  CHECK(c.rotary_dim() == 8);
+  CHECK(c.qkv_bias);
+  CHECK(c.qk_norm);
+  CHECK(c.num_kv_heads == 2);
+  CHECK(c.sigmoid_gate);
+  CHECK(c.norm_topk_prob);
+  CHECK(c.routed_scaling_factor == 1.8);
+  CHECK(c.n_group == 4);
+  CHECK(c.topk_group == 2);
+  CHECK_FALSE(c.is_sparse(0));
+  CHECK(c.shared_expert_intermediate_size == c.moe_intermediate_size);
+  CHECK_FALSE(c.shared_expert_gate);
+  CHECK(c.num_nextn_predict_layers == 1);  // in config.json; the fixture has no such layer, and needs none
+  CHECK(f.model->weights().layers[0].q_norm.cols == 16);
+  CHECK(f.model->weights().layers[2].router_bias.cols == c.num_experts);
+  check_against(f, "last_logits", 1e-4);
+}
+
 namespace {
 
 // Zeroes one F32 tensor of DIR/model.safetensors in place (8-byte header length, JSON
@@ -191,6 +215,11 @@ TEST_CASE("leaving out a feature of a newer family moves the logits past the tol
       {"deepseek_v3", "rope_interleave", [](json& j) { j["rope_interleave"] = false; }},
       {"deepseek_v3", "yarn", [](json& j) { j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}}; }},
       {"deepseek_v3", "e_score_correction_bias", nullptr},
+      {"glm4_moe", "partial_rotary_factor", [](json& j) { j["rope_parameters"]["partial_rotary_factor"] = 1.0; }},
+      {"glm4_moe", "norm_topk_prob", [](json& j) { j["norm_topk_prob"] = false; }},
+      {"glm4_moe", "routed_scaling_factor", [](json& j) { j["routed_scaling_factor"] = 1.0; }},
+      {"glm4_moe", "group limit", [](json& j) { j["topk_group"] = 4; }},
+      {"glm4_moe", "e_score_correction_bias", nullptr},
   };
   for (const Case& k : cases) {
     CAPTURE(k.what);
@@ -236,6 +265,25 @@ TEST_CASE("a transformers-4 spelled config.json gives the same logits") {
   REQUIRE(m.ok());
   Fixture f{*m, json::parse(janus::test::read_file(d / "expected.json"))};
   check_against(f, "last_logits", 1e-4);
+}
+
+TEST_CASE("GLM-4-MoE's partial_rotary_factor in the transformers-4 spelling (top level), or absent (0.5), gives the same logits") {
+  for (bool absent : {false, true}) {
+    CAPTURE(absent);
+    janus::test::TempDir d;
+    janus::test::copy_dir(janus::test::fixture("glm4_moe"), d.path());
+    json cfg = json::parse(janus::test::read_file(d / "config.json"));
+    REQUIRE(cfg["rope_parameters"]["partial_rotary_factor"] == 0.5);
+    if (!absent) cfg["partial_rotary_factor"] = cfg["rope_parameters"]["partial_rotary_factor"];
+    cfg["rope_theta"] = cfg["rope_parameters"]["rope_theta"];
+    cfg.erase("rope_parameters");
+    janus::test::write_file(d / "config.json", cfg.dump());
+    auto m = Model::load(d.path());
+    REQUIRE_MESSAGE(m.ok(), m.status().to_string());
+    CHECK((*m)->config().rotary_dim() == 8);
+    Fixture f{*m, json::parse(janus::test::read_file(d / "expected.json"))};
+    check_against(f, "last_logits", 1e-4);
+  }
 }
 
 TEST_CASE("generation stops at an EOS id when asked, and not otherwise") {
@@ -323,23 +371,28 @@ TEST_CASE("bad requests are refused with a reason, nothing runs") {
   }
 }
 
-TEST_CASE("no GPU backend is built for YaRN or the noaux_tc gate: refused naming the keys, whatever CUDA backend is registered") {
+TEST_CASE("no GPU backend is built for YaRN, partial rotary or the noaux_tc gate: refused naming the keys, whatever CUDA backend is registered") {
   auto gpu = Device::parse("cuda:0");
   REQUIRE(gpu.ok());
-  for (const char* name : {"deepseek_v2_yarn", "deepseek_v3"}) {
+  for (const char* name : {"deepseek_v2_yarn", "deepseek_v3", "glm4_moe"}) {
     CAPTURE(name);
     Fixture f = load_fixture(name);
     auto a = make_attention_backend(f.model, *gpu, BackendOptions{});
     REQUIRE_FALSE(a.ok());
     CHECK(a.status().code() == ErrorCode::kUnsupported);
-    CHECK(a.status().message().find("YaRN RoPE scaling") != std::string::npos);
+    const bool glm = f.model->config().family == ModelFamily::kGlm4Moe;
+    CHECK_MESSAGE(a.status().message().find(glm ? "'partial_rotary_factor': RoPE over 8 of the 16 values of each head"
+                                                : "YaRN RoPE scaling") != std::string::npos,
+                  a.status().message());
     auto r = make_router_backend(f.model, *gpu);
     if (f.model->config().sigmoid_gate) {
       REQUIRE_FALSE(r.ok());
       CHECK(r.status().message().find("'e_score_correction_bias'") != std::string::npos);
     }
   }
-  // The CPU builds both.
-  Fixture f = load_fixture("deepseek_v3");
-  CHECK(make_router_backend(f.model, Device{}).ok());
+  // The CPU builds their routers.
+  for (const char* name : {"deepseek_v3", "glm4_moe"}) {
+    Fixture f = load_fixture(name);
+    CHECK(make_router_backend(f.model, Device{}).ok());
+  }
 }

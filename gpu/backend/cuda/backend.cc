@@ -245,7 +245,9 @@ namespace {
 // (Their routers and routed experts are the plain softmax top-k and SwiGLU, which run.)
 Status check_attention_features(const ModelConfig& c) {
   std::vector<std::string> missing;
-  if (c.qkv_bias) missing.push_back("'qkv_bias' (q/k/v projection biases)");
+  if (c.qkv_bias)
+    missing.push_back(c.family == ModelFamily::kGlm4Moe ? "'attention_bias' (q/k/v projection biases)"
+                                                        : "'qkv_bias' (q/k/v projection biases)");
   if (c.qk_norm_full) missing.push_back("q_norm/k_norm over the whole projection (olmoe)");
   if (c.clip_qkv > 0) missing.push_back("'clip_qkv'");
   if (c.has_shared_expert())
