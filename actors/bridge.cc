@@ -51,6 +51,21 @@ ExchangeSettings exchange_settings(const DeploymentContext& ctx, const BridgeSet
   return s;
 }
 
+/// What the bridge holds on its transport: the endpoint, the buffers registered with it,
+/// the frames on it and the host staging cut from those buffers. One piece, because the
+/// pieces hold references to each other and are replaced together when the endpoint is
+/// re-opened (relink, after a peer's loss over shm).
+struct Wire {
+  std::shared_ptr<transport::Endpoint> ep;
+  transport::BufferPool pool;
+  NodeLink link;
+  BridgeStaging staging;
+
+  Wire(std::shared_ptr<transport::Endpoint> e, const BridgeTopology& topology, uint32_t node, const ExchangeLimits& limits,
+       const std::string& who, BridgeStats& stats, NodeLinkEvents& events)
+      : ep(std::move(e)), pool(*ep), link(*ep, pool, topology, node, limits, who, stats, events), staging(pool) {}
+};
+
 }  // namespace
 
 /// The actor's state: the pieces (topology, link, staging, exchange, probe) and the wiring
@@ -60,15 +75,12 @@ struct Bridge::Impl final : NodeLinkEvents, ExchangeOutlet {
   Bridge* self;
   std::shared_ptr<const DeploymentContext> ctx;
   BridgeSetup setup;
-  transport::Endpoint& ep;
-  transport::BufferPool pool;
   std::string who;
   double spin_s = 1e-3;
   bool egate = true;
   BridgeStats stats;
   BridgeTopology topology;
-  NodeLink link;
-  BridgeStaging staging;
+  std::unique_ptr<Wire> wire;
   TwoPhaseExchange exchange;
   std::vector<caf::actor> shard_actor;  // by position; valid for this node's shards
 
@@ -85,18 +97,15 @@ struct Bridge::Impl final : NodeLinkEvents, ExchangeOutlet {
       : self(s),
         ctx(std::move(c)),
         setup(std::move(st)),
-        ep(*setup.endpoint),
-        pool(ep),
         who("bridge@" + setup.node_name),
         spin_s(ctx->spec.exchange.spin_us * 1e-6),
         egate(ctx->spec.egate()),
         topology(ctx->spec.scaler.recover),
-        link(ep, pool, topology, setup.node, frame_limits(*ctx), who, stats, *this),
-        staging(pool),
-        exchange(exchange_settings(*ctx, setup, who), topology, link, staging, stats, *this) {
+        wire(std::make_unique<Wire>(setup.endpoint, topology, setup.node, frame_limits(*ctx), who, stats, *this)),
+        exchange(exchange_settings(*ctx, setup, who), topology, wire->link, wire->staging, stats, *this) {
     stats.node = setup.node_name;
     stats.transport = setup.transport;
-    if (auto a = ep.address(); a.ok()) stats.address = *a;
+    if (auto a = wire->ep->address(); a.ok()) stats.address = *a;
   }
 
   /// This actor, for messages to itself (a handle made when needed: one kept would keep
@@ -118,7 +127,7 @@ struct Bridge::Impl final : NodeLinkEvents, ExchangeOutlet {
   void on_poll(bool timer) {
     (timer ? poll_timer : poll_now) = false;
     ++polls;
-    const int n = link.progress();
+    const int n = wire->link.progress();
     if (n > 0) {
       last_activity = now_seconds();
       backoff_s = 20e-6;
@@ -183,23 +192,23 @@ struct Bridge::Impl final : NodeLinkEvents, ExchangeOutlet {
   void on_membership(const Membership& m) {
     epoch = m.epoch;
     exchange.enter_epoch(m.epoch);
-    if (Status s = ep.set_epoch(m.epoch); !s.ok()) log_error(who, s.to_string());
+    if (Status s = wire->ep->set_epoch(m.epoch); !s.ok()) log_error(who, s.to_string());
     shard_actor.assign(m.shards.size(), caf::actor{});
     for (size_t s = 0; s < m.shards.size(); ++s)
       if (m.shards[s] && m.shards[s].node() == self->node()) shard_actor[s] = m.shards[s];
   }
 
   Status on_directory(const NodeDirectory& d) {
-    if (link.connected()) return Status::Ok();
+    if (wire->link.connected()) return Status::Ok();
     std::vector<BridgeTopology::Node> nodes;
     for (const NodeInfo& x : d.nodes) nodes.push_back({x.index, x.name, x.moe});
-    link.reset_peers(d.nodes.size());
+    wire->link.reset_peers(d.nodes.size());
     JANUS_TRY(topology.reset(std::move(nodes), d.shard_node, d.instance_node));
     for (const NodeInfo& x : d.nodes) {
       if (x.index == setup.node) continue;
-      if (Status s = link.connect(x.index, x.address); !s.ok()) return s.with_context("connecting to node '" + x.name + "'");
+      if (Status s = wire->link.connect(x.index, x.address); !s.ok()) return s.with_context("connecting to node '" + x.name + "'");
     }
-    JANUS_TRY(link.open());
+    JANUS_TRY(wire->link.open());
     kick();
     return Status::Ok();
   }
@@ -207,9 +216,49 @@ struct Bridge::Impl final : NodeLinkEvents, ExchangeOutlet {
   /// A lost node's members are elsewhere now (the Scaler moved a MoE node's instances,
   /// or dropped an attention node's shards): exchange with the nodes that are left. Comes
   /// before the membership that names them.
-  Status on_directory_update(const DirectoryUpdate& u) {
-    if (!link.connected()) return invalid_argument("no directory yet");
-    return topology.update(u.instance_node, u.shard_node, u.lost);
+  ///
+  /// Over shm the endpoint is re-opened here: libfabric 1.17's shm provider completes a
+  /// process's sends in the order they were posted, and the sends that were in flight to
+  /// the dead process stay busy forever (only their receiver could finish them), so every
+  /// later send of this node would wait behind them and the deployment would stop some
+  /// tens of steps later. A new endpoint (new shm region, new address) starts with an
+  /// empty queue; the Scaler hands every survivor's new address round (PeerAddresses)
+  /// before the next membership. tcp and verbs report a dead peer's sends as failed, and
+  /// keep their endpoints.
+  Result<RelinkedAddress> on_directory_update(const DirectoryUpdate& u) {
+    if (!wire->link.connected()) return invalid_argument("no directory yet");
+    JANUS_TRY(topology.update(u.instance_node, u.shard_node, u.lost));
+    if (setup.transport != "shm") return RelinkedAddress{};
+    if (probe) end_probe(caf::make_error(caf::sec::runtime_error, "a node was lost while links were probed"));
+    transport::EndpointConfig ec = setup.endpoint_config;
+    ec.epoch = epoch;
+    JANUS_ASSIGN_OR_RETURN(std::unique_ptr<transport::Endpoint> e, transport::Endpoint::open(setup.transport, ec));
+    auto next = std::make_unique<Wire>(std::shared_ptr<transport::Endpoint>(std::move(e)), topology, setup.node,
+                                       frame_limits(*ctx), who, stats, *this);
+    JANUS_ASSIGN_OR_RETURN(std::vector<char> address, next->ep->address());
+    exchange.relink(next->link, next->staging);
+    // Closing the old endpoint cancels what it still had posted (fabric.cc); the blocks
+    // that those operations held stay allocated (their holders are not tracked).
+    wire = std::move(next);
+    stats.address = address;
+    ++stats.relinks;
+    log_warn(who, "re-opened the " + setup.transport + " endpoint after node '" + topology.name_of(u.lost) +
+                      "' went away (its sends in flight can never complete)");
+    return RelinkedAddress{std::move(address)};
+  }
+
+  /// Every survivor's re-opened endpoint (PeerAddresses): connect to each anew.
+  Status on_peer_addresses(const PeerAddresses& p) {
+    if (wire->link.connected()) return Status::Ok();  // kept its endpoint: nothing changed
+    wire->link.reset_peers(p.address.size());
+    for (size_t i = 0; i < p.address.size(); ++i) {
+      if (i == setup.node || p.address[i].empty()) continue;
+      if (Status s = wire->link.connect(static_cast<uint32_t>(i), p.address[i]); !s.ok())
+        return s.with_context("reconnecting to node '" + topology.name_of(static_cast<uint32_t>(i)) + "'");
+    }
+    JANUS_TRY(wire->link.open());
+    kick();
+    return Status::Ok();
   }
 
   void on_node_lost(const NodeLost& l) {
@@ -233,11 +282,11 @@ struct Bridge::Impl final : NodeLinkEvents, ExchangeOutlet {
   // -- link probing -----------------------------------------------------------------------------
 
   void start_probe(caf::response_promise rp, int reps) {
-    if (!link.connected()) {
+    if (!wire->link.connected()) {
       rp.deliver(caf::make_error(caf::sec::runtime_error, "probe: no directory yet"));
       return;
     }
-    probe = std::make_unique<LinkProbe>(link, pool, topology, setup.node, setup.moe, reps, who);
+    probe = std::make_unique<LinkProbe>(wire->link, wire->pool, topology, setup.node, setup.moe, reps, who);
     probe_rp = rp;
     if (Status s = probe->start(); !s.ok()) return end_probe(caf::make_error(caf::sec::runtime_error, s.message()));
     next_probe();
@@ -266,11 +315,11 @@ struct Bridge::Impl final : NodeLinkEvents, ExchangeOutlet {
 
   BridgeStats snapshot(bool with_records) {
     BridgeStats s = stats;
-    const transport::Counters c = ep.counters();
+    const transport::Counters c = wire->ep->counters();
     s.transport_dropped = c.dropped_truncated + c.dropped_malformed + c.dropped_size_mismatch + c.dropped_unknown_sender +
                           c.dropped_wrong_epoch;
     s.registrations = c.registrations;
-    const transport::PoolStats p = pool.stats();
+    const transport::PoolStats p = wire->pool.stats();
     s.pool_slabs = p.slabs;
     s.pool_acquired = p.acquired;
     s.pool_reused = p.reused;
@@ -278,10 +327,10 @@ struct Bridge::Impl final : NodeLinkEvents, ExchangeOutlet {
     s.pending = exchange.pending();
     // The polling loop's own state: a loop that stopped would strand every frame after it.
     std::string by_node;
-    for (const auto& [node, n] : link.sends_in_flight())
+    for (const auto& [node, n] : wire->link.sends_in_flight())
       if (n > 0) by_node += " " + topology.name_of(node) + ":" + std::to_string(n);
     s.pending.push_back("link: sends in flight " + std::to_string(c.sends_posted - c.sends_completed) + (by_node.empty() ? "" : " (" + by_node.substr(1) + ")") + ", receives in flight " +
-                        std::to_string(c.recvs_posted - c.recvs_completed) + ", backlog " + std::to_string(link.backlog()) + ", last activity " + std::to_string(now_seconds() - last_activity) +
+                        std::to_string(c.recvs_posted - c.recvs_completed) + ", backlog " + std::to_string(wire->link.backlog()) + ", last activity " + std::to_string(now_seconds() - last_activity) +
                         " s ago, polls " + std::to_string(polls) + (poll_now ? ", poll queued" : "") + (poll_timer ? ", timer set" : ""));
     return s;
   }
@@ -332,9 +381,15 @@ caf::behavior Bridge::make_behavior() {
         count();
         impl_->on_node_lost(l);
       },
-      [=, this](const DirectoryUpdate& u) -> caf::result<void> {
+      [=, this](const DirectoryUpdate& u) -> caf::result<RelinkedAddress> {
         count();
-        Status s = impl_->on_directory_update(u);
+        auto r = impl_->on_directory_update(u);
+        if (!r.ok()) return caf::make_error(caf::sec::runtime_error, impl_->who + ": " + r.status().message());
+        return std::move(*r);
+      },
+      [=, this](const PeerAddresses& p) -> caf::result<void> {
+        count();
+        Status s = impl_->on_peer_addresses(p);
         if (!s.ok()) return caf::make_error(caf::sec::runtime_error, impl_->who + ": " + s.message());
         return caf::unit;
       },
@@ -344,7 +399,7 @@ caf::behavior Bridge::make_behavior() {
       },
       [=, this](const BridgeStatsQuery& q) -> BridgeStats { return impl_->snapshot(q.records); },
       [=, this](const BridgeFault& x) -> caf::result<void> {
-        Status s = impl_->link.inject(x.kind, x.peer, impl_->setup.moe, impl_->exchange.epoch());
+        Status s = impl_->wire->link.inject(x.kind, x.peer, impl_->setup.moe, impl_->exchange.epoch());
         if (!s.ok()) return caf::make_error(caf::sec::invalid_argument, s.message());
         return caf::unit;
       },

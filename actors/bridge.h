@@ -34,7 +34,10 @@
 // transport peer it came from and may send this, the epoch is the current one, the
 // payload is as long as the descriptor says); a bad one is dropped, logged and counted
 // (BridgeStats) and the node goes on. When the coordinator reports another node's
-// process gone (NodeLost), every layer batch in flight here fails with an error naming it.
+// process gone (NodeLost), every layer batch in flight here fails with an error naming it,
+// or, with recovery on, is dropped and re-run under the next membership; over shm the
+// bridge then re-opens its endpoint and reconnects to the survivors' new ones
+// (DirectoryUpdate, PeerAddresses) before that membership comes.
 //
 // The actor only wires the pieces that do this together and polls: who is where and what
 // a lost node means (actors/bridge_topology.h), the endpoint and the frames on it
@@ -55,6 +58,7 @@ struct BridgeSetup {
   std::string node_name;
   std::string transport;
   std::shared_ptr<transport::Endpoint> endpoint;
+  transport::EndpointConfig endpoint_config;  // how `endpoint` was opened (a re-open after a peer's loss uses it)
   bool moe = false;
   caf::actor router, scheduler;  // MoE node: its mirrors (dispatches go to the router under
                                  // EGate, to the scheduler under AGate)

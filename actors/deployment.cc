@@ -677,6 +677,8 @@ std::vector<NodeSnapshot> Deployment::nodes() {
       n.pool_acquired = st.pool_acquired;
       n.pool_reused = st.pool_reused;
       n.registrations = st.registrations;
+      n.relinks = st.relinks;
+      if (!st.address.empty()) n.transport_address = st.address;
       n.pending = st.pending;
       for (const ExchangeRecord& r : st.records) {
         ExchangeSample e;

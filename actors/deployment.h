@@ -186,6 +186,7 @@ struct NodeSnapshot {
   uint64_t transport_dropped = 0;  // ... and the transport's own (its header frames)
   uint64_t failed_batches = 0;
   uint64_t pool_slabs = 0, pool_acquired = 0, pool_reused = 0, registrations = 0;
+  uint64_t relinks = 0;  // endpoints re-opened after another node's loss (shm; the address changes)
   std::vector<ExchangeSample> exchanges;  // attention nodes: the most recent layer batches
   std::vector<std::string> pending;       // layer batches still held here, and what each waits for
 };

@@ -169,6 +169,7 @@ Result<NodeReady> build(NodeAgent* self, NodeAgent::Impl& impl, const NodePlan& 
   bs.node_name = me.name;
   bs.transport = plan.transport;
   bs.endpoint = std::shared_ptr<transport::Endpoint>(std::move(endpoint));
+  bs.endpoint_config = ec;
   bs.moe = plan.moe;
   bs.router = router;
   bs.scheduler = scheduler;

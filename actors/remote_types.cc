@@ -51,6 +51,8 @@ void add_janus_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<NodeLost>("janus.NodeLost");
   cfg.add_message_type<HostInstances>("janus.HostInstances");
   cfg.add_message_type<DirectoryUpdate>("janus.DirectoryUpdate");
+  cfg.add_message_type<RelinkedAddress>("janus.RelinkedAddress");
+  cfg.add_message_type<PeerAddresses>("janus.PeerAddresses");
   cfg.add_message_type<std::vector<HostedActor>>("janus.HostedActors");
 }
 

@@ -297,10 +297,11 @@ void Scaler::finish_node_recovery(uint32_t lost, Membership next, const std::str
   next.extra = std::move(extra);
 
   // Every bridge left learns where the instances live before the membership names them.
-  std::vector<caf::actor> bridges;
+  // Bridges that re-open their endpoints (shm: RelinkedAddress) then get each other's
+  // new addresses (PeerAddresses) before it as well.
+  std::vector<uint32_t> survivors;
   for (const NodeInfo& n : kit_.nodes)
-    if (!lost_nodes_.count(n.index) && n.bridge) bridges.push_back(n.bridge);
-  auto pending = std::make_shared<size_t>(bridges.size());
+    if (!lost_nodes_.count(n.index) && n.bridge) survivors.push_back(n.index);
   auto shared_next = std::make_shared<Membership>(std::move(next));
   auto go = [=, this]() {
     moving_ = false;
@@ -311,18 +312,37 @@ void Scaler::finish_node_recovery(uint32_t lost, Membership next, const std::str
     propose(*shared_next, /*abort=*/true, {}, what, detected);
     recovery_of_epoch_[planned_.epoch] = recoveries_.size() - 1;
   };
+  auto fail = [=, this](const std::string& why) {
+    moving_ = false;
+    node_unrecoverable(what + "; " + why);
+  };
+  auto relinked = std::make_shared<PeerAddresses>();
+  relinked->address.resize(kit_.nodes.size());
+  auto reconnect = [=, this]() {
+    bool any = false;
+    for (const auto& a : relinked->address) any = any || !a.empty();
+    if (!any) return go();
+    for (uint32_t i : survivors) kit_.nodes[i].address = relinked->address[i];
+    auto left = std::make_shared<size_t>(survivors.size());
+    for (uint32_t i : survivors)
+      request(kit_.nodes[i].bridge, std::chrono::seconds(30), *relinked)
+          .then(
+              [=]() {
+                if (--*left == 0) go();
+              },
+              [=, this](caf::error& err) { fail("node '" + kit_.nodes[i].name + "' could not reconnect: " + to_string(err)); });
+  };
+  auto pending = std::make_shared<size_t>(survivors.size());
   const DirectoryUpdate update{kit_.instance_node, kit_.shard_node, lost};
-  for (const caf::actor& b : bridges)
-    request(b, std::chrono::seconds(30), update)
+  for (uint32_t i : survivors)
+    request(kit_.nodes[i].bridge, std::chrono::seconds(30), update)
         .then(
-            [=]() {
-              if (--*pending == 0) go();
+            [=](RelinkedAddress& r) {
+              relinked->address[i] = std::move(r.address);
+              if (--*pending == 0) reconnect();
             },
-            [=, this](caf::error& err) {
-              moving_ = false;
-              node_unrecoverable(what + "; a bridge refused the new directory: " + to_string(err));
-            });
-  if (bridges.empty()) go();
+            [=](caf::error& err) { fail("a bridge refused the new directory: " + to_string(err)); });
+  if (survivors.empty()) go();
 }
 
 void Scaler::scale(const ScaleTo& s, caf::response_promise rp, int attempt) {

@@ -21,8 +21,8 @@ TwoPhaseExchange::TwoPhaseExchange(ExchangeSettings settings, const BridgeTopolo
                                    BridgeStaging& staging, BridgeStats& stats, ExchangeOutlet& outlet)
     : settings_(std::move(settings)),
       topology_(topology),
-      link_(link),
-      staging_(staging),
+      link_(&link),
+      staging_(&staging),
       stats_(stats),
       outlet_(outlet) {
   cost_.set_full_duplex(settings_.full_duplex);
@@ -40,6 +40,12 @@ void TwoPhaseExchange::drop_all() {
   awaits_.clear();
   ingress_.clear();
   egress_.clear();
+}
+
+void TwoPhaseExchange::relink(NodeLink& link, BridgeStaging& staging) {
+  drop_all();
+  link_ = &link;
+  staging_ = &staging;
 }
 
 std::string TwoPhaseExchange::admit(const ExchangeFrame& f, uint32_t from, FrameFault* fault) const {
@@ -158,26 +164,26 @@ void TwoPhaseExchange::dispatch(const LayerBatchKey& key, std::map<int32_t, Shar
     // The baseline: each shard's rows, unaggregated, to every instance.
     const std::vector<int32_t>& instance_node = topology_.instance_node();
     for (const auto& [s, x] : parts) {
-      auto c = staging_.pack({&x});
+      auto c = staging_->pack({&x});
       if (!c.ok()) return fail_shards(key, c.status().message());
       for (size_t i = 0; i < instance_node.size(); ++i) {
         ExchangeFrame g = f;
         g.parts = c->parts;
         g.parts[0].instance = static_cast<int32_t>(i);
-        link_.send_frame(static_cast<uint32_t>(instance_node[i]), g, c->hold, c->base, c->bytes);
+        link_->send_frame(static_cast<uint32_t>(instance_node[i]), g, c->hold, c->base, c->bytes);
       }
     }
   } else {
     std::vector<const ShardActivations*> all;
     for (const auto& [s, x] : parts) all.push_back(&x);
-    auto c = staging_.pack(all);
+    auto c = staging_->pack(all);
     if (!c.ok()) return fail_shards(key, c.status().message());
     f.parts = c->parts;
     if (a.mode == ExchangeMode::kCase1) {
-      for (uint32_t m : topo.moe_nodes) link_.send_frame(m, f, c->hold, c->base, c->bytes);
+      for (uint32_t m : topo.moe_nodes) link_->send_frame(m, f, c->hold, c->base, c->bytes);
     } else {
       f.designated = a.designated;
-      link_.send_frame(a.designated, f, c->hold, c->base, c->bytes);
+      link_->send_frame(a.designated, f, c->hold, c->base, c->bytes);
     }
   }
   awaits_[key] = std::move(a);
@@ -327,7 +333,7 @@ void TwoPhaseExchange::on_dispatch(ExchangeFrame& f, const std::shared_ptr<void>
   if (f.mode == ExchangeMode::kCase2 && d == me() && f.sender == f.origin) {
     // Case 2: this node received for all; pass the payload on as it arrived.
     for (uint32_t m : topology_.exchange().moe_nodes)
-      if (m != me() && link_.send_frame(m, f, hold, base, f.payload_bytes)) ++stats_.relayed;
+      if (m != me() && link_->send_frame(m, f, hold, base, f.payload_bytes)) ++stats_.relayed;
   }
   in.routes[f.origin] = {f.mode, d};
   if (f.mode == ExchangeMode::kSingle) {
@@ -381,7 +387,7 @@ void TwoPhaseExchange::on_result(MoeResult& r) {
   Egress& e = egress_[{key, origin}];
   e.results[r.shard] = std::move(r);
   if (e.results.size() < topology_.shards_of(origin).size()) return;
-  Contribution own = staging_.reduce(e.results, topology_.shards_of(origin), moe_ns);
+  Contribution own = staging_->reduce(e.results, topology_.shards_of(origin), moe_ns);
   e.results.clear();
   if (route.mode == ExchangeMode::kCase1 || route.designated != me()) {
     const uint32_t to = route.mode == ExchangeMode::kCase1 ? origin : route.designated;
@@ -420,10 +426,10 @@ void TwoPhaseExchange::send_sums(uint32_t to, const LayerBatchKey& key, Exchange
   f.moe_busy_ns = c.moe_ns;
   if (!c.error.empty()) {
     f.parts.clear();
-    link_.send_frame(to, f, nullptr, nullptr, 0);
+    link_->send_frame(to, f, nullptr, nullptr, 0);
     return;
   }
-  link_.send_frame(to, f, c.hold, c.base, c.bytes);
+  link_->send_frame(to, f, c.hold, c.base, c.bytes);
 }
 
 /// Single-phase: every instance's partial sums for the shard go to it on their own.
@@ -444,11 +450,11 @@ void TwoPhaseExchange::send_single(const MoeResult& r, uint32_t origin, uint64_t
     p.dtype = DType::kF64;
     p.parts_total = 0;
     f.parts = {p};
-    link_.send_frame(origin, f, nullptr, nullptr, 0);
+    link_->send_frame(origin, f, nullptr, nullptr, 0);
     return;
   }
   for (size_t j = 0; j < ps.size(); ++j) {
-    auto c = staging_.stage(r.shard, *ps[j]);
+    auto c = staging_->stage(r.shard, *ps[j]);
     if (!c.ok()) {
       log_error(settings_.who, c.status().to_string());
       continue;
@@ -456,7 +462,7 @@ void TwoPhaseExchange::send_single(const MoeResult& r, uint32_t origin, uint64_t
     f.parts = c->parts;
     f.parts[0].part = static_cast<uint32_t>(j);
     f.parts[0].parts_total = static_cast<uint32_t>(ps.size());
-    link_.send_frame(origin, f, c->hold, c->base, c->bytes);
+    link_->send_frame(origin, f, c->hold, c->base, c->bytes);
   }
 }
 
@@ -483,7 +489,7 @@ void TwoPhaseExchange::finish_designated(const LayerBatchKey& key, uint32_t orig
     out.moe_ns = std::max(out.moe_ns, c.moe_ns);
     if (!c.error.empty() && out.error.empty()) out.error = "node '" + topology_.name_of(m) + "': " + c.error;
   }
-  if (out.error.empty()) staging_.sum_nodes(cs, topology_.shards_of(origin), moe_nodes, &out);
+  if (out.error.empty()) staging_->sum_nodes(cs, topology_.shards_of(origin), moe_nodes, &out);
   egress_.erase(it);
   send_sums(origin, key, ExchangeMode::kCase2, origin, out);
 }

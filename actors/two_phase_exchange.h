@@ -98,6 +98,10 @@ class TwoPhaseExchange {
   bool waiting() const { return !awaits_.empty() || !gathers_.empty(); }
   /// Drops what is in flight (it is about to re-run under the next epoch).
   void drop_all();
+  /// The bridge re-opened its endpoint (a peer's loss over shm): from now on frames go
+  /// out on `link` and are staged in `staging`. Drops what is in flight first, as the
+  /// old link's frames can no longer complete.
+  void relink(NodeLink& link, BridgeStaging& staging);
   /// Every layer batch waiting here fails (a node went away, the data plane broke).
   void fail_all(const std::string& why);
 
@@ -157,8 +161,8 @@ class TwoPhaseExchange {
 
   const ExchangeSettings settings_;
   const BridgeTopology& topology_;
-  NodeLink& link_;
-  BridgeStaging& staging_;
+  NodeLink* link_;          // never null; relink() replaces it
+  BridgeStaging* staging_;  // never null; relink() replaces it
   BridgeStats& stats_;
   ExchangeOutlet& outlet_;
   transport::CostModel cost_;

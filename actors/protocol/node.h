@@ -12,6 +12,8 @@
 //                                     <-   NodeLost                   (another node's process went away)
 //                                     <-   HostInstances              (a lost MoE node's instances move here)
 //                                     <-   DirectoryUpdate            (where instances live now)
+//   RelinkedAddress{address}          ->                              (shm: a re-opened endpoint)
+//                                     <-   PeerAddresses              (shm: every survivor's new address)
 //                                     <-   Membership (to each actor, from the Frontend), steps ...
 //                                     <-   NodeShutdown
 //
@@ -132,6 +134,21 @@ struct DirectoryUpdate {
   uint32_t lost = 0;
 };
 
+/// A bridge's answer to DirectoryUpdate. Over shm a survivor re-opens its endpoint after
+/// a peer's loss (libfabric 1.17's shm provider leaves the sends that were in flight to
+/// the dead process busy in the survivor's queue forever, and stops completing every
+/// send queued behind them): `address` is the new endpoint's. Empty: the endpoint is kept.
+struct RelinkedAddress {
+  std::vector<char> address;
+};
+
+/// Scaler -> every surviving bridge, when they re-opened their endpoints (RelinkedAddress),
+/// before the membership that replaces the lost node: each node's new transport address
+/// by node index (empty: the node is gone). Each bridge connects to the others anew.
+struct PeerAddresses {
+  std::vector<std::vector<char>> address;
+};
+
 /// One layer batch as the attention node that dispatched it saw it.
 struct ExchangeRecord {
   LayerBatchKey key;
@@ -156,6 +173,7 @@ struct BridgeStats {
   uint64_t transport_dropped = 0;      // frames the transport itself refused (all reasons)
   uint64_t pool_slabs = 0, pool_acquired = 0, pool_reused = 0;
   uint64_t registrations = 0;          // transport memory registrations (should stop growing)
+  uint64_t relinks = 0;                // endpoints re-opened after a peer's loss (shm)
   std::vector<ExchangeRecord> records;  // the most recent layer batches (attention nodes)
   std::vector<std::string> pending;     // TwoPhaseExchange::pending(): what is still waited for
 };
@@ -240,6 +258,14 @@ typename Inspector::result_type inspect(Inspector& f, DirectoryUpdate& x) {
   return f(caf::meta::type_name("janus.DirectoryUpdate"), x.instance_node, x.shard_node, x.lost);
 }
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, RelinkedAddress& x) {
+  return f(caf::meta::type_name("janus.RelinkedAddress"), x.address);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, PeerAddresses& x) {
+  return f(caf::meta::type_name("janus.PeerAddresses"), x.address);
+}
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ExchangeRecord& x) {
   return f(caf::meta::type_name("janus.ExchangeRecord"), x.key, x.mode, x.rows, x.round_s, x.moe_s, x.predicted_s[0],
            x.predicted_s[1], x.predicted_s[2]);
@@ -249,7 +275,7 @@ typename Inspector::result_type inspect(Inspector& f, BridgeStats& x) {
   return f(caf::meta::type_name("janus.BridgeStats"), x.node, x.transport, x.address, x.frames_sent, x.frames_received,
            x.payload_bytes_sent, x.payload_bytes_received, x.relayed, x.dropped_truncated, x.dropped_malformed,
            x.dropped_wrong_epoch, x.dropped_size_mismatch, x.dropped_unknown_sender, x.dropped_stale, x.failed_batches,
-           x.transport_dropped, x.pool_slabs, x.pool_acquired, x.pool_reused, x.registrations, x.records, x.pending);
+           x.transport_dropped, x.pool_slabs, x.pool_acquired, x.pool_reused, x.registrations, x.relinks, x.records, x.pending);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, BridgeStatsQuery& x) {
