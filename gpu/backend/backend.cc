@@ -16,11 +16,11 @@ Status cuda_missing(const Device& d) {
   return unsupported("device " + d.name() + ": this build of Janus has no CUDA backend (no CUDA toolkit at build time)");
 }
 
-// Features of the newer families that no GPU kernel computes yet. The CUDA backend checks
-// its own list; these are refused here, for every GPU backend, before one is built, so that
-// a model the GPU would silently compute differently (a softmax gate for a sigmoid one,
-// plain RoPE for YaRN or for a partial rotary) never runs there. Routed experts are plain
-// SwiGLU and may run.
+// Features of the newer families that no GPU attention kernel computes yet. The CUDA
+// backend checks its own list; these are refused here, for every GPU backend, before one
+// is built, so that a model the GPU would silently compute differently (plain RoPE for
+// YaRN or for a partial rotary) never runs there. Routers (every family's gate, the
+// noaux_tc one included) and routed experts (plain SwiGLU) may run on a GPU.
 Status check_gpu_attention(const ModelConfig& c, const Device& d) {
   if (c.rotary_dim() != c.head_dim)
     return unsupported("device " + d.name() + ": the GPU attention does not implement partial rotary ('partial_rotary_factor': RoPE over " + std::to_string(c.rotary_dim()) + " of the " +
@@ -33,14 +33,6 @@ Status check_gpu_attention(const ModelConfig& c, const Device& d) {
   if (c.family == ModelFamily::kDeepseekV3)
     return unsupported("device " + d.name() + ": the GPU attention does not implement deepseek_v3 ('kv_lora_rank' multi-head "
                        "latent attention, 'n_shared_experts') yet; put the attention shards on the CPU (device \"cpu\")");
-  return Status::Ok();
-}
-
-Status check_gpu_router(const ModelConfig& c, const Device& d) {
-  if (c.sigmoid_gate)
-    return unsupported("device " + d.name() + ": the GPU router does not implement the " + std::string(family_name(c.family)) +
-                       " noaux_tc gate (sigmoid scores, 'e_score_correction_bias', 'n_group' / 'topk_group', "
-                       "'norm_topk_prob', 'routed_scaling_factor') yet; put the router on the CPU (device \"cpu\")");
   return Status::Ok();
 }
 
@@ -176,7 +168,6 @@ Result<std::unique_ptr<RouterBackend>> make_router_backend(std::shared_ptr<const
     if (ToHost h = registered_to_host()) return std::unique_ptr<RouterBackend>(new HostInputRouter(std::move(b), h));
     return b;
   }
-  JANUS_TRY(check_gpu_router(model->config(), d));
   auto make = [] {
     std::lock_guard<std::mutex> lk(g_mu);
     return g_cuda.router;

@@ -94,6 +94,7 @@ void latent_attention(const float* q_lat, const float* q_pe, int64_t rows, const
 /// experts]; the experts split into n_group groups scored by their best expert; only the
 /// topk_group best groups stay (ties: lower group first); the top_k of their experts
 /// (ties: lower id) with weights p * scale. n_group == 1 is the plain greedy gate.
+/// CUDA twin: cuda::gate_topk_grouped (gpu/cuda/gate.h).
 void gate_topk_grouped(const float* logits, int64_t rows, int experts, int top_k, int n_group, int topk_group, float scale,
                        int32_t* ids, float* weights);
 
@@ -101,7 +102,8 @@ void gate_topk_grouped(const float* logits, int64_t rows, int experts, int top_k
 /// scores + bias (e_score_correction_bias): each of n_group groups is scored by the sum of
 /// its two best, the topk_group best groups stay (ties: lower group first), the top_k of
 /// their experts are chosen (ties: lower id). Weights are the plain scores of the chosen,
-/// divided by their sum (+1e-20) when renormalize, times scale. No CUDA twin yet.
+/// divided by their sum (+1e-20) when renormalize, times scale. CUDA twin:
+/// cuda::gate_topk_sigmoid_grouped (gpu/cuda/gate.h).
 void gate_topk_sigmoid_grouped(const float* logits, const float* bias, int64_t rows, int experts, int top_k, int n_group,
                                int topk_group, bool renormalize, float scale, int32_t* ids, float* weights);
 

@@ -280,7 +280,11 @@ TEST_CASE("cuda backend: attention shard ops equal the CPU backend's over prefil
 TEST_CASE("cuda backend: the router equals the CPU router on random activations (fp32 logits, the same experts)") {
   JANUS_SKIP_WITHOUT_GPU();
   cuda::register_backends();
-  for (const auto& [name, model] : all_models()) {
+  // Every family's gate: the softmax top-k, DeepSeek-V2's group-limited greedy (and plain
+  // greedy, V2-Lite) gate scaled, DeepSeek-V3's noaux_tc sigmoid gate with its bias.
+  auto models = all_models();
+  for (const char* f : {"deepseek_v2", "deepseek_v2_lite", "deepseek_v3"}) models.emplace_back(f, fixture_model(f));
+  for (const auto& [name, model] : models) {
     CAPTURE(name);
     const ModelConfig& c = model->config();
     auto cr = make_router_backend(model, Device{});
@@ -510,7 +514,7 @@ TEST_CASE("cuda backend: clear errors for what it cannot do") {
   CHECK_FALSE((*e)->run(1, x, {{0, 0, 1.f}}, &p).ok());  // dense layer
 }
 
-TEST_CASE("cuda backend: Qwen2-MoE, OLMoE, DeepSeek-V2 and GLM-4-MoE attention shards are refused naming the features; their experts run") {
+TEST_CASE("cuda backend: Qwen2-MoE, OLMoE, DeepSeek-V2 and GLM-4-MoE attention shards are refused naming the features; their routers and experts run") {
   JANUS_SKIP_WITHOUT_GPU();
   cuda::register_backends();
   struct Case {
@@ -530,17 +534,8 @@ TEST_CASE("cuda backend: Qwen2-MoE, OLMoE, DeepSeek-V2 and GLM-4-MoE attention s
     REQUIRE_FALSE(b.ok());
     CHECK(b.status().code() == ErrorCode::kUnsupported);
     for (const char* n : k.named) CHECK_MESSAGE(b.status().message().find(n) != std::string::npos, b.status().to_string());
-    if (c.family == ModelFamily::kDeepseekV2 || c.sigmoid_gate) {
-      // Their gates (DeepSeek-V2's group limit, GLM-4-MoE's noaux_tc, both scaled) stay on the
-      // CPU; their routed experts are plain SwiGLU.
-      auto r = make_router_backend(model, cuda0());
-      REQUIRE_FALSE(r.ok());
-      CHECK(r.status().message().find("'routed_scaling_factor'") != std::string::npos);
-      auto e = make_expert_backend(model, cuda0(), all_experts(c));
-      REQUIRE_MESSAGE(e.ok(), e.status().to_string());
-      continue;
-    }
-    // The plain softmax top-k gate and the SwiGLU experts are the ones the GPU already runs.
+    // Their gates (the softmax top-k; DeepSeek-V2's group limit and scaling) and their
+    // SwiGLU experts run on the GPU.
     auto r = make_router_backend(model, cuda0());
     REQUIRE_MESSAGE(r.ok(), r.status().to_string());
     auto e = make_expert_backend(model, cuda0(), all_experts(c));

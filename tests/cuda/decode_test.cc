@@ -1,6 +1,7 @@
 // The whole disaggregated actor graph on the GPU: attention shards, routers and expert
 // instances on cuda:0 (and mixed graphs: shards on the GPU with experts on the CPU, and
-// the reverse) over the transformers fixtures. F32 checkpoints compute in fp32 on the GPU
+// the reverse, which is how the DeepSeek families run: their gates on the GPU, their
+// attention on the CPU) over the transformers fixtures. F32 checkpoints compute in fp32 on the GPU
 // (no TF32), so greedy tokens equal transformers' `greedy_tokens` exactly; the BF16
 // fixture's prompt logits stay within 1e-2 of transformers'.
 #include <doctest/doctest.h>
@@ -107,6 +108,8 @@ void check_fixture_greedy(const std::string& name, const Shape& s) {
     CHECK(a.dropped == 0);
     if (a.kind == "AttentionShard") CHECK(a.device == s.shard_device);
     if (a.kind == "ExpertInstance") CHECK(a.device == s.expert_device);
+    // EGate's router sits with the experts (the first instance's device), AGate's with each shard.
+    if (a.kind == "Router") CHECK(a.device == (s.side == "moe" ? s.expert_device : s.shard_device));
   }
 }
 
@@ -157,6 +160,22 @@ TEST_CASE("cuda decode: mixed graphs (shards on the GPU and experts on the CPU, 
   for (const Shape& s : mixed_shapes()) {
     check_fixture_greedy("qwen3_moe", s);
     check_fixture_greedy("mixtral", s);
+  }
+}
+
+TEST_CASE("cuda decode: DeepSeek-V2, V2-Lite and V3 with the router and experts on the GPU (attention on the CPU) reproduce transformers' greedy tokens (fp32)") {
+  JANUS_SKIP_WITHOUT_GPU();
+  // The GPU attention runs no MLA, YaRN or shared experts yet, so the shards (and the
+  // shared experts, on the attention side) stay on the CPU; under EGate the router sits
+  // with the experts on the GPU and runs the family's gate there: V2's group-limited
+  // greedy (4 groups keep 2, top-3, x1.5), V2-Lite's greedy and V3's noaux_tc (sigmoid,
+  // correction bias, group top-2 sums, renormalised, x2.5). One replica per expert hands
+  // the instances the device routing; spare replicas route on the host copy.
+  for (Shape s : {Shape{1, 2, false, 1, "moe", "aebs"}, Shape{2, 3, true, 2, "moe", "aebs"},
+                  Shape{1, 4, false, 2, "moe", "random_replica"}}) {
+    s.shard_device = "cpu";
+    s.expert_device = "cuda:0";
+    for (const char* name : {"deepseek_v2", "deepseek_v2_lite", "deepseek_v3"}) check_fixture_greedy(name, s);
   }
 }
 

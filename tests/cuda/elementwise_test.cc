@@ -1,5 +1,5 @@
-// Embedding, RMSNorm (plain and fused with the residual add), q/k norm + RoPE, and the
-// router's top-k on the GPU, each against its CPU twin on fresh random inputs.
+// Embedding, RMSNorm (plain and fused with the residual add) and q/k norm + RoPE on the
+// GPU, each against its CPU twin on fresh random inputs (the router's top-k: gate_test.cc).
 #include <doctest/doctest.h>
 
 #include <random>
@@ -8,7 +8,6 @@
 #include "gpu/cpu/fused.h"
 #include "gpu/cpu/kernels.h"
 #include "gpu/cuda/embedding.h"
-#include "gpu/cuda/gate.h"
 #include "gpu/cuda/norm_rope.h"
 #include "kernel_test_util.h"
 
@@ -151,42 +150,4 @@ TEST_CASE("cuda qk_norm_rope matches cpu::qk_norm_rope (norm then rotate_half Ro
         JANUS_CHECK_CLOSE(download(d_q, t, q.size()), wq, tolerance(t), "qk_norm_rope q");
         JANUS_CHECK_CLOSE(download(d_k, t, k.size()), wk, tolerance(t), "qk_norm_rope k");
       }
-}
-
-TEST_CASE("cuda gate_topk picks the same experts in the same order with the same weights as cpu::gate_topk") {
-  JANUS_SKIP_WITHOUT_GPU();
-  std::mt19937 rng(41);
-  for (auto [rows, experts, top_k] : {std::tuple{1, 8, 2}, {33, 128, 8}, {256, 128, 8}, {7, 60, 4}, {5, 1000, 32}})
-    for (bool renorm : {true, false}) {
-      CAPTURE(rows);
-      CAPTURE(experts);
-      CAPTURE(renorm);
-      auto logits = random_floats(static_cast<size_t>(rows) * experts, rng, 4.f);
-      // Exact ties in one row: the lower id must come first.
-      if (experts >= 8) logits[3] = logits[5] = 10.f;
-      auto d_logits = upload(logits, DType::kF32);
-      DeviceBuffer d_ids(static_cast<size_t>(rows) * top_k * 4), d_w(static_cast<size_t>(rows) * top_k * 4);
-      d_ids.poison();
-      d_w.poison();
-      JANUS_STATUS_CHECK(cuda::gate_topk(d_logits.as<float>(), rows, experts, top_k, renorm, d_ids.as<int32_t>(),
-                                         d_w.as<float>(), nullptr));
-      auto ids = download_raw<int32_t>(d_ids, static_cast<size_t>(rows) * top_k);
-      auto w = download(d_w, DType::kF32, static_cast<size_t>(rows) * top_k);
-      std::vector<int32_t> want_ids(ids.size());
-      std::vector<float> want_w(ids.size());
-      cpu::gate_topk(logits.data(), rows, experts, top_k, renorm, want_ids.data(), want_w.data());
-      size_t mismatched = 0;
-      for (size_t i = 0; i < ids.size(); ++i)
-        if (ids[i] != want_ids[i]) {
-          if (mismatched++ < 5)
-            std::printf("gate_topk: row %zu choice %zu: got expert %d, want %d\n", i / top_k, i % top_k, ids[i],
-                        want_ids[i]);
-        }
-      CHECK(mismatched == 0);
-      if (experts >= 8) {
-        CHECK(ids[0] == 3);
-        CHECK(ids[1] == 5);
-      }
-      JANUS_CHECK_CLOSE(w, want_w, 1e-5, "gate_topk weights");
-    }
 }

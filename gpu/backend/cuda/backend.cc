@@ -242,7 +242,8 @@ namespace {
 
 // The attention-side features of the newer families that the CUDA kernels do not run yet:
 // refused at construction, naming the config key, instead of computing something else.
-// (Their routers and routed experts are the plain softmax top-k and SwiGLU, which run.)
+// (Their gates, DeepSeek-V2's group-limited one and V3's noaux_tc one included, and their
+// routed SwiGLU experts run here: a router or expert instance on the GPU serves them.)
 Status check_attention_features(const ModelConfig& c) {
   std::vector<std::string> missing;
   if (c.qkv_bias)
@@ -254,21 +255,11 @@ Status check_attention_features(const ModelConfig& c) {
     missing.push_back(c.shared_expert_gate ? "'shared_expert_intermediate_size' (the gated shared expert)"
                                            : "'n_shared_experts' (shared experts)");
   if (c.mla()) missing.push_back("'kv_lora_rank' (multi-head latent attention)");
-  if (c.family == ModelFamily::kDeepseekV2) missing.push_back("DeepSeek-V2 routing ('topk_method', 'routed_scaling_factor')");
   if (missing.empty()) return Status::Ok();
   std::string list;
   for (size_t i = 0; i < missing.size(); ++i) list += (i ? ", " : "") + missing[i];
   return unsupported(std::string("the CUDA attention backend does not implement ") + list + " of this " +
                      family_name(c.family) + " model yet; put the attention shards on the CPU (device \"cpu\")");
-}
-
-// The router's softmax top-k kernel has no group limit and no scaling: DeepSeek-V2's gate
-// stays on the CPU until it has.
-Status check_router_features(const ModelConfig& c) {
-  if (c.family != ModelFamily::kDeepseekV2) return Status::Ok();
-  return unsupported(std::string("the CUDA router does not implement DeepSeek-V2 routing ('topk_method' ") +
-                     (c.n_group > 0 ? "group_limited_greedy" : "greedy") +
-                     " with 'routed_scaling_factor') yet; put the router on the CPU (device \"cpu\")");
 }
 
 // -- the three backends: construction and dispatch into the op families (ops.h) -------------
@@ -309,6 +300,9 @@ class CudaAttention final : public AttentionBackend {
       if (c.is_sparse(l)) {
         // For route() (AGate on this shard's device); tiny, so uploaded eagerly.
         JANUS_ASSIGN_OR_RETURN(L.router, device_weight(dev, lw.router, kF32));
+        if (c.sigmoid_gate) {
+          JANUS_ASSIGN_OR_RETURN(L.router_bias, device_weight(dev, lw.router_bias, kF32));
+        }
       } else {
         JANUS_ASSIGN_OR_RETURN(L.gate, upload(dev, lw.dense.gate));
         JANUS_ASSIGN_OR_RETURN(L.up, upload(dev, lw.dense.up));
@@ -409,14 +403,18 @@ class CudaRouter final : public RouterBackend {
   explicit CudaRouter(std::shared_ptr<const Model> model) : state_(std::move(model)) {}
 
   Status init(const Device& d) {
-    JANUS_TRY(check_router_features(state_.model->config()));
     JANUS_TRY(state_.engine.init(d));
     const ModelConfig& c = state_.model->config();
     state_.weights.resize(static_cast<size_t>(c.num_layers));
+    state_.bias.resize(static_cast<size_t>(c.num_layers));
     for (int l = 0; l < c.num_layers; ++l) {
       if (!c.is_sparse(l)) continue;
-      JANUS_ASSIGN_OR_RETURN(state_.weights[static_cast<size_t>(l)],
-                             device_weight(state_.engine.ordinal, state_.model->weights().layers[static_cast<size_t>(l)].router, kF32));
+      const LayerWeights& lw = state_.model->weights().layers[static_cast<size_t>(l)];
+      JANUS_ASSIGN_OR_RETURN(state_.weights[static_cast<size_t>(l)], device_weight(state_.engine.ordinal, lw.router, kF32));
+      // The noaux_tc gate's correction bias ([E], selection only), F32 as the CPU converts it.
+      if (c.sigmoid_gate) {
+        JANUS_ASSIGN_OR_RETURN(state_.bias[static_cast<size_t>(l)], device_weight(state_.engine.ordinal, lw.router_bias, kF32));
+      }
     }
     return Status::Ok();
   }

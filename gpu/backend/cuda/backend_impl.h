@@ -108,9 +108,10 @@ class Engine {
 
 // -- the attention shard --------------------------------------------------------------------
 
-/// One layer's weights on a shard's device (router on MoE layers, gate/up/down on dense ones).
+/// One layer's weights on a shard's device (router on MoE layers, with its
+/// e_score_correction_bias for a sigmoid gate; gate/up/down on dense ones).
 struct AttentionLayer {
-  WeightRef input_norm, post_norm, q, k, v, o, q_norm, k_norm, router, gate, up, down;
+  WeightRef input_norm, post_norm, q, k, v, o, q_norm, k_norm, router, router_bias, gate, up, down;
 };
 
 /// One micro-batch's (seq, pos) rows on the device, found again by content.
@@ -153,6 +154,7 @@ struct RouterState {
   std::shared_ptr<const Model> model;
   Engine engine;
   std::vector<WeightRef> weights;  // [layer]: the router, F32; empty on dense layers
+  std::vector<WeightRef> bias;     // [layer]: e_score_correction_bias, F32, for a sigmoid gate; else empty
 };
 
 /// An ExpertBackend's state: the experts it holds, in slot order, and their device table.
