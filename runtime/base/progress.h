@@ -27,7 +27,7 @@ class ProgressBar {
   std::chrono::steady_clock::time_point start_, last_draw_;
 };
 
-/// "1.23 GB", "456.0 MB", "12.0 KB"
+/// "1.23 GB", "456.0 MB", "12.0 kB" (powers of 1000)
 std::string human_bytes(double bytes);
 
 }  // namespace janus

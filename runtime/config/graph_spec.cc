@@ -6,6 +6,7 @@
 #include <set>
 #include <sstream>
 
+#include "runtime/base/progress.h"
 #include "runtime/base/tensor.h"
 #include "runtime/scheduling/expert_placement.h"
 #include "runtime/scheduling/scheduling_policy.h"
@@ -291,14 +292,6 @@ KvFootprint kv_footprint(const ModelConfig& m) {
   return f;
 }
 
-std::string bytes_text(double b) {
-  char t[32];
-  if (b >= 1e6) std::snprintf(t, sizeof t, "%.2f MB", b / 1e6);
-  else if (b >= 1e3) std::snprintf(t, sizeof t, "%.1f kB", b / 1e3);
-  else std::snprintf(t, sizeof t, "%.0f B", b);
-  return t;
-}
-
 }  // namespace
 
 std::string kv_cache_summary(const ModelConfig& m) {
@@ -306,7 +299,7 @@ std::string kv_cache_summary(const ModelConfig& m) {
   const double per_token = static_cast<double>(f.values) * m.num_layers;
   std::ostringstream o;
   o << f.values << " values per token per layer" << (m.mla() ? " (latent + RoPE key)" : "") << ", "
-    << bytes_text(per_token * 4) << "/token in F32, " << bytes_text(per_token * 2) << " in BF16";
+    << human_bytes(per_token * 4) << "/token in F32, " << human_bytes(per_token * 2) << " in BF16";
   if (f.mha_values > 0) {
     char r[32];
     std::snprintf(r, sizeof r, "%.1fx", static_cast<double>(f.mha_values) / static_cast<double>(f.values));
